@@ -1,0 +1,207 @@
+//! cityops configuration: one TOML file, `${ENV}` substitution, `*_file` secrets, and pure
+//! validation that reports every problem with its path.
+//!
+//! Loading runs in stages so that `cityops check` can report as much as possible at once:
+//! read the file, substitute the environment, parse TOML, deserialize each section and each
+//! feed separately (so an unknown key in one feed does not hide a mistake in another),
+//! validate (pure), and only then read secret files.
+
+mod env;
+mod feed;
+mod problem;
+mod secret;
+mod sections;
+mod topic;
+
+pub use env::substitute;
+pub use feed::{
+    DecoderConfig, FeedConfig, FieldMapping, JsonMappingConfig, NgsiLdConfig, QualityMapping,
+    SenmlConfig, SenmlEncoding, SourceKind, TsFormat, ValueKind, is_metric_name,
+    validate_json_pointer,
+};
+pub use problem::{Problem, Problems};
+pub use secret::Secret;
+pub use sections::{ClickHouseConfig, LogFormat, RejectsConfig, TelemetryConfig, check_log_filter};
+pub use topic::{TopicPattern, is_label_name};
+
+use serde::de::DeserializeOwned;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Default)]
+pub struct Config {
+    /// `[telemetry]`: logs and the metrics endpoint.
+    pub telemetry: TelemetryConfig,
+    /// `[rejects]`: what is kept of rejected payloads.
+    pub rejects: RejectsConfig,
+    /// `[clickhouse]`: where events go.
+    pub clickhouse: ClickHouseConfig,
+    /// `[[feeds]]`: one entry per feed.
+    pub feeds: Vec<FeedConfig>,
+}
+
+/// Why a configuration could not be loaded: every problem found.
+#[derive(Debug, thiserror::Error)]
+#[error("{} problem(s) in {path}:\n{}", problems.len(), render(problems))]
+pub struct ConfigError {
+    /// The file that was loaded (or `<string>`).
+    pub path: String,
+    /// Every problem, in file order where possible.
+    pub problems: Vec<Problem>,
+}
+
+fn render(problems: &[Problem]) -> String {
+    problems
+        .iter()
+        .map(|p| format!("  {p}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+const SECTIONS: [&str; 4] = ["telemetry", "rejects", "clickhouse", "feeds"];
+
+impl Config {
+    /// Loads, validates and resolves secrets of the file at `path`, with the process
+    /// environment for substitution.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let fail = |problems| ConfigError {
+            path: path.display().to_string(),
+            problems,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            fail(vec![Problem::new(
+                "",
+                format!("cannot read config file: {e}"),
+            )])
+        })?;
+        let mut config = Config::from_str_with_env(&text, &|name| std::env::var(name).ok())
+            .map_err(|e| fail(e.problems))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        config.resolve_secrets(base).map_err(fail)?;
+        Ok(config)
+    }
+
+    /// Parses and validates config text with `lookup` for `${ENV}`; does no I/O and does not
+    /// read secret files.
+    pub fn from_str_with_env(
+        text: &str,
+        lookup: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let fail = |problems| ConfigError {
+            path: "<string>".into(),
+            problems,
+        };
+        let text = substitute(text, lookup).map_err(fail)?;
+        let table: toml::Table = toml::from_str(&text)
+            .map_err(|e| fail(vec![Problem::new("", format!("invalid TOML: {e}"))]))?;
+        let mut problems = Problems::default();
+        let mut config = Config::default();
+        for (key, value) in table {
+            match key.as_str() {
+                "telemetry" => section(&key, value, &mut problems, &mut config.telemetry),
+                "rejects" => section(&key, value, &mut problems, &mut config.rejects),
+                "clickhouse" => section(&key, value, &mut problems, &mut config.clickhouse),
+                "feeds" => config.feeds = feeds(value, &mut problems),
+                other => problems.push(
+                    other,
+                    format!("unknown section, expected one of: {}", SECTIONS.join(", ")),
+                ),
+            }
+        }
+        config.validate(&mut problems);
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(fail(problems.into_vec()))
+        }
+    }
+
+    /// Pure validation of everything deserialized so far.
+    fn validate(&self, problems: &mut Problems) {
+        self.telemetry.validate(problems);
+        self.rejects.validate(problems);
+        self.clickhouse.validate(problems);
+        let mut names = BTreeMap::new();
+        let mut topics = BTreeMap::new();
+        for (i, feed) in self.feeds.iter().enumerate() {
+            let path = format!("feeds[{i}]");
+            feed.validate(&path, problems);
+            if let Some(first) = names.insert(feed.name.as_str(), i) {
+                problems.at(
+                    &path,
+                    "name",
+                    format!("{:?} is already the name of feeds[{first}]", feed.name),
+                );
+            }
+            if let Some(first) = topics.insert((feed.source, feed.topic.as_str()), i) {
+                problems.at(
+                    &path,
+                    "topic",
+                    format!("{:?} is already read by feeds[{first}]", feed.topic),
+                );
+            }
+        }
+    }
+
+    /// Reads `*_file` secrets (relative paths are relative to `base`, the config's folder).
+    pub fn resolve_secrets(&mut self, base: &Path) -> Result<(), Vec<Problem>> {
+        if let Some(file) = self.clickhouse.password_file.take() {
+            let full = base.join(&file);
+            match std::fs::read_to_string(&full) {
+                Ok(text) => {
+                    let value = text.strip_suffix('\n').unwrap_or(&text);
+                    let value = value.strip_suffix('\r').unwrap_or(value);
+                    self.clickhouse.password = Some(Secret::new(value));
+                }
+                Err(e) => {
+                    let problem = Problem::new(
+                        "clickhouse.password_file",
+                        format!("cannot read {}: {e}", full.display()),
+                    );
+                    self.clickhouse.password_file = Some(file);
+                    return Err(vec![problem]);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn section<T: DeserializeOwned>(
+    key: &str,
+    value: toml::Value,
+    problems: &mut Problems,
+    slot: &mut T,
+) {
+    match deserialize::<T>(value) {
+        Ok(v) => *slot = v,
+        Err((path, message)) => problems.push(problem::join_path(key, &path), message),
+    }
+}
+
+fn feeds(value: toml::Value, problems: &mut Problems) -> Vec<FeedConfig> {
+    let toml::Value::Array(items) = value else {
+        problems.push("feeds", "must be an array of tables ([[feeds]])");
+        return Vec::new();
+    };
+    let mut out = Vec::with_capacity(items.len());
+    for (i, item) in items.into_iter().enumerate() {
+        match deserialize::<FeedConfig>(item) {
+            Ok(feed) => out.push(feed),
+            Err((path, message)) => {
+                problems.push(problem::join_path(&format!("feeds[{i}]"), &path), message);
+            }
+        }
+    }
+    out
+}
+
+/// Deserializes one value, returning the failing path within it and the message.
+fn deserialize<T: DeserializeOwned>(value: toml::Value) -> Result<T, (String, String)> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let path = if path == "." { String::new() } else { path };
+        (path, e.into_inner().to_string())
+    })
+}

@@ -1,0 +1,292 @@
+//! The JSON mapping decoder: picks fields by JSON Pointer, one event per mapped field.
+
+use crate::draft::{DecodeCtx, Draft};
+use crate::feed::too_many;
+use crate::jsonx::{self, as_id, as_number, as_text, type_name};
+use crate::reject::{Failure, RejectReason};
+use cityops_config::{FieldMapping, JsonMappingConfig, TsFormat, ValueKind};
+use cityops_event::{Attrs, Quality, Timestamp};
+use serde_json::Value;
+
+/// Epoch numbers at or above this are read as milliseconds by `ts_format = "auto"` (10^11 s is
+/// the year 5138, 10^11 ms is 1973).
+const AUTO_MS_THRESHOLD: f64 = 1e11;
+
+pub(crate) fn decode(
+    m: &JsonMappingConfig,
+    payload: &[u8],
+    ctx: &DecodeCtx<'_>,
+) -> Result<Vec<Draft>, Failure> {
+    let root = jsonx::parse(payload)?;
+    let mut drafts = Vec::new();
+    match &m.records {
+        None => decode_record(m, &root, &root, "", &mut drafts)?,
+        Some(pointer) => {
+            let records = match root.pointer(pointer) {
+                Some(Value::Array(items)) => items,
+                Some(Value::Null) | None => {
+                    return Err(Failure::new(
+                        RejectReason::MissingField,
+                        format!("records {pointer}: not found"),
+                    ));
+                }
+                Some(other) => {
+                    return Err(Failure::new(
+                        RejectReason::WrongType,
+                        format!(
+                            "records {pointer}: expected an array, got {}",
+                            type_name(other)
+                        ),
+                    ));
+                }
+            };
+            for (i, record) in records.iter().enumerate() {
+                let at = format!("{pointer}/{i}");
+                decode_record(m, &root, record, &at, &mut drafts)?;
+                if drafts.len() > ctx.max_events {
+                    return Err(too_many(ctx.max_events));
+                }
+            }
+        }
+    }
+    Ok(drafts)
+}
+
+/// Where a pointer leads: `^/x` from the payload root, `/x` from the record.
+struct Scope<'v> {
+    root: &'v Value,
+    record: &'v Value,
+    /// The record's own pointer within the payload, for messages (empty for the root).
+    at: &'v str,
+}
+
+impl<'v> Scope<'v> {
+    fn get(&self, pointer: &str) -> Option<&'v Value> {
+        let found = match pointer.strip_prefix('^') {
+            Some(abs) => self.root.pointer(abs),
+            None => self.record.pointer(pointer),
+        };
+        found.filter(|v| !v.is_null())
+    }
+
+    /// The full pointer of a field for messages.
+    fn name(&self, pointer: &str) -> String {
+        match pointer.strip_prefix('^') {
+            Some(abs) => abs.to_owned(),
+            None => format!("{}{pointer}", self.at),
+        }
+    }
+
+    fn text(&self, pointer: &Option<String>, what: &str) -> Result<Option<String>, Failure> {
+        let Some(p) = pointer else { return Ok(None) };
+        match self.get(p) {
+            None => Ok(None),
+            Some(v) => as_id(v).map(Some).ok_or_else(|| {
+                Failure::new(
+                    RejectReason::WrongType,
+                    format!(
+                        "{} ({what}): expected a non-empty string or an integer, got {}",
+                        self.name(p),
+                        jsonx::preview(v)
+                    ),
+                )
+            }),
+        }
+    }
+
+    fn number(&self, pointer: &str, what: &str) -> Result<Option<f64>, Failure> {
+        match self.get(pointer) {
+            None => Ok(None),
+            Some(v) => as_number(v).map(Some).ok_or_else(|| {
+                Failure::new(
+                    RejectReason::WrongType,
+                    format!(
+                        "{} ({what}): expected a number, got {}",
+                        self.name(pointer),
+                        jsonx::preview(v)
+                    ),
+                )
+            }),
+        }
+    }
+}
+
+fn decode_record(
+    m: &JsonMappingConfig,
+    root: &Value,
+    record: &Value,
+    at: &str,
+    out: &mut Vec<Draft>,
+) -> Result<(), Failure> {
+    let scope = Scope { root, record, at };
+    let entity_id = scope.text(&m.entity_id, "entity_id")?;
+    let entity_type = scope.text(&m.entity_type, "entity_type")?;
+    let district = scope.text(&m.district, "district")?;
+    let ward = scope.text(&m.ward, "ward")?;
+    let (lat, lon) = match (&m.lat, &m.lon) {
+        (Some(lat_p), Some(lon_p)) => {
+            let lat = scope.number(lat_p, "lat")?;
+            let lon = scope.number(lon_p, "lon")?;
+            match (lat, lon) {
+                (Some(lat), Some(lon)) => {
+                    jsonx::check_position(&scope.name(lat_p), lat, lon)?;
+                    (Some(lat), Some(lon))
+                }
+                _ => (None, None),
+            }
+        }
+        _ => (None, None),
+    };
+    let ts = match &m.ts {
+        None => None,
+        Some(p) => match scope.get(p) {
+            None => {
+                return Err(Failure::new(
+                    RejectReason::MissingField,
+                    format!("{} (ts): not found", scope.name(p)),
+                ));
+            }
+            Some(v) => Some(read_ts(&scope.name(p), v, m.ts_format)?),
+        },
+    };
+    let record_quality = match &m.quality {
+        None => Quality::Good,
+        Some(q) => match scope.get(&q.pointer).and_then(as_text) {
+            Some(status) if q.bad.contains(&status) => Quality::Bad,
+            Some(status) if q.suspect.contains(&status) => Quality::Suspect,
+            _ => Quality::Good,
+        },
+    };
+    let mut attrs = Attrs::new();
+    for (name, p) in &m.attrs {
+        if let Some(v) = scope.get(p).and_then(as_text) {
+            attrs.insert(name.clone(), v);
+        }
+    }
+    for field in &m.fields {
+        let Some(raw) = scope.get(&field.pointer) else {
+            if field.optional {
+                continue;
+            }
+            return Err(Failure::new(
+                RejectReason::MissingField,
+                format!(
+                    "{} (metric {}): not found",
+                    scope.name(&field.pointer),
+                    field.metric
+                ),
+            ));
+        };
+        let (value, text, quality) = read_value(field, raw, &scope.name(&field.pointer))?;
+        out.push(Draft {
+            entity_id: entity_id.clone(),
+            entity_type: entity_type.clone(),
+            metric: field.metric.clone(),
+            value,
+            text,
+            unit: field.unit.clone(),
+            district: district.clone(),
+            ward: ward.clone(),
+            lat,
+            lon,
+            attrs: attrs.clone(),
+            ts,
+            quality: worse(record_quality, quality),
+        });
+    }
+    Ok(())
+}
+
+fn worse(a: Quality, b: Quality) -> Quality {
+    match (a, b) {
+        (Quality::Bad, _) | (_, Quality::Bad) => Quality::Bad,
+        (Quality::Suspect, _) | (_, Quality::Suspect) => Quality::Suspect,
+        _ => Quality::Good,
+    }
+}
+
+fn read_value(
+    field: &FieldMapping,
+    raw: &Value,
+    name: &str,
+) -> Result<(Option<f64>, Option<String>, Quality), Failure> {
+    let wrong = |expected: &str| {
+        Failure::new(
+            RejectReason::WrongType,
+            format!(
+                "{name} (metric {}): expected {expected}, got {}",
+                field.metric,
+                jsonx::preview(raw)
+            ),
+        )
+    };
+    match field.kind {
+        ValueKind::Number => {
+            let n = as_number(raw).ok_or_else(|| wrong("a number"))?;
+            let v = n * field.scale + field.offset;
+            if !v.is_finite() {
+                return Err(Failure::new(
+                    RejectReason::NotFinite,
+                    format!(
+                        "{name} (metric {}): {n} scaled by {} plus {} is not finite",
+                        field.metric, field.scale, field.offset
+                    ),
+                ));
+            }
+            let outside = field.valid_min.is_some_and(|lo| v < lo)
+                || field.valid_max.is_some_and(|hi| v > hi);
+            Ok((
+                Some(v),
+                None,
+                if outside {
+                    Quality::Suspect
+                } else {
+                    Quality::Good
+                },
+            ))
+        }
+        ValueKind::Bool => match raw {
+            Value::Bool(b) => Ok((Some(if *b { 1.0 } else { 0.0 }), None, Quality::Good)),
+            _ => Err(wrong("true or false")),
+        },
+        ValueKind::String => as_text(raw)
+            .map(|t| (None, Some(t), Quality::Good))
+            .ok_or_else(|| wrong("a string")),
+    }
+}
+
+fn read_ts(name: &str, v: &Value, format: TsFormat) -> Result<Timestamp, Failure> {
+    let wrong = |expected: &str| {
+        Failure::new(
+            RejectReason::InvalidTimestamp,
+            format!(
+                "{name} (ts): expected {expected}, got {}",
+                jsonx::preview(v)
+            ),
+        )
+    };
+    let from_number = |n: f64, millis: bool| {
+        let t = if millis {
+            Timestamp::from_millis_f64(n)
+        } else {
+            Timestamp::from_secs_f64(n)
+        };
+        t.map_err(|e| Failure::new(RejectReason::TsOutOfRange, format!("{name} (ts): {n}: {e}")))
+    };
+    match format {
+        TsFormat::Rfc3339 => match v {
+            Value::String(s) => jsonx::rfc3339(name, s),
+            _ => Err(wrong("an RFC 3339 string")),
+        },
+        TsFormat::EpochS => from_number(as_number(v).ok_or_else(|| wrong("epoch seconds"))?, false),
+        TsFormat::EpochMs => from_number(
+            as_number(v).ok_or_else(|| wrong("epoch milliseconds"))?,
+            true,
+        ),
+        TsFormat::Auto => match (v, as_number(v)) {
+            (_, Some(n)) => from_number(n, n.abs() >= AUTO_MS_THRESHOLD),
+            (Value::String(s), None) => jsonx::rfc3339(name, s),
+            _ => Err(wrong("an RFC 3339 string or epoch seconds/milliseconds")),
+        },
+    }
+}
