@@ -322,3 +322,41 @@ impl FeedSet {
         }
     }
 }
+
+impl Outcome {
+    /// Renders the outcome as `cityops decode` prints it: one JSON event per line, or one line
+    /// `{"reject": {"reason", "message", "feed", "raw_bytes", "raw_truncated"}}`.
+    pub fn to_json_lines(&self) -> String {
+        #[derive(serde::Serialize)]
+        struct RejectLine<'a> {
+            reject: RejectBody<'a>,
+        }
+        #[derive(serde::Serialize)]
+        struct RejectBody<'a> {
+            reason: RejectReason,
+            message: &'a str,
+            feed: Option<&'a str>,
+            raw_bytes: usize,
+            raw_truncated: bool,
+        }
+        let mut out = String::new();
+        let mut push = |line: Result<String, serde_json::Error>| {
+            // Serializing these plain structs cannot fail; keep a line either way.
+            out.push_str(&line.unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}")));
+            out.push('\n');
+        };
+        match self {
+            Outcome::Events(events) => events.iter().for_each(|e| push(serde_json::to_string(e))),
+            Outcome::Reject(r) => push(serde_json::to_string(&RejectLine {
+                reject: RejectBody {
+                    reason: r.reason,
+                    message: &r.message,
+                    feed: r.feed.as_deref(),
+                    raw_bytes: r.raw_len,
+                    raw_truncated: r.raw_truncated(),
+                },
+            })),
+        }
+        out
+    }
+}

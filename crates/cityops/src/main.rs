@@ -1,0 +1,31 @@
+//! The `cityops` command: one binary, one subcommand per job.
+
+mod check;
+mod decode;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+/// cityops: the event pipeline of a city Intelligent Operations Center.
+#[derive(Debug, Parser)]
+#[command(name = "cityops", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Validate a config file and print every problem with its path (exit 1 if any).
+    Check(check::Args),
+    /// Decode one payload with a config's feeds and print events as JSON lines, or the reject.
+    Decode(decode::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Check(args) => check::run(&args),
+        Command::Decode(args) => decode::run(&args),
+    }
+}
