@@ -228,7 +228,7 @@ fn read_value(
                 return Err(Failure::new(
                     RejectReason::NotFinite,
                     format!(
-                        "{name} (metric {}): {n} scaled by {} plus {} is not finite",
+                        "{name} (metric {}): {n:e} scaled by {:e} plus {:e} is not finite",
                         field.metric, field.scale, field.offset
                     ),
                 ));

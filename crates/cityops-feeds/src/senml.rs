@@ -216,9 +216,16 @@ fn cbor_label(key: i128) -> Option<&'static str> {
 
 fn read_cbor(payload: &[u8], max_events: usize) -> Result<Vec<RawRecord>, Failure> {
     let root: Cbor = ciborium::from_reader(payload).map_err(|e| {
+        let detail = match e {
+            ciborium::de::Error::Io(_) => "it ends in the middle of an item".to_owned(),
+            ciborium::de::Error::Syntax(offset) => format!("syntax error at byte {offset}"),
+            ciborium::de::Error::Semantic(Some(offset), msg) => format!("{msg} at byte {offset}"),
+            ciborium::de::Error::Semantic(None, msg) => msg,
+            ciborium::de::Error::RecursionLimitExceeded => "nested too deeply".to_owned(),
+        };
         Failure::new(
             RejectReason::InvalidCbor,
-            format!("payload is not CBOR: {e}"),
+            format!("payload is not CBOR: {detail}"),
         )
     })?;
     let Cbor::Array(items) = untag(root) else {

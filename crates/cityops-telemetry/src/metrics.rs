@@ -31,7 +31,14 @@ enum Kind {
 /// Checks a full metric name against the house rule: `cityops_<subsystem>_<name>_<unit>`,
 /// lowercase snake case, counters ending in `_total`, other metrics in a base unit.
 pub fn check_metric_name(name: &str, is_counter: bool) -> Result<(), String> {
-    check(name, if is_counter { Kind::Counter } else { Kind::Other })
+    check(
+        name,
+        if is_counter {
+            Kind::Counter
+        } else {
+            Kind::Other
+        },
+    )
 }
 
 fn check(name: &str, kind: Kind) -> Result<(), String> {
@@ -54,10 +61,9 @@ fn check(name: &str, kind: Kind) -> Result<(), String> {
     match kind {
         Kind::Counter if last != "total" => Err("a counter must end in _total".into()),
         Kind::Other if last == "total" => Err("only counters end in _total".into()),
-        Kind::Other if !UNITS.contains(&last) => Err(format!(
-            "must end in a unit, one of: {}",
-            UNITS.join(", ")
-        )),
+        Kind::Other if !UNITS.contains(&last) => {
+            Err(format!("must end in a unit, one of: {}", UNITS.join(", ")))
+        }
         _ => Ok(()),
     }
 }
@@ -102,9 +108,15 @@ impl Metrics {
     }
 
     /// A counter vector; `name` must end in `_total`.
-    pub fn counter_vec(&self, name: &str, help: &str, labels: &[&str]) -> Result<CounterVec, TelemetryError> {
+    pub fn counter_vec(
+        &self,
+        name: &str,
+        help: &str,
+        labels: &[&str],
+    ) -> Result<CounterVec, TelemetryError> {
         let full = self.full_name(name, Kind::Counter)?;
-        let metric = CounterVec::new(Opts::new(&full, help), labels).map_err(|e| invalid(&full, e))?;
+        let metric =
+            CounterVec::new(Opts::new(&full, help), labels).map_err(|e| invalid(&full, e))?;
         self.register(&full, metric)
     }
 
@@ -116,9 +128,15 @@ impl Metrics {
     }
 
     /// A gauge vector; `name` must end in a unit.
-    pub fn gauge_vec(&self, name: &str, help: &str, labels: &[&str]) -> Result<GaugeVec, TelemetryError> {
+    pub fn gauge_vec(
+        &self,
+        name: &str,
+        help: &str,
+        labels: &[&str],
+    ) -> Result<GaugeVec, TelemetryError> {
         let full = self.full_name(name, Kind::Other)?;
-        let metric = GaugeVec::new(Opts::new(&full, help), labels).map_err(|e| invalid(&full, e))?;
+        let metric =
+            GaugeVec::new(Opts::new(&full, help), labels).map_err(|e| invalid(&full, e))?;
         self.register(&full, metric)
     }
 
@@ -161,8 +179,7 @@ pub fn register_process_metrics(registry: &Registry, version: &str) -> Result<()
         .map_err(|e| invalid("process_*", e))?;
     let name = "cityops_build_version_info";
     let info = IntGauge::with_opts(
-        Opts::new(name, "Build information; the value is always 1")
-            .const_label("version", version),
+        Opts::new(name, "Build information; the value is always 1").const_label("version", version),
     )
     .map_err(|e| invalid(name, e))?;
     registry
@@ -191,9 +208,18 @@ mod tests {
     fn helper_refuses_bad_names_and_duplicates() {
         let registry = Registry::new();
         let m = Metrics::new(&registry, "ingest");
-        assert!(m.counter_vec("rows_inserted_total", "rows", &["feed"]).is_ok());
-        assert!(m.counter_vec("rows_inserted_total", "rows", &["feed"]).is_err());
+        assert!(
+            m.counter_vec("rows_inserted_total", "rows", &["feed"])
+                .is_ok()
+        );
+        assert!(
+            m.counter_vec("rows_inserted_total", "rows", &["feed"])
+                .is_err()
+        );
         assert!(m.gauge("lag", "no unit").is_err());
-        assert!(m.histogram_vec("batch_rows", "rows per batch", &["feed"], vec![1.0, 10.0]).is_ok());
+        assert!(
+            m.histogram_vec("batch_rows", "rows per batch", &["feed"], vec![1.0, 10.0])
+                .is_ok()
+        );
     }
 }

@@ -38,7 +38,9 @@ impl Readiness {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, bool>> {
         // A panic elsewhere while holding this lock leaves a plain map of flags: still usable.
-        self.components.lock().unwrap_or_else(PoisonError::into_inner)
+        self.components
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 }
 

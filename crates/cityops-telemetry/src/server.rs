@@ -63,10 +63,12 @@ pub async fn serve(
         "Requests to the telemetry endpoint, by path and status code",
         &["path", "code"],
     )?;
-    let addr = listener.local_addr().map_err(|source| TelemetryError::Bind {
-        addr: SocketAddr::from(([0, 0, 0, 0], 0)),
-        source,
-    })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|source| TelemetryError::Bind {
+            addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+            source,
+        })?;
     let state = AppState {
         registry,
         readiness,

@@ -19,7 +19,11 @@ pub fn run(args: &Args) -> ExitCode {
     // A closed stdout (`| head`) is not worth a panic; the exit code still tells.
     match Config::load(&args.config) {
         Ok(config) => {
-            let mqtt = config.feeds.iter().filter(|f| f.source == cityops_config::SourceKind::Mqtt).count();
+            let mqtt = config
+                .feeds
+                .iter()
+                .filter(|f| f.source == cityops_config::SourceKind::Mqtt)
+                .count();
             let _ = writeln!(
                 out,
                 "{}: ok ({} feeds: {} mqtt, {} kafka)",
@@ -34,7 +38,12 @@ pub fn run(args: &Args) -> ExitCode {
             for problem in &error.problems {
                 let _ = writeln!(out, "{problem}");
             }
-            let _ = writeln!(out, "{}: {} problem(s)", args.config.display(), error.problems.len());
+            let _ = writeln!(
+                out,
+                "{}: {} problem(s)",
+                args.config.display(),
+                error.problems.len()
+            );
             ExitCode::from(1)
         }
     }

@@ -54,13 +54,16 @@ pub fn run(args: &Args) -> ExitCode {
 
 fn decode(args: &Args) -> anyhow::Result<()> {
     let config = Config::load(&args.config)?;
-    let feeds = FeedSet::new(&config.feeds, config.rejects.max_raw_bytes).map_err(anyhow::Error::msg)?;
+    let feeds =
+        FeedSet::new(&config.feeds, config.rejects.max_raw_bytes).map_err(anyhow::Error::msg)?;
     let source = match args.source {
         Source::Mqtt => SourceKind::Mqtt,
         Source::Kafka => SourceKind::Kafka,
     };
     let received_at = match &args.received_at {
-        Some(text) => Timestamp::parse_rfc3339(text).with_context(|| format!("--received-at {text:?}"))?,
+        Some(text) => {
+            Timestamp::parse_rfc3339(text).with_context(|| format!("--received-at {text:?}"))?
+        }
         None => now()?,
     };
     let coordinates = match (args.partition, args.offset) {
@@ -77,10 +80,14 @@ fn decode(args: &Args) -> anyhow::Result<()> {
         _ => None,
     };
     let payload = match &args.file {
-        Some(path) => std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?,
+        Some(path) => {
+            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?
+        }
         None => {
             let mut buf = Vec::new();
-            std::io::stdin().read_to_end(&mut buf).context("cannot read stdin")?;
+            std::io::stdin()
+                .read_to_end(&mut buf)
+                .context("cannot read stdin")?;
             buf
         }
     };
