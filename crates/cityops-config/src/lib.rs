@@ -97,19 +97,22 @@ impl Config {
             .map_err(|e| fail(vec![Problem::new("", format!("invalid TOML: {e}"))]))?;
         let mut problems = Problems::default();
         let mut config = Config::default();
+        // Position of each deserialized feed in the file, so that paths stay right when an
+        // earlier feed failed to deserialize.
+        let mut feed_positions = Vec::new();
         for (key, value) in table {
             match key.as_str() {
                 "telemetry" => section(&key, value, &mut problems, &mut config.telemetry),
                 "rejects" => section(&key, value, &mut problems, &mut config.rejects),
                 "clickhouse" => section(&key, value, &mut problems, &mut config.clickhouse),
-                "feeds" => config.feeds = feeds(value, &mut problems),
+                "feeds" => feed_positions = feeds(value, &mut problems, &mut config.feeds),
                 other => problems.push(
                     other,
                     format!("unknown section, expected one of: {}", SECTIONS.join(", ")),
                 ),
             }
         }
-        config.validate(&mut problems);
+        config.validate(&feed_positions, &mut problems);
         if problems.is_empty() {
             Ok(config)
         } else {
@@ -118,13 +121,13 @@ impl Config {
     }
 
     /// Pure validation of everything deserialized so far.
-    fn validate(&self, problems: &mut Problems) {
+    fn validate(&self, feed_positions: &[usize], problems: &mut Problems) {
         self.telemetry.validate(problems);
         self.rejects.validate(problems);
         self.clickhouse.validate(problems);
         let mut names = BTreeMap::new();
         let mut topics = BTreeMap::new();
-        for (i, feed) in self.feeds.iter().enumerate() {
+        for (feed, &i) in self.feeds.iter().zip(feed_positions) {
             let path = format!("feeds[{i}]");
             feed.validate(&path, problems);
             if let Some(first) = names.insert(feed.name.as_str(), i) {
@@ -180,21 +183,25 @@ fn section<T: DeserializeOwned>(
     }
 }
 
-fn feeds(value: toml::Value, problems: &mut Problems) -> Vec<FeedConfig> {
+/// Deserializes each feed on its own into `out`, returning each one's position in the file.
+fn feeds(value: toml::Value, problems: &mut Problems, out: &mut Vec<FeedConfig>) -> Vec<usize> {
     let toml::Value::Array(items) = value else {
         problems.push("feeds", "must be an array of tables ([[feeds]])");
         return Vec::new();
     };
-    let mut out = Vec::with_capacity(items.len());
+    let mut positions = Vec::with_capacity(items.len());
     for (i, item) in items.into_iter().enumerate() {
         match deserialize::<FeedConfig>(item) {
-            Ok(feed) => out.push(feed),
+            Ok(feed) => {
+                out.push(feed);
+                positions.push(i);
+            }
             Err((path, message)) => {
                 problems.push(problem::join_path(&format!("feeds[{i}]"), &path), message);
             }
         }
     }
-    out
+    positions
 }
 
 /// Deserializes one value, returning the failing path within it and the message.
@@ -202,6 +209,9 @@ fn deserialize<T: DeserializeOwned>(value: toml::Value) -> Result<T, (String, St
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
         let path = if path == "." { String::new() } else { path };
-        (path, e.into_inner().to_string())
+        // The TOML deserializer appends a line locating the key; the path already says it.
+        let message = e.into_inner().to_string();
+        let first_line = message.lines().next().unwrap_or_default().to_owned();
+        (path, first_line)
     })
 }
