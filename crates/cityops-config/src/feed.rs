@@ -297,7 +297,7 @@ impl FeedConfig {
                 }
             }
         }
-        for (key, _) in &self.attrs {
+        for key in self.attrs.keys() {
             if !is_label_name(key) {
                 problems.at(
                     path,

@@ -1,5 +1,8 @@
 //! Integration tests of the `cityops` command, run as a subprocess the way operators run it.
 
+// Test helpers may unwrap: a failure there is a test failure with its message.
+#![allow(clippy::unwrap_used)]
+
 mod check;
 mod decode;
 

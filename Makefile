@@ -1,0 +1,55 @@
+# cityops: the two commands of the quick start are `make demo` and `make test`.
+# Both install what they need (Debian packages via apt, crates via cargo) and are idempotent.
+
+CARGO ?= cargo
+FUZZ_SECONDS ?= 60
+# Two cores: one build at a time, each using both.
+export CARGO_BUILD_JOBS ?= 2
+
+.PHONY: help deps build release demo test fmt fmt-check clippy unit check-config fuzz clean
+
+help:
+	@echo "make demo   - run the pipeline as far as it exists (decode every sample payload)"
+	@echo "make test   - format check, clippy -D warnings, and every test"
+	@echo "make deps   - install build and test dependencies (apt, rustup components)"
+	@echo "make fuzz   - run each decoder fuzz target for FUZZ_SECONDS (needs cargo-fuzz)"
+
+deps:
+	@deploy/local/deps.sh
+
+build: deps
+	$(CARGO) build --workspace --all-targets
+
+release: deps
+	$(CARGO) build --release -p cityops
+
+demo: release
+	@CITYOPS_BIN=target/release/cityops deploy/demo.sh
+
+fmt:
+	$(CARGO) fmt --all
+
+fmt-check: deps
+	$(CARGO) fmt --all -- --check
+
+clippy: deps
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+unit: deps
+	$(CARGO) test --workspace
+
+test: fmt-check clippy unit
+
+check-config: release
+	target/release/cityops check --config deploy/config/cityops.toml
+
+# Coverage-guided fuzzing with libFuzzer. cargo-fuzz needs nightly features; RUSTC_BOOTSTRAP
+# lets the stable toolchain provide them.
+fuzz: deps
+	@command -v cargo-fuzz >/dev/null 2>&1 || $(CARGO) install cargo-fuzz --locked
+	cd fuzz && for target in json_mapping senml ngsi_ld; do \
+	  RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run $$target -- -max_total_time=$(FUZZ_SECONDS) || exit 1; \
+	done
+
+clean:
+	$(CARGO) clean
