@@ -36,7 +36,7 @@ clippy: deps
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 unit: deps
-	$(CARGO) test --workspace
+	@deploy/local/run-tests.sh
 
 test: fmt-check clippy unit
 

@@ -3,4 +3,5 @@
 // Test helpers may unwrap: a failure there is a test failure with its message.
 #![allow(clippy::unwrap_used)]
 
+mod docs;
 mod style;

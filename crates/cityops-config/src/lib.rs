@@ -215,3 +215,116 @@ fn deserialize<T: DeserializeOwned>(value: toml::Value) -> Result<T, (String, St
         (path, first_line)
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problems(text: &str) -> Vec<String> {
+        match Config::from_str_with_env(text, &|_| None) {
+            Ok(_) => Vec::new(),
+            Err(e) => e.problems.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    const AIR: &str = r#"
+[[feeds]]
+name = "air"
+source = "mqtt"
+topic = "danang/{district}/air/{entity_id}"
+domain = "environment"
+decoder = { type = "senml" }
+"#;
+
+    #[test]
+    fn a_minimal_config_is_valid_and_gets_defaults() {
+        let config = Config::from_str_with_env(AIR, &|_| None).unwrap();
+        assert_eq!(config.feeds.len(), 1);
+        assert_eq!(config.feeds[0].max_payload_bytes, 1024 * 1024);
+        assert_eq!(config.telemetry.listen_addr.to_string(), "127.0.0.1:9464");
+        assert_eq!(config.clickhouse.database, "cityops");
+        assert_eq!(config.rejects.max_raw_bytes, 65536);
+    }
+
+    #[test]
+    fn duplicate_names_and_topics_are_reported_against_the_later_feed() {
+        let text = format!("{AIR}{}", AIR.replace("name = \"air\"", "name = \"air\""));
+        assert_eq!(
+            problems(&text),
+            [
+                "feeds[1].name: \"air\" is already the name of feeds[0]",
+                "feeds[1].topic: \"danang/{district}/air/{entity_id}\" is already read by feeds[0]",
+            ]
+        );
+    }
+
+    #[test]
+    fn json_feeds_need_an_entity_id_from_somewhere() {
+        let text = r#"
+[[feeds]]
+name = "beds"
+source = "kafka"
+topic = "danang.health.beds"
+domain = "health"
+decoder = { type = "json", fields = [{ metric = "beds", pointer = "/beds" }] }
+"#;
+        let found = problems(text);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].starts_with("feeds[0].decoder.entity_id: no entity id"));
+        // A static entity id is enough.
+        assert!(
+            problems(&text.replace(
+                "domain = \"health\"",
+                "domain = \"health\"\nentity_id = \"bv-1\""
+            ))
+            .is_empty()
+        );
+    }
+
+    #[test]
+    fn kafka_topics_and_pointers_are_checked() {
+        let text = r#"
+[[feeds]]
+name = "beds"
+source = "kafka"
+topic = "danang/health/beds"
+domain = "health"
+decoder = { type = "json", records = "^/x", entity_id = "id", fields = [{ metric = "a b", pointer = "/a" }] }
+"#;
+        let found = problems(text);
+        assert_eq!(found.len(), 4, "{found:?}");
+        assert!(
+            found[0].starts_with("feeds[0].topic: \"danang/health/beds\": Kafka topics use only")
+        );
+        assert!(found[1].starts_with(
+            "feeds[0].decoder.records: \"^/x\": '^' (payload root) is not allowed here"
+        ));
+        assert!(found[2].starts_with("feeds[0].decoder.entity_id: \"id\" is not a JSON Pointer"));
+        assert!(
+            found[3].starts_with(
+                "feeds[0].decoder.fields[0].metric: \"a b\" is not a valid metric name"
+            )
+        );
+    }
+
+    #[test]
+    fn unknown_sections_and_keys_are_errors_with_paths() {
+        let found = problems("[telemetri]\nlog_level = \"info\"\n[clickhouse]\nurll = \"x\"\n");
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert!(found[0].starts_with("telemetri: unknown section"));
+        assert!(found[1].starts_with("clickhouse.urll: unknown field `urll`"));
+    }
+
+    #[test]
+    fn the_password_is_hidden_in_debug_output() {
+        let config = Config::from_str_with_env("[clickhouse]\npassword = \"${PW}\"\n", &|name| {
+            (name == "PW").then(|| "hunter2".to_owned())
+        })
+        .unwrap();
+        assert_eq!(
+            config.clickhouse.password.as_ref().map(Secret::expose),
+            Some("hunter2")
+        );
+        assert!(!format!("{config:?}").contains("hunter2"));
+    }
+}

@@ -155,3 +155,30 @@ async fn the_endpoint_stops_on_cancellation() {
         .unwrap();
     assert!(tokio::net::TcpStream::connect(addr).await.is_err());
 }
+
+#[tokio::test]
+async fn every_metric_this_crate_serves_is_in_docs_metrics_md() {
+    let readiness = Readiness::default();
+    let registry = Registry::new();
+    register_process_metrics(&registry, "0.1.0").unwrap();
+    let server = TelemetryServer::bind("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let base = format!("http://{}", server.local_addr().unwrap());
+    let shutdown = CancellationToken::new();
+    tokio::spawn(server.run(registry.clone(), readiness, shutdown.clone()));
+    get(&format!("{base}/metrics")).await;
+    let docs = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../docs/metrics.md"
+    ))
+    .unwrap();
+    for family in registry.gather() {
+        assert!(
+            docs.contains(&format!("`{}`", family.name())),
+            "docs/metrics.md does not list {}",
+            family.name()
+        );
+    }
+    shutdown.cancel();
+}
