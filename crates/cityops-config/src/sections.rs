@@ -124,6 +124,34 @@ pub struct ClickHouseConfig {
     /// File whose content (without a trailing newline) is the password.
     #[serde(default)]
     pub password_file: Option<PathBuf>,
+    /// Days of raw events kept (`events`); 0 keeps them forever.
+    #[serde(default = "default_events_retention_days")]
+    pub events_retention_days: u32,
+    /// Days of per-minute rollups kept (`events_1m_*`); 0 keeps them forever.
+    #[serde(default = "default_rollups_retention_days")]
+    pub rollups_retention_days: u32,
+    /// Days of rejects kept; 0 keeps them forever.
+    #[serde(default = "default_rejects_retention_days")]
+    pub rejects_retention_days: u32,
+    /// Days of alert history kept (`alert_events`); 0 keeps it forever.
+    #[serde(default = "default_alert_events_retention_days")]
+    pub alert_events_retention_days: u32,
+}
+
+fn default_events_retention_days() -> u32 {
+    365
+}
+
+fn default_rollups_retention_days() -> u32 {
+    730
+}
+
+fn default_rejects_retention_days() -> u32 {
+    30
+}
+
+fn default_alert_events_retention_days() -> u32 {
+    730
 }
 
 fn default_clickhouse_url() -> String {
@@ -146,6 +174,10 @@ impl Default for ClickHouseConfig {
             user: default_user(),
             password: None,
             password_file: None,
+            events_retention_days: default_events_retention_days(),
+            rollups_retention_days: default_rollups_retention_days(),
+            rejects_retention_days: default_rejects_retention_days(),
+            alert_events_retention_days: default_alert_events_retention_days(),
         }
     }
 }

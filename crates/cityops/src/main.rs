@@ -2,6 +2,7 @@
 
 mod check;
 mod decode;
+mod migrate;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -20,6 +21,10 @@ enum Command {
     Check(check::Args),
     /// Decode one payload with a config's feeds and print events as JSON lines, or the reject.
     Decode(decode::Args),
+    /// Apply pending ClickHouse schema migrations (idempotent; --dry-run prints them).
+    Migrate(migrate::MigrateArgs),
+    /// Drop ClickHouse partitions older than the configured retention.
+    Retention(migrate::RetentionArgs),
 }
 
 fn main() -> ExitCode {
@@ -27,5 +32,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Check(args) => check::run(&args),
         Command::Decode(args) => decode::run(&args),
+        Command::Migrate(args) => migrate::run_migrate(&args),
+        Command::Retention(args) => migrate::run_retention(&args),
     }
 }

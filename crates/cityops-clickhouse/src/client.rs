@@ -1,0 +1,90 @@
+//! A ClickHouse connection that knows its server's version.
+
+use crate::{Error, ServerVersion};
+use cityops_config::ClickHouseConfig;
+use serde::Deserialize;
+
+/// A client plus the server version it talks to.
+#[derive(Clone)]
+pub struct ClickHouse {
+    client: clickhouse::Client,
+    version: ServerVersion,
+    database: String,
+}
+
+#[derive(Deserialize, clickhouse::Row)]
+struct VersionRow {
+    version: String,
+}
+
+impl ClickHouse {
+    /// Connects (one `SELECT version()`), choosing client settings by server version: schema
+    /// validation needs a format 18.16 lacks, so it is on only for servers that have it.
+    pub async fn connect(config: &ClickHouseConfig) -> Result<Self, Error> {
+        let mut client = clickhouse::Client::default()
+            .with_url(&config.url)
+            .with_user(&config.user)
+            .with_validation(false);
+        if let Some(password) = &config.password {
+            client = client.with_password(password.expose());
+        }
+        let text = client
+            .query("SELECT version() AS version")
+            .fetch_one::<VersionRow>()
+            .await
+            .map_err(|source| Error::Query {
+                what: format!("connect to {}", config.url),
+                source,
+            })?
+            .version;
+        let version = ServerVersion::parse(&text).ok_or(Error::Version(text))?;
+        let client = client.with_validation(version.supports_client_validation());
+        Ok(ClickHouse {
+            client,
+            version,
+            database: config.database.clone(),
+        })
+    }
+
+    /// The server's version.
+    pub fn version(&self) -> ServerVersion {
+        self.version
+    }
+
+    /// The cityops database name.
+    pub fn database(&self) -> &str {
+        &self.database
+    }
+
+    /// The underlying client (inserts, typed queries).
+    pub fn client(&self) -> &clickhouse::Client {
+        &self.client
+    }
+
+    /// Runs a statement that returns nothing (DDL, ALTER).
+    pub async fn execute(&self, sql: &str, what: &str) -> Result<(), Error> {
+        self.client
+            .query(sql)
+            .execute()
+            .await
+            .map_err(|source| Error::Query {
+                what: what.to_owned(),
+                source,
+            })
+    }
+
+    /// Runs a query returning rows of `T`.
+    pub async fn fetch<T>(&self, sql: &str, what: &str) -> Result<Vec<T>, Error>
+    where
+        T: clickhouse::RowOwned + clickhouse::RowRead,
+    {
+        self.client
+            .query(sql)
+            .fetch_all::<T>()
+            .await
+            .map_err(|source| Error::Query {
+                what: what.to_owned(),
+                source,
+            })
+    }
+}

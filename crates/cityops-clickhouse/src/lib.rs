@@ -1,0 +1,50 @@
+//! ClickHouse for cityops: the schema as versioned migrations, the server-version gate that keeps
+//! one portable DDL for ClickHouse 18.16 and current servers, retention, and the Rust row types
+//! of the tables.
+//!
+//! The SQL lives in `deploy/clickhouse/migrations/` (embedded at build time) so that engineers
+//! read the schema as SQL and chDB checks the same files.
+
+mod client;
+mod migrations;
+mod retention;
+mod rows;
+mod version;
+
+pub use client::ClickHouse;
+pub use migrations::{
+    MIGRATIONS, Migration, MigrationOutcome, MigrationReport, RetentionDays, migrate,
+};
+pub use retention::{RetentionAction, RetentionReport, apply_retention, plan_drops};
+pub use rows::{AlertEventRow, EventRow, RejectRow, RowSource, TableColumns};
+pub use version::ServerVersion;
+
+/// What can go wrong talking to ClickHouse.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A query failed.
+    #[error("clickhouse query failed ({what}): {source}")]
+    Query {
+        /// What the query was for.
+        what: String,
+        /// The client's error.
+        source: clickhouse::error::Error,
+    },
+    /// The server's version string is not understood.
+    #[error("cannot read the server version {0:?}")]
+    Version(String),
+    /// An applied migration no longer matches the embedded one.
+    #[error(
+        "migration {version} ({name}) was changed after it was applied (checksum {applied} in schema_migrations, {embedded} now); add a new migration instead of editing an applied one"
+    )]
+    ChangedMigration {
+        /// Migration version.
+        version: u32,
+        /// Migration name.
+        name: String,
+        /// Checksum recorded when it was applied.
+        applied: String,
+        /// Checksum of the embedded SQL.
+        embedded: String,
+    },
+}
