@@ -1,0 +1,212 @@
+//! A Tansu (Kafka-protocol) broker instance, with topic, produce and consume helpers.
+
+use crate::ServiceProcess;
+use crate::support::{cache_dir, instance_dir, make_dirs, port_open, wait_ready};
+use anyhow::{Context, bail};
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+use tempfile::TempDir;
+
+/// The pinned Tansu release that `make deps` installs (see deploy/local/lib.sh).
+const TANSU_VERSION: &str = "0.1.2";
+
+/// The Tansu binary: `CITYOPS_TANSU_BIN`, else the one `make deps` caches.
+pub fn tansu_binary() -> PathBuf {
+    let path = std::env::var_os("CITYOPS_TANSU_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| cache_dir().join(format!("tansu-{TANSU_VERSION}/tansu")));
+    assert!(
+        path.is_file(),
+        "the Tansu broker is not installed at {}: run `make deps` in the repository root",
+        path.display()
+    );
+    path
+}
+
+/// A running Kafka-protocol broker (Tansu, in-memory storage) on 127.0.0.1. Its data does not
+/// survive a restart; the durable broker (`make deps-durable`) comes with the ingest tests.
+#[derive(Debug)]
+pub struct KafkaBroker {
+    dir: TempDir,
+    port: u16,
+    binary: PathBuf,
+    process: ServiceProcess,
+}
+
+impl KafkaBroker {
+    /// Starts a fresh broker on a free port and waits until it answers metadata requests.
+    pub fn start() -> Self {
+        let binary = tansu_binary();
+        let dir = instance_dir("tansu");
+        make_dirs(dir.path(), &["data", "log"]);
+        let port = crate::free_port();
+        let url = format!("tcp://127.0.0.1:{port}");
+        let process = ServiceProcess::new(
+            "tansu",
+            binary.clone(),
+            vec![
+                "broker".into(),
+                "--listener-url".into(),
+                url.clone(),
+                "--advertised-listener-url".into(),
+                url,
+                "--storage-engine".into(),
+                "memory://tansu/".into(),
+            ],
+            &dir.path().join("data"),
+            dir.path().join("log/stdout.log"),
+        );
+        let mut broker = KafkaBroker {
+            dir,
+            port,
+            binary,
+            process,
+        };
+        broker.start_again();
+        broker
+    }
+
+    /// Starts the stopped broker again on the same port (empty: storage is in memory).
+    pub fn start_again(&mut self) {
+        self.process.spawn();
+        let port = self.port;
+        let bootstrap = self.bootstrap();
+        wait_ready(&mut self.process, "tansu", Duration::from_secs(20), || {
+            port_open(port) && metadata_ok(&bootstrap)
+        });
+    }
+
+    /// Stops it (SIGTERM).
+    pub fn stop(&mut self) {
+        self.process.stop(Duration::from_secs(10));
+    }
+
+    /// Stops and starts it.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.start_again();
+    }
+
+    /// kill -9, as a crash.
+    pub fn kill9(&mut self) {
+        self.process.kill9();
+    }
+
+    /// Whether the process is alive.
+    pub fn is_running(&mut self) -> bool {
+        self.process.is_running()
+    }
+
+    /// The pid while running.
+    pub fn pid(&self) -> Option<u32> {
+        self.process.pid()
+    }
+
+    /// `bootstrap.servers` for clients.
+    pub fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// The instance's directory (data, logs).
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    /// Creates a topic with `partitions` partitions (Tansu does not auto-create topics).
+    pub fn create_topic(&self, name: &str, partitions: u32) -> anyhow::Result<()> {
+        let out = Command::new(&self.binary)
+            .args([
+                "topic",
+                "create",
+                name,
+                "--partitions",
+                &partitions.to_string(),
+                "--broker",
+            ])
+            .arg(format!("tcp://127.0.0.1:{}", self.port))
+            .output()
+            .context("run tansu topic create")?;
+        if !out.status.success() {
+            bail!(
+                "creating topic {name} failed: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(())
+    }
+
+    /// A producer with acks from all replicas, for tests.
+    pub fn producer(&self) -> anyhow::Result<FutureProducer> {
+        Ok(ClientConfig::new()
+            .set("bootstrap.servers", self.bootstrap())
+            .set("acks", "all")
+            .set("message.timeout.ms", "30000")
+            .set("linger.ms", "5")
+            .create()?)
+    }
+
+    /// Produces one record and returns its (partition, offset).
+    pub async fn produce(
+        &self,
+        producer: &FutureProducer,
+        topic: &str,
+        key: &[u8],
+        payload: &[u8],
+    ) -> anyhow::Result<(i32, i64)> {
+        let record = FutureRecord::to(topic).key(key).payload(payload);
+        let delivery = producer
+            .send(record, Duration::from_secs(30))
+            .await
+            .map_err(|(e, _)| anyhow::anyhow!("produce to {topic} failed: {e}"))?;
+        Ok((delivery.partition, delivery.offset))
+    }
+
+    /// Reads every partition of `topic` from the beginning until `count` records arrived or
+    /// `timeout` passed; returns (partition, offset, payload) in arrival order.
+    pub fn consume(
+        &self,
+        topic: &str,
+        partitions: i32,
+        count: usize,
+        timeout: Duration,
+    ) -> anyhow::Result<Vec<(i32, i64, Vec<u8>)>> {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", self.bootstrap())
+            .set("group.id", format!("testkit-{}", crate::free_port()))
+            .set("enable.auto.commit", "false")
+            .create()?;
+        let mut assignment = TopicPartitionList::new();
+        for partition in 0..partitions {
+            assignment.add_partition_offset(topic, partition, Offset::Beginning)?;
+        }
+        consumer.assign(&assignment)?;
+        let deadline = Instant::now() + timeout;
+        let mut records = Vec::new();
+        while records.len() < count && Instant::now() < deadline {
+            match consumer.poll(Duration::from_millis(200)) {
+                Some(Ok(message)) => records.push((
+                    message.partition(),
+                    message.offset(),
+                    message.payload().unwrap_or_default().to_vec(),
+                )),
+                Some(Err(e)) => bail!("consume from {topic} failed: {e}"),
+                None => {}
+            }
+        }
+        Ok(records)
+    }
+}
+
+fn metadata_ok(bootstrap: &str) -> bool {
+    let client: Result<BaseConsumer, _> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create();
+    client.is_ok_and(|c| c.fetch_metadata(None, Duration::from_secs(2)).is_ok())
+}

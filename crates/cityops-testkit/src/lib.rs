@@ -1,0 +1,26 @@
+//! The test kit: starts fresh, isolated instances of the real services cityops works with —
+//! mosquitto, ClickHouse, Tansu (Kafka protocol), Prometheus and Alertmanager — on free ports
+//! with temporary directories, waits until each answers, and stops each by pid when dropped
+//! (also when the test panics). Tests can restart or kill -9 a service mid-test.
+//!
+//! Setup failures panic with a message saying what to run (`make deps`): a missing service
+//! fails the test loudly, it never skips it. Helpers that talk to a service return
+//! `anyhow::Result` so that tests can assert on failures (a query while ClickHouse is down).
+//!
+//! Dev-dependency only: no production crate may depend on it.
+
+mod alertmanager;
+mod clickhouse;
+mod kafka;
+mod mosquitto;
+mod process;
+mod prometheus;
+mod support;
+
+pub use alertmanager::Alertmanager;
+pub use clickhouse::ClickHouseServer;
+pub use kafka::KafkaBroker;
+pub use mosquitto::{Mosquitto, MqttSubscription};
+pub use process::ServiceProcess;
+pub use prometheus::Prometheus;
+pub use support::{cache_dir, find_binary, free_port, repo_root};

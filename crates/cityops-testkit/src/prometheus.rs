@@ -1,0 +1,126 @@
+//! A Prometheus instance, with query and scrape-target helpers.
+
+use crate::ServiceProcess;
+use crate::support::{
+    http_get, instance_dir, make_dirs, render, require_binary, template, wait_ready,
+};
+use anyhow::{Context, bail};
+use std::time::Duration;
+use tempfile::TempDir;
+
+/// A running Prometheus on 127.0.0.1 with the config of `deploy/local/prometheus.yml`.
+#[derive(Debug)]
+pub struct Prometheus {
+    dir: TempDir,
+    port: u16,
+    process: ServiceProcess,
+}
+
+impl Prometheus {
+    /// Starts a fresh Prometheus; alerts go to the Alertmanager on `alertmanager_port`, if any.
+    pub fn start(alertmanager_port: Option<u16>) -> Self {
+        let binary = require_binary("prometheus");
+        let dir = instance_dir("prometheus");
+        make_dirs(dir.path(), &["conf/targets", "data", "log"]);
+        let port = crate::free_port();
+        let conf = dir.path().join("conf/prometheus.yml");
+        let text = render(
+            &template("prometheus.yml"),
+            &[
+                ("PROMETHEUS_PORT", port.to_string()),
+                // Port 9 (discard) when no Alertmanager: sends fail quietly.
+                (
+                    "ALERTMANAGER_PORT",
+                    alertmanager_port.unwrap_or(9).to_string(),
+                ),
+                ("CONF_DIR", dir.path().join("conf").display().to_string()),
+            ],
+        );
+        std::fs::write(&conf, text).expect("write prometheus.yml");
+        let process = ServiceProcess::new(
+            "prometheus",
+            binary,
+            vec![
+                format!("--config.file={}", conf.display()),
+                format!("--storage.tsdb.path={}", dir.path().join("data").display()),
+                format!("--web.listen-address=127.0.0.1:{port}"),
+                "--web.enable-lifecycle".into(),
+            ],
+            dir.path(),
+            dir.path().join("log/stdout.log"),
+        );
+        let mut prometheus = Prometheus { dir, port, process };
+        prometheus.start_again();
+        prometheus
+    }
+
+    /// Starts the stopped instance again with the same port and data.
+    pub fn start_again(&mut self) {
+        self.process.spawn();
+        let url = format!("{}/-/ready", self.url());
+        wait_ready(
+            &mut self.process,
+            "prometheus",
+            Duration::from_secs(30),
+            || matches!(http_get(&url), Some((200, _))),
+        );
+    }
+
+    /// Stops it (SIGTERM).
+    pub fn stop(&mut self) {
+        self.process.stop(Duration::from_secs(10));
+    }
+
+    /// Stops and starts it.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.start_again();
+    }
+
+    /// kill -9, as a crash.
+    pub fn kill9(&mut self) {
+        self.process.kill9();
+    }
+
+    /// Whether the process is alive.
+    pub fn is_running(&mut self) -> bool {
+        self.process.is_running()
+    }
+
+    /// The pid while running.
+    pub fn pid(&self) -> Option<u32> {
+        self.process.pid()
+    }
+
+    /// Base URL.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Adds a scrape target (`host:port` serving `/metrics`) to the `cityops` job; Prometheus
+    /// picks it up within 5 s.
+    pub fn add_target(&self, name: &str, address: &str) -> anyhow::Result<()> {
+        let file = self.dir.path().join(format!("conf/targets/{name}.json"));
+        let body =
+            serde_json::json!([{ "targets": [address], "labels": { "instance_name": name } }]);
+        std::fs::write(&file, body.to_string()).with_context(|| format!("write {}", file.display()))
+    }
+
+    /// Runs an instant PromQL query and returns `data.result`.
+    pub async fn query(&self, expr: &str) -> anyhow::Result<Vec<serde_json::Value>> {
+        let response: serde_json::Value = reqwest::Client::new()
+            .get(format!("{}/api/v1/query", self.url()))
+            .query(&[("query", expr)])
+            .send()
+            .await?
+            .json()
+            .await?;
+        if response["status"] != "success" {
+            bail!("query {expr} failed: {response}");
+        }
+        Ok(response["data"]["result"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default())
+    }
+}
