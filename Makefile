@@ -6,16 +6,32 @@ FUZZ_SECONDS ?= 60
 # Two cores: one build at a time, each using both.
 export CARGO_BUILD_JOBS ?= 2
 
-.PHONY: help deps build release demo test fmt fmt-check clippy unit check-config fuzz clean
+.PHONY: help deps deps-durable up down status build release demo test fmt fmt-check clippy unit check-config fuzz clean
 
 help:
 	@echo "make demo   - run the pipeline as far as it exists (decode every sample payload)"
 	@echo "make test   - format check, clippy -D warnings, and every test"
 	@echo "make deps   - install build and test dependencies (apt, rustup components)"
+	@echo "make up     - start mosquitto, ClickHouse, Tansu, Prometheus, Alertmanager on 127.0.0.1"
+	@echo "make status - show which local services run"
+	@echo "make down   - stop them"
 	@echo "make fuzz   - run each decoder fuzz target for FUZZ_SECONDS (needs cargo-fuzz)"
 
 deps:
 	@deploy/local/deps.sh
+
+# The durable Kafka-protocol broker for broker-restart tests (about 12 minutes the first time).
+deps-durable: deps
+	@deploy/local/deps-durable.sh
+
+up: deps release
+	@CITYOPS_BIN=target/release/cityops deploy/local/up.sh
+
+down:
+	@deploy/local/down.sh
+
+status:
+	@deploy/local/status.sh
 
 build: deps
 	$(CARGO) build --workspace --all-targets

@@ -78,11 +78,14 @@ start prometheus prometheus \
 
 for name in "${SERVICES[@]}"; do wait_ready "$name" 60; done
 
-# Kafka topics (Tansu keeps them in memory: created on every start).
+# Kafka topics (Tansu keeps them in memory: they are created again after every start).
+existing=$("$TANSU_BIN" topic list --broker "tcp://127.0.0.1:$KAFKA_PORT" 2>/dev/null) ||
+  fail "cannot list Kafka topics on 127.0.0.1:$KAFKA_PORT"
 while read -r topic partitions; do
   case $topic in '' | '#'*) continue ;; esac
-  if ! "$TANSU_BIN" topic list --broker "tcp://127.0.0.1:$KAFKA_PORT" 2>/dev/null | grep -qx "$topic"; then
-    "$TANSU_BIN" topic create "$topic" --partitions "$partitions" --broker "tcp://127.0.0.1:$KAFKA_PORT" >/dev/null
+  if ! grep -q "\"name\":\"$topic\"" <<<"$existing"; then
+    "$TANSU_BIN" topic create "$topic" --partitions "$partitions" --broker "tcp://127.0.0.1:$KAFKA_PORT" >/dev/null ||
+      fail "cannot create Kafka topic $topic"
   fi
 done <"$LOCAL_DIR/kafka-topics.txt"
 
