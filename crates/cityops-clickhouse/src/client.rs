@@ -56,9 +56,11 @@ impl ClickHouse {
         &self.database
     }
 
-    /// The underlying client (inserts, typed queries).
-    pub fn client(&self) -> &clickhouse::Client {
-        &self.client
+    /// A client bound to the cityops database, for inserts and typed queries. Tables are
+    /// named without the database (`insert("events")`): ClickHouse 18.16 does not accept
+    /// `db.table` in the client's INSERT.
+    pub fn client(&self) -> clickhouse::Client {
+        self.client.clone().with_database(&self.database)
     }
 
     /// Runs a statement that returns nothing (DDL, ALTER).

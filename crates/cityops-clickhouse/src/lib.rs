@@ -14,6 +14,7 @@ mod version;
 pub use client::ClickHouse;
 pub use migrations::{
     MIGRATIONS, Migration, MigrationOutcome, MigrationReport, RetentionDays, migrate,
+    ttl_statements,
 };
 pub use retention::{RetentionAction, RetentionReport, apply_retention, plan_drops};
 pub use rows::{AlertEventRow, EventRow, RejectRow, RowSource, TableColumns};

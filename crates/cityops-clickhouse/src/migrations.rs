@@ -270,6 +270,15 @@ pub async fn migrate(
     })
 }
 
+/// The TTL statements for freshly created tables (no TTL yet), one per table with a retention.
+pub fn ttl_statements(db: &str, retention: RetentionDays) -> Vec<String> {
+    retention
+        .by_table()
+        .into_iter()
+        .filter_map(|(table, column, days)| ttl_statement(db, table, column, days, ""))
+        .collect()
+}
+
 /// The statement that brings a table's TTL to `days` (0: none), or `None` when it already is.
 fn ttl_statement(
     db: &str,
