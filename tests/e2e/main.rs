@@ -4,4 +4,5 @@
 #![allow(clippy::unwrap_used)]
 
 mod docs;
+mod stack;
 mod style;

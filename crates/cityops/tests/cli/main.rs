@@ -5,6 +5,7 @@
 
 mod check;
 mod decode;
+mod migrate;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
