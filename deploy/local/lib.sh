@@ -32,9 +32,10 @@ TANSU_BIN=$CACHE_DIR/tansu-$TANSU_WHEEL_VERSION/tansu
 NISSHI_VERSION=0.7.0-pre.2
 NISSHI_BIN=$CACHE_DIR/nisshi-$NISSHI_VERSION/bin/nisshi
 
-# chDB: the current ClickHouse engine in-process, to check modern-only SQL.
-CHDB_VERSION=${CITYOPS_CHDB_VERSION:-}
-CHDB_DIR=$CACHE_DIR/chdb
+# chDB: the current ClickHouse engine in-process, to check modern-only SQL (the tests expect
+# this version: crates/cityops-clickhouse/tests/clickhouse/modern.rs).
+CHDB_VERSION=26.9.0
+CHDB_DIR=$CACHE_DIR/chdb/$CHDB_VERSION
 
 SERVICES=(mosquitto clickhouse tansu prometheus alertmanager)
 
