@@ -1,20 +1,31 @@
 //! An Alertmanager instance, with API v2 helpers.
 
 use crate::ServiceProcess;
-use crate::support::{
-    http_get, instance_dir, make_dirs, render, require_binary, template, wait_ready,
-};
+use crate::instance::{Instance, ServiceSpec};
+use crate::support::{http_get, instance_dir, make_dirs, render, require_binary, template};
 use anyhow::bail;
 use std::time::Duration;
-use tempfile::TempDir;
+
+/// Alertmanager on one port.
+#[derive(Debug)]
+pub struct AlertmanagerSpec {
+    port: u16,
+}
+
+impl ServiceSpec for AlertmanagerSpec {
+    const NAME: &'static str = "alertmanager";
+    const STOP_GRACE: Duration = Duration::from_secs(10);
+    const READY_TIMEOUT: Duration = Duration::from_secs(30);
+    fn ready(&self) -> bool {
+        matches!(
+            http_get(&format!("http://127.0.0.1:{}/-/ready", self.port)),
+            Some((200, _))
+        )
+    }
+}
 
 /// A running Alertmanager on 127.0.0.1 (clustering off) with `deploy/local/alertmanager.yml`.
-#[derive(Debug)]
-pub struct Alertmanager {
-    dir: TempDir,
-    port: u16,
-    process: ServiceProcess,
-}
+pub type Alertmanager = Instance<AlertmanagerSpec>;
 
 impl Alertmanager {
     /// Starts a fresh instance on a free port and waits until it is ready.
@@ -38,62 +49,17 @@ impl Alertmanager {
             dir.path(),
             dir.path().join("log/stdout.log"),
         );
-        let mut alertmanager = Alertmanager { dir, port, process };
-        alertmanager.start_again();
-        alertmanager
-    }
-
-    /// Starts the stopped instance again with the same port and data.
-    pub fn start_again(&mut self) {
-        self.process.spawn();
-        let url = format!("{}/-/ready", self.url());
-        wait_ready(
-            &mut self.process,
-            "alertmanager",
-            Duration::from_secs(30),
-            || matches!(http_get(&url), Some((200, _))),
-        );
-    }
-
-    /// Stops it (SIGTERM).
-    pub fn stop(&mut self) {
-        self.process.stop(Duration::from_secs(10));
-    }
-
-    /// Stops and starts it.
-    pub fn restart(&mut self) {
-        self.stop();
-        self.start_again();
-    }
-
-    /// kill -9, as a crash.
-    pub fn kill9(&mut self) {
-        self.process.kill9();
-    }
-
-    /// Whether the process is alive.
-    pub fn is_running(&mut self) -> bool {
-        self.process.is_running()
-    }
-
-    /// The pid while running.
-    pub fn pid(&self) -> Option<u32> {
-        self.process.pid()
+        Instance::launch(dir, AlertmanagerSpec { port }, process)
     }
 
     /// Base URL.
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        format!("http://127.0.0.1:{}", self.spec.port)
     }
 
     /// The port.
     pub fn port(&self) -> u16 {
-        self.port
-    }
-
-    /// The instance's directory.
-    pub fn dir(&self) -> &std::path::Path {
-        self.dir.path()
+        self.spec.port
     }
 
     /// Posts alerts (`POST /api/v2/alerts`, a JSON array of alerts).

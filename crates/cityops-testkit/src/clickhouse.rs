@@ -1,23 +1,33 @@
 //! A ClickHouse server instance, with SQL helpers over HTTP.
 
 use crate::ServiceProcess;
-use crate::support::{
-    http_get, instance_dir, make_dirs, render, require_binary, template, wait_ready,
-};
+use crate::instance::{Instance, ServiceSpec};
+use crate::support::{http_get, instance_dir, make_dirs, render, require_binary, template};
 use anyhow::bail;
 use cityops_config::{ClickHouseConfig, Secret};
 use std::time::Duration;
-use tempfile::TempDir;
+
+/// ClickHouse on an HTTP and a native port.
+#[derive(Debug)]
+pub struct ClickHouseSpec {
+    http_port: u16,
+    tcp_port: u16,
+}
+
+impl ServiceSpec for ClickHouseSpec {
+    const NAME: &'static str = "clickhouse-server";
+    // 18.16 takes a few seconds to shut down.
+    const STOP_GRACE: Duration = Duration::from_secs(20);
+    const READY_TIMEOUT: Duration = Duration::from_secs(30);
+    fn ready(&self) -> bool {
+        let url = format!("http://127.0.0.1:{}/ping", self.http_port);
+        matches!(http_get(&url), Some((200, body)) if body.trim() == "Ok.")
+    }
+}
 
 /// A running ClickHouse server (Debian's 18.16 here) on 127.0.0.1, data in its own directory,
 /// with the users of `deploy/local/clickhouse/users.xml`.
-#[derive(Debug)]
-pub struct ClickHouseServer {
-    dir: TempDir,
-    http_port: u16,
-    tcp_port: u16,
-    process: ServiceProcess,
-}
+pub type ClickHouseServer = Instance<ClickHouseSpec>;
 
 impl ClickHouseServer {
     /// Starts a fresh server on free ports and waits until `/ping` answers.
@@ -57,67 +67,24 @@ impl ClickHouseServer {
             &dir.path().join("data"),
             dir.path().join("log/stdout.log"),
         );
-        let mut server = ClickHouseServer {
+        Instance::launch(
             dir,
-            http_port,
-            tcp_port,
+            ClickHouseSpec {
+                http_port,
+                tcp_port,
+            },
             process,
-        };
-        server.start_again();
-        server
-    }
-
-    /// Starts the stopped server again with the same ports and data.
-    pub fn start_again(&mut self) {
-        self.process.spawn();
-        let url = format!("{}/ping", self.url());
-        wait_ready(
-            &mut self.process,
-            "clickhouse-server",
-            Duration::from_secs(30),
-            || matches!(http_get(&url), Some((200, body)) if body.trim() == "Ok."),
-        );
-    }
-
-    /// Stops it gracefully (SIGTERM; 18.16 takes a few seconds).
-    pub fn stop(&mut self) {
-        self.process.stop(Duration::from_secs(20));
-    }
-
-    /// Stops and starts it.
-    pub fn restart(&mut self) {
-        self.stop();
-        self.start_again();
-    }
-
-    /// kill -9, as a crash.
-    pub fn kill9(&mut self) {
-        self.process.kill9();
-    }
-
-    /// Whether the process is alive.
-    pub fn is_running(&mut self) -> bool {
-        self.process.is_running()
-    }
-
-    /// The pid while running.
-    pub fn pid(&self) -> Option<u32> {
-        self.process.pid()
+        )
     }
 
     /// HTTP URL, e.g. `http://127.0.0.1:34567`.
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.http_port)
+        format!("http://127.0.0.1:{}", self.spec.http_port)
     }
 
     /// Native protocol port.
     pub fn tcp_port(&self) -> u16 {
-        self.tcp_port
-    }
-
-    /// The instance's directory (config, data, logs).
-    pub fn dir(&self) -> &std::path::Path {
-        self.dir.path()
+        self.spec.tcp_port
     }
 
     /// A cityops `[clickhouse]` config pointing at this server as the admin user.

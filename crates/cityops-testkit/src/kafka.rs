@@ -1,7 +1,8 @@
 //! A Tansu (Kafka-protocol) broker instance, with topic, produce and consume helpers.
 
 use crate::ServiceProcess;
-use crate::support::{cache_dir, instance_dir, make_dirs, port_open, wait_ready};
+use crate::instance::{Instance, ServiceSpec};
+use crate::support::{cache_dir, instance_dir, make_dirs, port_open};
 use anyhow::{Context, bail};
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -11,7 +12,6 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
-use tempfile::TempDir;
 
 /// The pinned Tansu release that `make deps` installs (see deploy/local/lib.sh).
 const TANSU_VERSION: &str = "0.1.2";
@@ -29,15 +29,25 @@ pub fn tansu_binary() -> PathBuf {
     path
 }
 
-/// A running Kafka-protocol broker (Tansu, in-memory storage) on 127.0.0.1. Its data does not
-/// survive a restart; the durable broker (`make deps-durable`) comes with the ingest tests.
+/// Tansu on one port.
 #[derive(Debug)]
-pub struct KafkaBroker {
-    dir: TempDir,
+pub struct KafkaSpec {
     port: u16,
     binary: PathBuf,
-    process: ServiceProcess,
 }
+
+impl ServiceSpec for KafkaSpec {
+    const NAME: &'static str = "tansu";
+    const STOP_GRACE: Duration = Duration::from_secs(10);
+    const READY_TIMEOUT: Duration = Duration::from_secs(20);
+    fn ready(&self) -> bool {
+        port_open(self.port) && metadata_ok(&format!("127.0.0.1:{}", self.port))
+    }
+}
+
+/// A running Kafka-protocol broker (Tansu, in-memory storage) on 127.0.0.1. Its data does not
+/// survive a restart; the durable broker (`make deps-durable`) comes with the ingest tests.
+pub type KafkaBroker = Instance<KafkaSpec>;
 
 impl KafkaBroker {
     /// Starts a fresh broker on a free port and waits until it answers metadata requests.
@@ -62,65 +72,17 @@ impl KafkaBroker {
             &dir.path().join("data"),
             dir.path().join("log/stdout.log"),
         );
-        let mut broker = KafkaBroker {
-            dir,
-            port,
-            binary,
-            process,
-        };
-        broker.start_again();
-        broker
-    }
-
-    /// Starts the stopped broker again on the same port (empty: storage is in memory).
-    pub fn start_again(&mut self) {
-        self.process.spawn();
-        let port = self.port;
-        let bootstrap = self.bootstrap();
-        wait_ready(&mut self.process, "tansu", Duration::from_secs(20), || {
-            port_open(port) && metadata_ok(&bootstrap)
-        });
-    }
-
-    /// Stops it (SIGTERM).
-    pub fn stop(&mut self) {
-        self.process.stop(Duration::from_secs(10));
-    }
-
-    /// Stops and starts it.
-    pub fn restart(&mut self) {
-        self.stop();
-        self.start_again();
-    }
-
-    /// kill -9, as a crash.
-    pub fn kill9(&mut self) {
-        self.process.kill9();
-    }
-
-    /// Whether the process is alive.
-    pub fn is_running(&mut self) -> bool {
-        self.process.is_running()
-    }
-
-    /// The pid while running.
-    pub fn pid(&self) -> Option<u32> {
-        self.process.pid()
+        Instance::launch(dir, KafkaSpec { port, binary }, process)
     }
 
     /// `bootstrap.servers` for clients.
     pub fn bootstrap(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    /// The instance's directory (data, logs).
-    pub fn dir(&self) -> &std::path::Path {
-        self.dir.path()
+        format!("127.0.0.1:{}", self.spec.port)
     }
 
     /// Creates a topic with `partitions` partitions (Tansu does not auto-create topics).
     pub fn create_topic(&self, name: &str, partitions: u32) -> anyhow::Result<()> {
-        let out = Command::new(&self.binary)
+        let out = Command::new(&self.spec.binary)
             .args([
                 "topic",
                 "create",
@@ -129,7 +91,7 @@ impl KafkaBroker {
                 &partitions.to_string(),
                 "--broker",
             ])
-            .arg(format!("tcp://127.0.0.1:{}", self.port))
+            .arg(format!("tcp://127.0.0.1:{}", self.spec.port))
             .output()
             .context("run tansu topic create")?;
         if !out.status.success() {

@@ -11,16 +11,18 @@
 
 mod alertmanager;
 mod clickhouse;
+mod instance;
 mod kafka;
 mod mosquitto;
 mod process;
 mod prometheus;
 mod support;
 
-pub use alertmanager::Alertmanager;
-pub use clickhouse::ClickHouseServer;
-pub use kafka::KafkaBroker;
-pub use mosquitto::{Mosquitto, MqttSubscription};
+pub use alertmanager::{Alertmanager, AlertmanagerSpec};
+pub use clickhouse::{ClickHouseServer, ClickHouseSpec};
+pub use instance::{Instance, ServiceSpec};
+pub use kafka::{KafkaBroker, KafkaSpec};
+pub use mosquitto::{Mosquitto, MosquittoSpec, MqttSubscription};
 pub use process::ServiceProcess;
-pub use prometheus::Prometheus;
+pub use prometheus::{Prometheus, PrometheusSpec};
 pub use support::{cache_dir, find_binary, free_port, repo_root};

@@ -1,13 +1,11 @@
 //! A mosquitto instance, with MQTT publish and subscribe helpers.
 
 use crate::ServiceProcess;
-use crate::support::{
-    instance_dir, make_dirs, port_open, render, require_binary, template, wait_ready,
-};
+use crate::instance::{Instance, ServiceSpec};
+use crate::support::{instance_dir, make_dirs, port_open, render, require_binary, template};
 use anyhow::{Context, bail};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use std::time::Duration;
-use tempfile::TempDir;
 use tokio::sync::mpsc;
 
 /// The name of the user running the tests: mosquitto started as root switches to the user
@@ -19,13 +17,23 @@ fn current_user() -> String {
         .map_or_else(|| "root".to_owned(), |u| u.name)
 }
 
-/// A running mosquitto broker on 127.0.0.1 with persistence in its own directory.
+/// mosquitto on one port.
 #[derive(Debug)]
-pub struct Mosquitto {
-    dir: TempDir,
+pub struct MosquittoSpec {
     port: u16,
-    process: ServiceProcess,
 }
+
+impl ServiceSpec for MosquittoSpec {
+    const NAME: &'static str = "mosquitto";
+    const STOP_GRACE: Duration = Duration::from_secs(10);
+    const READY_TIMEOUT: Duration = Duration::from_secs(15);
+    fn ready(&self) -> bool {
+        port_open(self.port)
+    }
+}
+
+/// A running mosquitto broker on 127.0.0.1 with persistence in its own directory.
+pub type Mosquitto = Instance<MosquittoSpec>;
 
 impl Mosquitto {
     /// Starts a fresh instance on a free port and waits until it accepts connections.
@@ -52,61 +60,16 @@ impl Mosquitto {
             dir.path(),
             dir.path().join("log/stdout.log"),
         );
-        let mut broker = Mosquitto { dir, port, process };
-        broker.start_again();
-        broker
-    }
-
-    /// Starts the stopped instance again with the same port and data.
-    pub fn start_again(&mut self) {
-        self.process.spawn();
-        let port = self.port;
-        wait_ready(
-            &mut self.process,
-            "mosquitto",
-            Duration::from_secs(15),
-            || port_open(port),
-        );
-    }
-
-    /// Stops it gracefully (SIGTERM): persistent sessions and retained messages are saved.
-    pub fn stop(&mut self) {
-        self.process.stop(Duration::from_secs(10));
-    }
-
-    /// Stops and starts it.
-    pub fn restart(&mut self) {
-        self.stop();
-        self.start_again();
-    }
-
-    /// kill -9, as a crash.
-    pub fn kill9(&mut self) {
-        self.process.kill9();
-    }
-
-    /// Whether the process is alive.
-    pub fn is_running(&mut self) -> bool {
-        self.process.is_running()
-    }
-
-    /// The pid while running.
-    pub fn pid(&self) -> Option<u32> {
-        self.process.pid()
+        Instance::launch(dir, MosquittoSpec { port }, process)
     }
 
     /// The MQTT port on 127.0.0.1.
     pub fn port(&self) -> u16 {
-        self.port
-    }
-
-    /// The instance's directory (config, data, logs).
-    pub fn dir(&self) -> &std::path::Path {
-        self.dir.path()
+        self.spec.port
     }
 
     fn options(&self, client_id: &str) -> MqttOptions {
-        let mut options = MqttOptions::new(client_id, "127.0.0.1", self.port);
+        let mut options = MqttOptions::new(client_id, "127.0.0.1", self.spec.port);
         options.set_keep_alive(Duration::from_secs(5));
         options
     }

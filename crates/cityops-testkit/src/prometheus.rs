@@ -1,20 +1,31 @@
 //! A Prometheus instance, with query and scrape-target helpers.
 
 use crate::ServiceProcess;
-use crate::support::{
-    http_get, instance_dir, make_dirs, render, require_binary, template, wait_ready,
-};
+use crate::instance::{Instance, ServiceSpec};
+use crate::support::{http_get, instance_dir, make_dirs, render, require_binary, template};
 use anyhow::{Context, bail};
 use std::time::Duration;
-use tempfile::TempDir;
+
+/// Prometheus on one port.
+#[derive(Debug)]
+pub struct PrometheusSpec {
+    port: u16,
+}
+
+impl ServiceSpec for PrometheusSpec {
+    const NAME: &'static str = "prometheus";
+    const STOP_GRACE: Duration = Duration::from_secs(10);
+    const READY_TIMEOUT: Duration = Duration::from_secs(30);
+    fn ready(&self) -> bool {
+        matches!(
+            http_get(&format!("http://127.0.0.1:{}/-/ready", self.port)),
+            Some((200, _))
+        )
+    }
+}
 
 /// A running Prometheus on 127.0.0.1 with the config of `deploy/local/prometheus.yml`.
-#[derive(Debug)]
-pub struct Prometheus {
-    dir: TempDir,
-    port: u16,
-    process: ServiceProcess,
-}
+pub type Prometheus = Instance<PrometheusSpec>;
 
 impl Prometheus {
     /// Starts a fresh Prometheus; alerts go to the Alertmanager on `alertmanager_port`, if any.
@@ -49,58 +60,18 @@ impl Prometheus {
             dir.path(),
             dir.path().join("log/stdout.log"),
         );
-        let mut prometheus = Prometheus { dir, port, process };
-        prometheus.start_again();
-        prometheus
-    }
-
-    /// Starts the stopped instance again with the same port and data.
-    pub fn start_again(&mut self) {
-        self.process.spawn();
-        let url = format!("{}/-/ready", self.url());
-        wait_ready(
-            &mut self.process,
-            "prometheus",
-            Duration::from_secs(30),
-            || matches!(http_get(&url), Some((200, _))),
-        );
-    }
-
-    /// Stops it (SIGTERM).
-    pub fn stop(&mut self) {
-        self.process.stop(Duration::from_secs(10));
-    }
-
-    /// Stops and starts it.
-    pub fn restart(&mut self) {
-        self.stop();
-        self.start_again();
-    }
-
-    /// kill -9, as a crash.
-    pub fn kill9(&mut self) {
-        self.process.kill9();
-    }
-
-    /// Whether the process is alive.
-    pub fn is_running(&mut self) -> bool {
-        self.process.is_running()
-    }
-
-    /// The pid while running.
-    pub fn pid(&self) -> Option<u32> {
-        self.process.pid()
+        Instance::launch(dir, PrometheusSpec { port }, process)
     }
 
     /// Base URL.
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        format!("http://127.0.0.1:{}", self.spec.port)
     }
 
     /// Adds a scrape target (`host:port` serving `/metrics`) to the `cityops` job; Prometheus
     /// picks it up within 5 s.
     pub fn add_target(&self, name: &str, address: &str) -> anyhow::Result<()> {
-        let file = self.dir.path().join(format!("conf/targets/{name}.json"));
+        let file = self.dir().join(format!("conf/targets/{name}.json"));
         let body =
             serde_json::json!([{ "targets": [address], "labels": { "instance_name": name } }]);
         std::fs::write(&file, body.to_string()).with_context(|| format!("write {}", file.display()))
