@@ -184,3 +184,20 @@ fn every_kafka_feed_of_the_example_config_has_its_topic_created_by_make_up() {
         );
     }
 }
+
+#[test]
+fn up_fails_loudly_when_a_port_is_taken() {
+    let state = tempfile::tempdir().unwrap();
+    let stack = Stack::new(state.path());
+    let taken = TcpListener::bind(("127.0.0.1", stack.ports[0])).unwrap();
+    let up = stack.run("up.sh");
+    let stderr = String::from_utf8_lossy(&up.stderr);
+    assert!(!up.status.success());
+    assert!(
+        stderr.contains(&format!("port {} is taken", stack.ports[0])),
+        "{stderr}"
+    );
+    drop(taken);
+    assert!(stack.run("down.sh").status.success());
+    assert!(pids_under(state.path()).is_empty());
+}

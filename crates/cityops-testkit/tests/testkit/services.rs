@@ -163,9 +163,23 @@ async fn wait_for_alerts(am: &Alertmanager, count: usize) -> Vec<serde_json::Val
 async fn prometheus_and_alertmanager_start_answer_restart_and_stop() {
     let mut am = Alertmanager::start();
     let mut prometheus = Prometheus::start(Some(am.port()));
-    let up = prometheus.query("up").await.unwrap();
-    // Prometheus scrapes itself; the first scrape may not have happened yet.
-    assert!(up.len() <= 1);
+    // A scrape target added at run time (file discovery) is scraped within seconds.
+    prometheus
+        .add_target("alertmanager", &format!("127.0.0.1:{}", am.port()))
+        .unwrap();
+    let mut scraped = false;
+    for _ in 0..100 {
+        let up = prometheus.query("up{job=\"cityops\"}").await.unwrap();
+        if up.first().is_some_and(|s| s["value"][1] == "1") {
+            scraped = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        scraped,
+        "Prometheus did not scrape the added target within 20 s"
+    );
 
     let alert = serde_json::json!([{
         "labels": { "alertname": "FloodLevelHigh", "district": "Cẩm Lệ", "severity": "critical" },
