@@ -51,7 +51,7 @@ fmt-check: deps
 clippy: deps
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-unit: deps
+unit: deps deps-durable
 	@deploy/local/run-tests.sh
 
 test: fmt-check clippy unit

@@ -15,6 +15,21 @@ use std::time::{Duration, Instant};
 
 /// The pinned Tansu release that `make deps` installs (see deploy/local/lib.sh).
 const TANSU_VERSION: &str = "0.1.2";
+/// The durable broker that `make deps-durable` builds (see deploy/local/lib.sh).
+const NISSHI_VERSION: &str = "0.7.0-pre.2";
+
+/// The durable broker binary: `CITYOPS_NISSHI_BIN`, else the one `make deps-durable` caches.
+pub fn nisshi_binary() -> PathBuf {
+    let path = std::env::var_os("CITYOPS_NISSHI_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| cache_dir().join(format!("nisshi-{NISSHI_VERSION}/bin/nisshi")));
+    assert!(
+        path.is_file(),
+        "the durable Kafka-protocol broker is not installed at {}: run `make deps-durable` in the repository root (about 12 minutes the first time)",
+        path.display()
+    );
+    path
+}
 
 /// The Tansu binary: `CITYOPS_TANSU_BIN`, else the one `make deps` caches.
 pub fn tansu_binary() -> PathBuf {
@@ -45,14 +60,29 @@ impl ServiceSpec for KafkaSpec {
     }
 }
 
-/// A running Kafka-protocol broker (Tansu, in-memory storage) on 127.0.0.1. Its data does not
-/// survive a restart; the durable broker (`make deps-durable`) comes with the ingest tests.
+/// A running Kafka-protocol broker on 127.0.0.1: Tansu with in-memory storage ([`start`]),
+/// whose data does not survive a restart, or its durable successor with SQLite storage
+/// ([`start_durable`]), which keeps acknowledged records and committed offsets across a
+/// restart or a kill -9.
+///
+/// [`start`]: KafkaBroker::start
+/// [`start_durable`]: KafkaBroker::start_durable
 pub type KafkaBroker = Instance<KafkaSpec>;
 
 impl KafkaBroker {
-    /// Starts a fresh broker on a free port and waits until it answers metadata requests.
+    /// Starts a fresh in-memory broker on a free port and waits until it answers metadata
+    /// requests.
     pub fn start() -> Self {
-        let binary = tansu_binary();
+        Self::start_with(tansu_binary(), "memory://tansu/")
+    }
+
+    /// Starts a fresh durable broker (SQLite in the instance directory) on a free port.
+    pub fn start_durable() -> Self {
+        // The SQLite path is relative to the working directory: the instance's data directory.
+        Self::start_with(nisshi_binary(), "sqlite://broker.db")
+    }
+
+    fn start_with(binary: PathBuf, storage: &str) -> Self {
         let dir = instance_dir("tansu");
         make_dirs(dir.path(), &["data", "log"]);
         let port = crate::free_port();
@@ -67,7 +97,7 @@ impl KafkaBroker {
                 "--advertised-listener-url".into(),
                 url,
                 "--storage-engine".into(),
-                "memory://tansu/".into(),
+                storage.into(),
             ],
             &dir.path().join("data"),
             dir.path().join("log/stdout.log"),
@@ -143,6 +173,9 @@ impl KafkaBroker {
             .set("bootstrap.servers", self.bootstrap())
             .set("group.id", format!("testkit-{}", crate::free_port()))
             .set("enable.auto.commit", "false")
+            // Smaller fetches: the durable broker stalls on large backlog fetches otherwise.
+            .set("fetch.max.bytes", "1048576")
+            .set("max.partition.fetch.bytes", "262144")
             .create()?;
         let mut assignment = TopicPartitionList::new();
         for partition in 0..partitions {

@@ -21,7 +21,7 @@ mod support;
 pub use alertmanager::{Alertmanager, AlertmanagerSpec};
 pub use clickhouse::{ClickHouseServer, ClickHouseSpec};
 pub use instance::{Instance, ServiceSpec};
-pub use kafka::{KafkaBroker, KafkaSpec};
+pub use kafka::{KafkaBroker, KafkaSpec, nisshi_binary, tansu_binary};
 pub use mosquitto::{Mosquitto, MosquittoSpec, MqttSubscription};
 pub use process::ServiceProcess;
 pub use prometheus::{Prometheus, PrometheusSpec};

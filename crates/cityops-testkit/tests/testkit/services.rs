@@ -160,6 +160,42 @@ async fn wait_for_alerts(am: &Alertmanager, count: usize) -> Vec<serde_json::Val
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn the_durable_broker_keeps_acknowledged_records_across_kill9() {
+    let mut kafka = KafkaBroker::start_durable();
+    kafka.create_topic("danang.dvc.dossiers", 2).unwrap();
+    let producer = kafka.producer().unwrap();
+    for i in 0..20 {
+        let payload =
+            format!("{{\"dossier_code\":\"000.00.20.H17-{i:04}\",\"status\":\"received\"}}");
+        kafka
+            .produce(&producer, "danang.dvc.dossiers", &[i], payload.as_bytes())
+            .await
+            .unwrap();
+    }
+    drop(producer);
+    let pid = kafka.pid().unwrap();
+    kafka.kill9();
+    assert!(!pid_alive(pid));
+    kafka.start_again();
+    let records = kafka
+        .consume("danang.dvc.dossiers", 2, 20, Duration::from_secs(60))
+        .unwrap();
+    assert_eq!(
+        records.len(),
+        20,
+        "every acknowledged record survives a kill -9"
+    );
+    kafka.restart();
+    assert_eq!(
+        kafka
+            .consume("danang.dvc.dossiers", 2, 20, Duration::from_secs(60))
+            .unwrap()
+            .len(),
+        20
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn prometheus_and_alertmanager_start_answer_restart_and_stop() {
     let mut am = Alertmanager::start();
     let mut prometheus = Prometheus::start(Some(am.port()));
