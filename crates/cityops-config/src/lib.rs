@@ -21,7 +21,9 @@ pub use feed::{
 };
 pub use problem::{Problem, Problems};
 pub use secret::Secret;
-pub use sections::{ClickHouseConfig, LogFormat, RejectsConfig, TelemetryConfig, check_log_filter};
+pub use sections::{
+    ClickHouseConfig, LabelsConfig, LogFormat, RejectsConfig, TelemetryConfig, check_log_filter,
+};
 pub use topic::{TopicPattern, is_label_name};
 
 use serde::de::DeserializeOwned;
@@ -37,6 +39,8 @@ pub struct Config {
     pub rejects: RejectsConfig,
     /// `[clickhouse]`: where events go.
     pub clickhouse: ClickHouseConfig,
+    /// `[labels]`: canonical spellings of district and ward names.
+    pub labels: LabelsConfig,
     /// `[[feeds]]`: one entry per feed.
     pub feeds: Vec<FeedConfig>,
 }
@@ -59,7 +63,7 @@ fn render(problems: &[Problem]) -> String {
         .join("\n")
 }
 
-const SECTIONS: [&str; 4] = ["telemetry", "rejects", "clickhouse", "feeds"];
+const SECTIONS: [&str; 5] = ["telemetry", "rejects", "clickhouse", "labels", "feeds"];
 
 impl Config {
     /// Loads, validates and resolves secrets of the file at `path`, with the process
@@ -105,6 +109,7 @@ impl Config {
                 "telemetry" => section(&key, value, &mut problems, &mut config.telemetry),
                 "rejects" => section(&key, value, &mut problems, &mut config.rejects),
                 "clickhouse" => section(&key, value, &mut problems, &mut config.clickhouse),
+                "labels" => section(&key, value, &mut problems, &mut config.labels),
                 "feeds" => feed_positions = feeds(value, &mut problems, &mut config.feeds),
                 other => problems.push(
                     other,
@@ -125,6 +130,7 @@ impl Config {
         self.telemetry.validate(problems);
         self.rejects.validate(problems);
         self.clickhouse.validate(problems);
+        self.labels.validate(problems);
         let mut names = BTreeMap::new();
         let mut topics = BTreeMap::new();
         for (feed, &i) in self.feeds.iter().zip(feed_positions) {

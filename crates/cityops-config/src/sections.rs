@@ -214,3 +214,31 @@ impl ClickHouseConfig {
         }
     }
 }
+
+/// Canonical spellings of label values, so that a district is one value on the wall whether a
+/// feed sends `hai-chau` in its topic or `Hải Châu` in its payload.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LabelsConfig {
+    /// District names: any spelling a feed uses (a topic slug) to the canonical name.
+    #[serde(default)]
+    pub district: std::collections::BTreeMap<String, String>,
+    /// Ward names: any spelling a feed uses to the canonical name.
+    #[serde(default)]
+    pub ward: std::collections::BTreeMap<String, String>,
+}
+
+impl LabelsConfig {
+    pub(crate) fn validate(&self, problems: &mut Problems) {
+        for (kind, map) in [("district", &self.district), ("ward", &self.ward)] {
+            for (from, to) in map {
+                if to.trim().is_empty() {
+                    problems.push(
+                        format!("labels.{kind}.{from}"),
+                        "the canonical name must not be empty",
+                    );
+                }
+            }
+        }
+    }
+}

@@ -3,7 +3,7 @@
 use crate::draft::{DecodeCtx, Draft, Labels};
 use crate::reject::{Failure, Reject, RejectReason};
 use crate::{json_mapping, ngsi_ld, senml};
-use cityops_config::{DecoderConfig, FeedConfig, SourceKind, TopicPattern};
+use cityops_config::{DecoderConfig, FeedConfig, LabelsConfig, SourceKind, TopicPattern};
 use cityops_event::{Domain, Event, EventId, SourceCoordinates, Timestamp};
 
 /// One received message, as a source hands it over.
@@ -108,26 +108,11 @@ impl Feed {
         }
     }
 
-    /// Decodes a message this feed reads (its topic must match; see [`FeedSet::decode`]).
-    pub fn decode(&self, msg: &Message<'_>) -> Result<Vec<Event>, Failure> {
-        let labels = self.labels_for(msg.source, msg.topic).ok_or_else(|| {
-            Failure::new(
-                RejectReason::NoMatchingFeed,
-                format!(
-                    "feed {} does not read {} topic {:?}",
-                    self.config.name,
-                    msg.source.as_str(),
-                    msg.topic
-                ),
-            )
-        })?;
-        self.decode_with_labels(msg, &labels)
-    }
-
     fn decode_with_labels(
         &self,
         msg: &Message<'_>,
         labels: &Labels,
+        names: &LabelsConfig,
     ) -> Result<Vec<Event>, Failure> {
         let cfg = &self.config;
         if msg.payload.len() > cfg.max_payload_bytes {
@@ -159,7 +144,7 @@ impl Feed {
         if drafts.len() > cfg.max_events_per_payload {
             return Err(too_many(cfg.max_events_per_payload));
         }
-        self.finish(drafts, msg, labels)
+        self.finish(drafts, msg, labels, names)
     }
 
     /// Applies labels (payload, then topic, then static), checks event times, derives ids.
@@ -168,6 +153,7 @@ impl Feed {
         drafts: Vec<Draft>,
         msg: &Message<'_>,
         labels: &Labels,
+        names: &LabelsConfig,
     ) -> Result<Vec<Event>, Failure> {
         let cfg = &self.config;
         let earliest = msg
@@ -228,11 +214,11 @@ impl Feed {
                 value: d.value,
                 text: d.text,
                 unit: d.unit,
-                district: d
-                    .district
-                    .or_else(|| labels.district.clone())
-                    .unwrap_or_default(),
-                ward: d.ward.or_else(|| labels.ward.clone()).unwrap_or_default(),
+                district: canonical(
+                    &names.district,
+                    d.district.or_else(|| labels.district.clone()),
+                ),
+                ward: canonical(&names.ward, d.ward.or_else(|| labels.ward.clone())),
                 lat: d.lat,
                 lon: d.lon,
                 attrs,
@@ -248,6 +234,12 @@ impl Feed {
     }
 }
 
+/// The canonical spelling of a label value (`[labels]` in config), or the value as it is.
+fn canonical(names: &std::collections::BTreeMap<String, String>, value: Option<String>) -> String {
+    let value = value.unwrap_or_default();
+    names.get(&value).cloned().unwrap_or(value)
+}
+
 pub(crate) fn too_many(max: usize) -> Failure {
     Failure::new(
         RejectReason::TooManyEvents,
@@ -260,6 +252,7 @@ pub(crate) fn too_many(max: usize) -> Failure {
 pub struct FeedSet {
     feeds: Vec<Feed>,
     max_reject_raw_bytes: usize,
+    names: LabelsConfig,
 }
 
 impl FeedSet {
@@ -273,7 +266,14 @@ impl FeedSet {
         Ok(FeedSet {
             feeds,
             max_reject_raw_bytes,
+            names: LabelsConfig::default(),
         })
+    }
+
+    /// Uses the canonical district and ward spellings of `[labels]`.
+    pub fn with_label_names(mut self, names: &LabelsConfig) -> Self {
+        self.names = names.clone();
+        self
     }
 
     /// The feeds, in config order.
@@ -311,7 +311,7 @@ impl FeedSet {
                 self.max_reject_raw_bytes,
             ));
         };
-        match feed.decode_with_labels(msg, &labels) {
+        match feed.decode_with_labels(msg, &labels, &self.names) {
             Ok(events) => Outcome::Events(events),
             Err(failure) => Outcome::Reject(Reject::new(
                 failure,

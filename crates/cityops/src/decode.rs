@@ -54,8 +54,9 @@ pub fn run(args: &Args) -> ExitCode {
 
 fn decode(args: &Args) -> anyhow::Result<()> {
     let config = Config::load(&args.config)?;
-    let feeds =
-        FeedSet::new(&config.feeds, config.rejects.max_raw_bytes).map_err(anyhow::Error::msg)?;
+    let feeds = FeedSet::new(&config.feeds, config.rejects.max_raw_bytes)
+        .map_err(anyhow::Error::msg)?
+        .with_label_names(&config.labels);
     let source = match args.source {
         Source::Mqtt => SourceKind::Mqtt,
         Source::Kafka => SourceKind::Kafka,

@@ -37,7 +37,9 @@ fn golden_dir() -> PathBuf {
 fn feed_set() -> FeedSet {
     let text = std::fs::read_to_string(golden_dir().join("feeds.toml")).unwrap();
     let config = Config::from_str_with_env(&text, &|_| None).unwrap();
-    FeedSet::new(&config.feeds, config.rejects.max_raw_bytes).unwrap()
+    FeedSet::new(&config.feeds, config.rejects.max_raw_bytes)
+        .unwrap()
+        .with_label_names(&config.labels)
 }
 
 fn run_case(feeds: &FeedSet, dir: &Path, case: &Case) -> Outcome {
