@@ -41,17 +41,66 @@ pub(crate) struct Bus {
 /// A simulated device or system.
 #[derive(Debug, Clone)]
 pub(crate) enum Device {
-    Air { id: String, district: usize, base_pm25: f64 },
-    Water { id: String, district: usize, lat: f64, lon: f64, base_m: f64, seq: u64 },
-    Traffic { id: String, district: usize, base_flow: f64 },
-    Light { id: String, district: usize, ward: usize, lat: f64, lon: f64, faulty: bool },
-    Parking { id: String, name: String, district: usize, total: u32, lat: f64, lon: f64 },
-    Waste { district: usize, bins: Vec<Bin> },
-    Camera { id: String, district: usize, zone: &'static str, events: u64 },
-    Reports { next_number: u64 },
-    Dossiers { next_number: u64 },
-    Route { route: String, from: (f64, f64), to: (f64, f64), buses: Vec<Bus> },
-    Hospital { index: usize, occupied: f64 },
+    Air {
+        id: String,
+        district: usize,
+        base_pm25: f64,
+    },
+    Water {
+        id: String,
+        district: usize,
+        lat: f64,
+        lon: f64,
+        base_m: f64,
+        seq: u64,
+    },
+    Traffic {
+        id: String,
+        district: usize,
+        base_flow: f64,
+    },
+    Light {
+        id: String,
+        district: usize,
+        ward: usize,
+        lat: f64,
+        lon: f64,
+        faulty: bool,
+    },
+    Parking {
+        id: String,
+        name: String,
+        district: usize,
+        total: u32,
+        lat: f64,
+        lon: f64,
+    },
+    Waste {
+        district: usize,
+        bins: Vec<Bin>,
+    },
+    Camera {
+        id: String,
+        district: usize,
+        zone: &'static str,
+        events: u64,
+    },
+    Reports {
+        next_number: u64,
+    },
+    Dossiers {
+        next_number: u64,
+    },
+    Route {
+        route: String,
+        from: (f64, f64),
+        to: (f64, f64),
+        buses: Vec<Bus>,
+    },
+    Hospital {
+        index: usize,
+        occupied: f64,
+    },
 }
 
 /// One citizen report's life.
@@ -102,7 +151,13 @@ impl World {
 
     /// Advances a district's rain and its lagged effect on the rivers up to `now`; returns
     /// (rain now in mm/h, the smoothed "wetness" that drives water levels).
-    fn weather(&mut self, d: usize, now: Timestamp, rng: &mut ChaCha12Rng, flood: bool) -> (f64, f64) {
+    fn weather(
+        &mut self,
+        d: usize,
+        now: Timestamp,
+        rng: &mut ChaCha12Rng,
+        flood: bool,
+    ) -> (f64, f64) {
         let dt_h = ((now.as_millis() - self.weather_at_ms[d]).max(0) as f64) / 3_600_000.0;
         self.weather_at_ms[d] = now.as_millis();
         if flood {
@@ -124,7 +179,10 @@ impl World {
 }
 
 fn jitter(rng: &mut ChaCha12Rng, lat: f64, lon: f64, spread: f64) -> (f64, f64) {
-    (lat + rng.random_range(-spread..spread), lon + rng.random_range(-spread..spread))
+    (
+        lat + rng.random_range(-spread..spread),
+        lon + rng.random_range(-spread..spread),
+    )
 }
 
 fn round(v: f64, digits: i32) -> f64 {
@@ -137,10 +195,18 @@ pub(crate) fn build(options: &SimOptions, rng: &mut ChaCha12Rng) -> Vec<Device> 
     let scale = options.scale.max(1) as usize;
     let mut devices = Vec::new();
     for (d, district) in DISTRICTS.iter().enumerate() {
-        let code = district.slug.split('-').map(|w| &w[..1]).collect::<String>();
+        let code = district
+            .slug
+            .split('-')
+            .map(|w| &w[..1])
+            .collect::<String>();
         if options.wants(FeedKind::AirQuality) {
             for i in 0..2 * scale {
-                devices.push(Device::Air { id: format!("aq-{code}-{:02}", i + 1), district: d, base_pm25: rng.random_range(18.0..38.0) });
+                devices.push(Device::Air {
+                    id: format!("aq-{code}-{:02}", i + 1),
+                    district: d,
+                    base_pm25: rng.random_range(18.0..38.0),
+                });
             }
         }
         if options.wants(FeedKind::WaterLevel) {
@@ -159,7 +225,11 @@ pub(crate) fn build(options: &SimOptions, rng: &mut ChaCha12Rng) -> Vec<Device> 
         }
         if options.wants(FeedKind::TrafficCounter) {
             for i in 0..4 * scale {
-                devices.push(Device::Traffic { id: format!("tc-{code}-{:02}", i + 1), district: d, base_flow: rng.random_range(250.0..650.0) });
+                devices.push(Device::Traffic {
+                    id: format!("tc-{code}-{:02}", i + 1),
+                    district: d,
+                    base_flow: rng.random_range(250.0..650.0),
+                });
             }
         }
         if options.wants(FeedKind::Streetlight) {
@@ -193,7 +263,12 @@ pub(crate) fn build(options: &SimOptions, rng: &mut ChaCha12Rng) -> Vec<Device> 
             let bins = (0..8 * scale)
                 .map(|i| {
                     let (lat, lon) = jitter(rng, district.lat, district.lon, 0.02);
-                    Bin { id: format!("{code}-{:04}", i + 1), fill: rng.random_range(0.0..0.7), lat: round(lat, 5), lon: round(lon, 5) }
+                    Bin {
+                        id: format!("{code}-{:04}", i + 1),
+                        fill: rng.random_range(0.0..0.7),
+                        lat: round(lat, 5),
+                        lon: round(lon, 5),
+                    }
                 })
                 .collect();
             devices.push(Device::Waste { district: d, bins });
@@ -210,7 +285,9 @@ pub(crate) fn build(options: &SimOptions, rng: &mut ChaCha12Rng) -> Vec<Device> 
         }
     }
     if options.wants(FeedKind::CitizenReports) {
-        devices.push(Device::Reports { next_number: 118_000 });
+        devices.push(Device::Reports {
+            next_number: 118_000,
+        });
     }
     if options.wants(FeedKind::PublicServiceDossiers) {
         devices.push(Device::Dossiers { next_number: 1 });
@@ -220,14 +297,30 @@ pub(crate) fn build(options: &SimOptions, rng: &mut ChaCha12Rng) -> Vec<Device> 
             let from = DISTRICTS[r % 7];
             let to = DISTRICTS[(r * 3 + 1) % 7];
             let buses = (0..6)
-                .map(|b| Bus { plate: format!("43B-{:03}.{:02}", r + 10, b + 11), progress: b as f64 / 6.0, passengers: rng.random_range(0..30) })
+                .map(|b| Bus {
+                    plate: format!("43B-{:03}.{:02}", r + 10, b + 11),
+                    progress: b as f64 / 6.0,
+                    passengers: rng.random_range(0..30),
+                })
                 .collect();
-            devices.push(Device::Route { route: format!("R{:02}", r + 1), from: (from.lat, from.lon), to: (to.lat, to.lon), buses });
+            devices.push(Device::Route {
+                route: format!("R{:02}", r + 1),
+                from: (from.lat, from.lon),
+                to: (to.lat, to.lon),
+                buses,
+            });
         }
     }
     if options.wants(FeedKind::HospitalBeds) {
-        for (index, (_, _, _, beds)) in HOSPITALS.iter().enumerate().take(HOSPITALS.len().min(8 * scale)) {
-            devices.push(Device::Hospital { index, occupied: f64::from(*beds) * rng.random_range(0.75..0.92) });
+        for (index, (_, _, _, beds)) in HOSPITALS
+            .iter()
+            .enumerate()
+            .take(HOSPITALS.len().min(8 * scale))
+        {
+            devices.push(Device::Hospital {
+                index,
+                occupied: f64::from(*beds) * rng.random_range(0.75..0.92),
+            });
         }
     }
     devices
@@ -237,7 +330,10 @@ impl Device {
     /// Mean interval between this device's messages in the real city, milliseconds.
     fn interval_ms(&self, scale: u32) -> f64 {
         match self {
-            Device::Air { .. } | Device::Water { .. } | Device::Traffic { .. } | Device::Parking { .. } => 60_000.0,
+            Device::Air { .. }
+            | Device::Water { .. }
+            | Device::Traffic { .. }
+            | Device::Parking { .. } => 60_000.0,
             Device::Light { .. } | Device::Waste { .. } | Device::Hospital { .. } => 300_000.0,
             Device::Camera { .. } => 180_000.0,
             Device::Reports { .. } => 30_000.0 / f64::from(scale.max(1)),
@@ -295,7 +391,9 @@ impl Device {
     pub(crate) fn entity_id(&self) -> Option<String> {
         match self {
             Device::Air { id, .. } => Some(format!("urn:dev:danang:aq:{id}")),
-            Device::Water { id, .. } | Device::Traffic { id, .. } | Device::Camera { id, .. } => Some(id.clone()),
+            Device::Water { id, .. } | Device::Traffic { id, .. } | Device::Camera { id, .. } => {
+                Some(id.clone())
+            }
             Device::Light { id, .. } => Some(format!("urn:ngsi-ld:Streetlight:danang:{id}")),
             Device::Parking { id, .. } => Some(format!("urn:ngsi-ld:OffStreetParking:danang:{id}")),
             Device::Hospital { index, .. } => Some(HOSPITALS[*index].0.to_owned()),
@@ -305,11 +403,23 @@ impl Device {
 }
 
 fn mqtt(feed: FeedKind, topic: String, payload: &Value, now: Timestamp) -> SimMessage {
-    SimMessage { feed, topic, key: None, payload: payload.to_string().into_bytes(), sent_at: now }
+    SimMessage {
+        feed,
+        topic,
+        key: None,
+        payload: payload.to_string().into_bytes(),
+        sent_at: now,
+    }
 }
 
 fn kafka(feed: FeedKind, topic: &str, key: &str, payload: &Value, now: Timestamp) -> SimMessage {
-    SimMessage { feed, topic: topic.to_owned(), key: Some(key.to_owned()), payload: payload.to_string().into_bytes(), sent_at: now }
+    SimMessage {
+        feed,
+        topic: topic.to_owned(),
+        key: Some(key.to_owned()),
+        payload: payload.to_string().into_bytes(),
+        sent_at: now,
+    }
 }
 
 fn noise(rng: &mut ChaCha12Rng, sd: f64) -> f64 {
@@ -329,7 +439,9 @@ pub(crate) fn run(
 ) -> Vec<(i64, Task)> {
     let speed = options.speed.max(1e-9);
     let scenario = options.scenario.as_ref();
-    let strikes = |kind: ScenarioKind, district: usize| ScenarioSpec::strikes(scenario, kind, options.start, now, district);
+    let strikes = |kind: ScenarioKind, district: usize| {
+        ScenarioSpec::strikes(scenario, kind, options.start, now, district)
+    };
     let index = match task {
         Task::Report(index) => return report_update(index, now, world, rng, speed, out),
         Task::Dossier(index) => {
@@ -339,19 +451,40 @@ pub(crate) fn run(
         Task::Device(index) => index,
     };
     let interval = devices[index].interval_ms(options.scale);
-    let mut next = vec![((interval * rng.random_range(0.95..1.05) / speed) as i64, Task::Device(index))];
+    let mut next = vec![(
+        (interval * rng.random_range(0.95..1.05) / speed) as i64,
+        Task::Device(index),
+    )];
     let epoch_s = now.as_millis() / 1000;
     match &mut devices[index] {
-        Device::Air { id, district, base_pm25 } => {
+        Device::Air {
+            id,
+            district,
+            base_pm25,
+        } => {
             let d = &DISTRICTS[*district];
-            let night = if local_hour(now) < 6.0 || local_hour(now) > 21.0 { 1.25 } else { 1.0 };
-            let spike = if strikes(ScenarioKind::Pollution, *district) { 180.0 } else { 0.0 };
-            let pm25 = (*base_pm25 * (0.7 + 0.5 * activity(now)) * night + noise(rng, 3.0) + spike).max(2.0);
+            let night = if local_hour(now) < 6.0 || local_hour(now) > 21.0 {
+                1.25
+            } else {
+                1.0
+            };
+            let spike = if strikes(ScenarioKind::Pollution, *district) {
+                180.0
+            } else {
+                0.0
+            };
+            let pm25 = (*base_pm25 * (0.7 + 0.5 * activity(now)) * night + noise(rng, 3.0) + spike)
+                .max(2.0);
             let pm10 = pm25 * rng.random_range(1.4..1.8) + if spike > 0.0 { 120.0 } else { 0.0 };
             let no2 = (12.0 + 25.0 * activity(now) + noise(rng, 3.0)).max(1.0);
-            let o3 = (20.0 + 40.0 * ((local_hour(now) - 6.0).max(0.0) / 8.0).min(1.0) + noise(rng, 4.0)).max(1.0);
-            let temp = 24.0 + 5.0 * (-((local_hour(now) - 14.0) / 5.0).powi(2)).exp() + noise(rng, 0.4);
-            let humidity = (85.0 - 15.0 * (-((local_hour(now) - 14.0) / 5.0).powi(2)).exp() + noise(rng, 2.0)).clamp(30.0, 100.0);
+            let o3 =
+                (20.0 + 40.0 * ((local_hour(now) - 6.0).max(0.0) / 8.0).min(1.0) + noise(rng, 4.0))
+                    .max(1.0);
+            let temp =
+                24.0 + 5.0 * (-((local_hour(now) - 14.0) / 5.0).powi(2)).exp() + noise(rng, 0.4);
+            let humidity = (85.0 - 15.0 * (-((local_hour(now) - 14.0) / 5.0).powi(2)).exp()
+                + noise(rng, 2.0))
+            .clamp(30.0, 100.0);
             let pack = json!([
                 {"bn": format!("urn:dev:danang:aq:{id}:"), "bt": epoch_s, "n": "pm25", "u": "ug/m3", "v": round(pm25, 1)},
                 {"n": "pm10", "u": "ug/m3", "v": round(pm10, 1)},
@@ -360,9 +493,21 @@ pub(crate) fn run(
                 {"u": "Cel", "v": round(temp, 1)},
                 {"u": "%RH", "v": round(humidity, 0)}
             ]);
-            out.push(mqtt(FeedKind::AirQuality, format!("danang/{}/air/{id}", d.slug), &pack, now));
+            out.push(mqtt(
+                FeedKind::AirQuality,
+                format!("danang/{}/air/{id}", d.slug),
+                &pack,
+                now,
+            ));
         }
-        Device::Water { id, district, lat, lon, base_m, seq } => {
+        Device::Water {
+            id,
+            district,
+            lat,
+            lon,
+            base_m,
+            seq,
+        } => {
             let d = &DISTRICTS[*district];
             let flood = strikes(ScenarioKind::Flood, *district);
             let (rain, wet) = world.weather(*district, now, rng, flood);
@@ -373,9 +518,18 @@ pub(crate) fn run(
                 "rain_mm_1h": round(rain, 1), "battery_v": round(3.7 + noise(rng, 0.05), 2), "status": "ok",
                 "lat": lat, "lon": lon, "seq": *seq
             });
-            out.push(mqtt(FeedKind::WaterLevel, format!("danang/{}/water/{id}", d.slug), &payload, now));
+            out.push(mqtt(
+                FeedKind::WaterLevel,
+                format!("danang/{}/water/{id}", d.slug),
+                &payload,
+                now,
+            ));
         }
-        Device::Traffic { id, district, base_flow } => {
+        Device::Traffic {
+            id,
+            district,
+            base_flow,
+        } => {
             let d = &DISTRICTS[*district];
             let flow = *base_flow * activity(now) * rng.random_range(0.85..1.15);
             let congestion = (flow / 700.0).min(1.0);
@@ -384,9 +538,21 @@ pub(crate) fn run(
                 "counts": {"motorbike": (flow * 0.82) as u64, "car": (flow * 0.13) as u64, "truck": (flow * 0.03) as u64, "bus": (flow * 0.02) as u64},
                 "mean_speed_kmh": round((42.0 - 30.0 * congestion + noise(rng, 2.0)).max(3.0), 1)
             });
-            out.push(mqtt(FeedKind::TrafficCounter, format!("danang/{}/traffic/{id}", d.slug), &payload, now));
+            out.push(mqtt(
+                FeedKind::TrafficCounter,
+                format!("danang/{}/traffic/{id}", d.slug),
+                &payload,
+                now,
+            ));
         }
-        Device::Light { id, district, ward, lat, lon, faulty } => {
+        Device::Light {
+            id,
+            district,
+            ward,
+            lat,
+            lon,
+            faulty,
+        } => {
             let d = &DISTRICTS[*district];
             if !*faulty && rng.random_bool(0.002) {
                 *faulty = true;
@@ -403,9 +569,21 @@ pub(crate) fn run(
                 "powerConsumption": {"type": "Property", "value": if on { round(95.0 + noise(rng, 3.0), 1) } else { 0.0 }, "unitCode": "WTT", "observedAt": at}
             });
             let ward_slug = slug(d.wards[*ward]);
-            out.push(mqtt(FeedKind::Streetlight, format!("danang/{}/lighting/{ward_slug}/{id}", d.slug), &entity, now));
+            out.push(mqtt(
+                FeedKind::Streetlight,
+                format!("danang/{}/lighting/{ward_slug}/{id}", d.slug),
+                &entity,
+                now,
+            ));
         }
-        Device::Parking { id, name, district, total, lat, lon } => {
+        Device::Parking {
+            id,
+            name,
+            district,
+            total,
+            lat,
+            lon,
+        } => {
             let d = &DISTRICTS[*district];
             let occupancy = (0.2 + 0.65 * activity(now) / 1.4 + noise(rng, 0.03)).clamp(0.0, 1.0);
             let available = (f64::from(*total) * (1.0 - occupancy)).round() as u32;
@@ -415,7 +593,12 @@ pub(crate) fn run(
                 "status": if local_hour(now) < 5.0 { "closed" } else { "open" }, "dateObserved": now.to_string(),
                 "location": {"type": "Point", "coordinates": [lon, lat]}
             });
-            out.push(mqtt(FeedKind::Parking, format!("danang/{}/parking/{id}", d.slug), &entity, now));
+            out.push(mqtt(
+                FeedKind::Parking,
+                format!("danang/{}/parking/{id}", d.slug),
+                &entity,
+                now,
+            ));
         }
         Device::Waste { district, bins } => {
             let d = &DISTRICTS[*district];
@@ -423,7 +606,11 @@ pub(crate) fn run(
             let collection = (5.0..5.5).contains(&hour) || (17.0..17.5).contains(&hour);
             let mut data = Vec::with_capacity(bins.len());
             for bin in bins.iter_mut() {
-                bin.fill = if collection { rng.random_range(0.0..0.08) } else { (bin.fill + rng.random_range(0.0..0.03)).min(1.0) };
+                bin.fill = if collection {
+                    rng.random_range(0.0..0.08)
+                } else {
+                    (bin.fill + rng.random_range(0.0..0.03)).min(1.0)
+                };
                 data.push(json!({
                     "id": format!("urn:ngsi-ld:WasteContainer:danang:{}", bin.id), "type": "WasteContainer",
                     "fillingLevel": {"type": "Property", "value": round(bin.fill, 2), "observedAt": now.to_string()},
@@ -436,9 +623,19 @@ pub(crate) fn run(
                 "id": format!("urn:ngsi-ld:Notification:{}-{}", d.slug, now.as_millis()), "type": "Notification",
                 "subscriptionId": "urn:ngsi-ld:Subscription:waste-danang", "notifiedAt": now.to_string(), "data": data
             });
-            out.push(mqtt(FeedKind::WasteBin, format!("danang/{}/waste/notifications", d.slug), &notification, now));
+            out.push(mqtt(
+                FeedKind::WasteBin,
+                format!("danang/{}/waste/notifications", d.slug),
+                &notification,
+                now,
+            ));
         }
-        Device::Camera { id, district, zone, events } => {
+        Device::Camera {
+            id,
+            district,
+            zone,
+            events,
+        } => {
             let d = &DISTRICTS[*district];
             *events += 1;
             let roll: f64 = rng.random_range(0.0..1.0);
@@ -455,19 +652,30 @@ pub(crate) fn run(
                 "event_id": format!("{id}-{}", events), "event": event, "confidence": round(rng.random_range(0.6..0.99), 2),
                 "object_count": objects, "zone": zone, "detected_at": local_rfc3339(now)
             });
-            out.push(mqtt(FeedKind::CameraAi, format!("danang/{}/camera/{id}/events", d.slug), &payload, now));
+            out.push(mqtt(
+                FeedKind::CameraAi,
+                format!("danang/{}/camera/{id}/events", d.slug),
+                &payload,
+                now,
+            ));
             // Poisson arrivals, busier at rush hours.
             let mean = interval / activity(now).max(0.2) / speed;
             next[0].0 = Exp::new(1.0 / mean).map_or(mean, |e| e.sample(rng)) as i64;
         }
         Device::Reports { next_number } => {
-            let spike_district = scenario.filter(|s| s.kind == ScenarioKind::ComplaintSpike && s.active(options.start, now)).map(|s| s.district);
+            let spike_district = scenario
+                .filter(|s| s.kind == ScenarioKind::ComplaintSpike && s.active(options.start, now))
+                .map(|s| s.district);
             let district = match spike_district {
                 Some(d) if rng.random_bool(0.9) => d,
                 _ => rng.random_range(0..DISTRICTS.len()),
             };
             let d = &DISTRICTS[district];
-            let category = if spike_district == Some(district) { 0 } else { rng.random_range(0..REPORT_CATEGORIES.len()) };
+            let category = if spike_district == Some(district) {
+                0
+            } else {
+                rng.random_range(0..REPORT_CATEGORIES.len())
+            };
             let (lat, lon) = jitter(rng, d.lat, d.lon, 0.012);
             let report = Report {
                 id: format!("PA-{}-{:06}", 2026, *next_number),
@@ -483,16 +691,26 @@ pub(crate) fn run(
             world.reports.push(report);
             let index = world.reports.len() - 1;
             next.extend(report_update(index, now, world, rng, speed, out));
-            let rate_factor = if spike_district.is_some() { 10.0 } else { 1.0 } * (0.3 + activity(now));
+            let rate_factor =
+                if spike_district.is_some() { 10.0 } else { 1.0 } * (0.3 + activity(now));
             let mean = interval / rate_factor / speed;
             next[0].0 = Exp::new(1.0 / mean).map_or(mean, |e| e.sample(rng)) as i64;
         }
         Device::Dossiers { next_number } => {
-            let overdue_district = scenario.filter(|s| s.kind == ScenarioKind::Overdue && s.active(options.start, now)).map(|s| s.district);
-            let district = overdue_district.filter(|_| rng.random_bool(0.5)).unwrap_or_else(|| rng.random_range(0..DISTRICTS.len()));
+            let overdue_district = scenario
+                .filter(|s| s.kind == ScenarioKind::Overdue && s.active(options.start, now))
+                .map(|s| s.district);
+            let district = overdue_district
+                .filter(|_| rng.random_bool(0.5))
+                .unwrap_or_else(|| rng.random_range(0..DISTRICTS.len()));
             let agency = rng.random_range(0..AGENCIES.len());
             let dossier = Dossier {
-                code: format!("000.00.{:02}.H17-{}-{:04}", 20 + agency, day_code(now), *next_number % 10_000),
+                code: format!(
+                    "000.00.{:02}.H17-{}-{:04}",
+                    20 + agency,
+                    day_code(now),
+                    *next_number % 10_000
+                ),
                 district,
                 agency,
                 level: if rng.random_bool(0.6) { 4 } else { 3 },
@@ -503,26 +721,54 @@ pub(crate) fn run(
             *next_number += 1;
             world.dossiers.push(dossier);
             let index = world.dossiers.len() - 1;
-            next.extend(dossier_update(index, now, world, rng, speed, overdue_district == Some(district), out));
+            next.extend(dossier_update(
+                index,
+                now,
+                world,
+                rng,
+                speed,
+                overdue_district == Some(district),
+                out,
+            ));
             let mean = interval / (0.3 + activity(now)) / speed;
             next[0].0 = Exp::new(1.0 / mean).map_or(mean, |e| e.sample(rng)) as i64;
         }
-        Device::Route { route, from, to, buses } => {
+        Device::Route {
+            route,
+            from,
+            to,
+            buses,
+        } => {
             let mut vehicles = Vec::with_capacity(buses.len());
             for bus in buses.iter_mut() {
                 let moving = rng.random_bool(0.8);
-                let speed_kmh = if moving { (28.0 - 12.0 * activity(now) + noise(rng, 4.0)).max(5.0) } else { 0.0 };
+                let speed_kmh = if moving {
+                    (28.0 - 12.0 * activity(now) + noise(rng, 4.0)).max(5.0)
+                } else {
+                    0.0
+                };
                 bus.progress = (bus.progress + speed_kmh / 3600.0 * 10.0 / 12.0).fract();
-                let t = if bus.progress < 0.5 { bus.progress * 2.0 } else { 2.0 - bus.progress * 2.0 };
+                let t = if bus.progress < 0.5 {
+                    bus.progress * 2.0
+                } else {
+                    2.0 - bus.progress * 2.0
+                };
                 let lat = from.0 + (to.0 - from.0) * t;
                 let lon = from.1 + (to.1 - from.1) * t;
                 if !moving {
-                    bus.passengers = (i64::from(bus.passengers) + rng.random_range(-5..6)).clamp(0, 60) as u32;
+                    bus.passengers =
+                        (i64::from(bus.passengers) + rng.random_range(-5..6)).clamp(0, 60) as u32;
                 }
                 vehicles.push(json!({"plate": bus.plate, "lat": round(lat, 5), "lon": round(lon, 5), "speed_kmh": round(speed_kmh, 1), "passengers": bus.passengers}));
             }
             let payload = json!({"route": route, "sent_at": epoch_s, "vehicles": vehicles});
-            out.push(kafka(FeedKind::BusGps, "danang.transport.bus-gps", route, &payload, now));
+            out.push(kafka(
+                FeedKind::BusGps,
+                "danang.transport.bus-gps",
+                route,
+                &payload,
+                now,
+            ));
         }
         Device::Hospital { index, occupied } => {
             let (id, name, district, beds) = HOSPITALS[*index];
@@ -533,7 +779,13 @@ pub(crate) fn run(
                 "beds": {"total": beds, "occupied": occupied.round() as u64, "icu_occupied": (total * 0.04 + noise(rng, 2.0)).max(0.0).round() as u64},
                 "emergency_waiting": (activity(now) * 10.0 + noise(rng, 2.0)).max(0.0).round() as u64
             });
-            out.push(kafka(FeedKind::HospitalBeds, "danang.health.beds", id, &payload, now));
+            out.push(kafka(
+                FeedKind::HospitalBeds,
+                "danang.health.beds",
+                id,
+                &payload,
+                now,
+            ));
         }
     }
     next
@@ -546,7 +798,14 @@ fn day_code(now: Timestamp) -> String {
 
 const REPORT_STAGES: [&str; 4] = ["received", "assigned", "in_progress", "resolved"];
 
-fn report_update(index: usize, now: Timestamp, world: &mut World, rng: &mut ChaCha12Rng, speed: f64, out: &mut Vec<SimMessage>) -> Vec<(i64, Task)> {
+fn report_update(
+    index: usize,
+    now: Timestamp,
+    world: &mut World,
+    rng: &mut ChaCha12Rng,
+    speed: f64,
+    out: &mut Vec<SimMessage>,
+) -> Vec<(i64, Task)> {
     let report = &mut world.reports[index];
     let d = &DISTRICTS[report.district];
     let (category, texts) = REPORT_CATEGORIES[report.category];
@@ -559,7 +818,13 @@ fn report_update(index: usize, now: Timestamp, world: &mut World, rng: &mut ChaC
     if report.stage == 0 {
         payload["content"] = Value::String(texts[rng.random_range(0..texts.len())].to_owned());
     }
-    out.push(kafka(FeedKind::CitizenReports, "danang.citizen.reports", &report.id, &payload, now));
+    out.push(kafka(
+        FeedKind::CitizenReports,
+        "danang.citizen.reports",
+        &report.id,
+        &payload,
+        now,
+    ));
     report.stage += 1;
     if report.stage < REPORT_STAGES.len() {
         // Hours between steps, shorter in a simulation run faster than real time.
@@ -597,7 +862,13 @@ fn dossier_update(
         "district": DISTRICTS[dossier.district].name, "status": status, "service_level": dossier.level,
         "days_to_due": days_to_due, "event_time": local_rfc3339(now)
     });
-    out.push(kafka(FeedKind::PublicServiceDossiers, "danang.dvc.dossiers", &dossier.code, &payload, now));
+    out.push(kafka(
+        FeedKind::PublicServiceDossiers,
+        "danang.dvc.dossiers",
+        &dossier.code,
+        &payload,
+        now,
+    ));
     dossier.stage += 1;
     if finishing || status == "overdue" {
         Vec::new()

@@ -88,9 +88,10 @@ impl FeedKind {
     /// The transport the feed arrives on.
     pub fn transport(self) -> Transport {
         match self {
-            FeedKind::CitizenReports | FeedKind::PublicServiceDossiers | FeedKind::BusGps | FeedKind::HospitalBeds => {
-                Transport::Kafka
-            }
+            FeedKind::CitizenReports
+            | FeedKind::PublicServiceDossiers
+            | FeedKind::BusGps
+            | FeedKind::HospitalBeds => Transport::Kafka,
             _ => Transport::Mqtt,
         }
     }
@@ -117,7 +118,12 @@ impl FromStr for FeedKind {
         FeedKind::ALL
             .into_iter()
             .find(|f| f.name() == s)
-            .ok_or_else(|| format!("unknown feed {s:?}; feeds: {}", FeedKind::ALL.map(FeedKind::name).join(", ")))
+            .ok_or_else(|| {
+                format!(
+                    "unknown feed {s:?}; feeds: {}",
+                    FeedKind::ALL.map(FeedKind::name).join(", ")
+                )
+            })
     }
 }
 
@@ -259,11 +265,26 @@ impl Iterator for Simulator {
             let Reverse((at_ms, _, task)) = self.queue.pop()?;
             let now = Timestamp::from_millis(at_ms).ok()?;
             let mut out = Vec::new();
-            let next = devices::run(task, now, &mut self.devices, &mut self.world, &mut self.rng, &self.options, &mut out);
+            let next = devices::run(
+                task,
+                now,
+                &mut self.devices,
+                &mut self.world,
+                &mut self.rng,
+                &self.options,
+                &mut out,
+            );
             for (delay_ms, task) in next {
                 self.schedule(at_ms + delay_ms.max(1), task);
             }
-            let silenced = |m: &SimMessage| scenario::silences(self.options.scenario.as_ref(), self.options.start, m, &self.devices);
+            let silenced = |m: &SimMessage| {
+                scenario::silences(
+                    self.options.scenario.as_ref(),
+                    self.options.start,
+                    m,
+                    &self.devices,
+                )
+            };
             for message in out {
                 if !silenced(&message) {
                     self.pending.push_back(message);

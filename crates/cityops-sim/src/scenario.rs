@@ -72,7 +72,12 @@ impl FromStr for ScenarioKind {
         ScenarioKind::ALL
             .into_iter()
             .find(|k| k.name() == s)
-            .ok_or_else(|| format!("unknown scenario {s:?}; scenarios: {}", ScenarioKind::ALL.map(ScenarioKind::name).join(", ")))
+            .ok_or_else(|| {
+                format!(
+                    "unknown scenario {s:?}; scenarios: {}",
+                    ScenarioKind::ALL.map(ScenarioKind::name).join(", ")
+                )
+            })
     }
 }
 
@@ -107,7 +112,13 @@ impl ScenarioSpec {
     }
 
     /// Whether `kind` is under way at `now` in `district`.
-    pub fn strikes(spec: Option<&ScenarioSpec>, kind: ScenarioKind, start: Timestamp, now: Timestamp, district: usize) -> bool {
+    pub fn strikes(
+        spec: Option<&ScenarioSpec>,
+        kind: ScenarioKind,
+        start: Timestamp,
+        now: Timestamp,
+        district: usize,
+    ) -> bool {
         spec.is_some_and(|s| s.kind == kind && s.district == district && s.active(start, now))
     }
 }
@@ -132,10 +143,18 @@ pub struct GroundTruth {
     pub expect: &'static str,
 }
 
-pub(crate) fn ground_truth(spec: &ScenarioSpec, options: &SimOptions, devices: &[Device]) -> GroundTruth {
-    let start = Timestamp::from_millis(options.start.as_millis() + spec.at_ms).unwrap_or(options.start);
+pub(crate) fn ground_truth(
+    spec: &ScenarioSpec,
+    options: &SimOptions,
+    devices: &[Device],
+) -> GroundTruth {
+    let start =
+        Timestamp::from_millis(options.start.as_millis() + spec.at_ms).unwrap_or(options.start);
     let end = Timestamp::from_millis(start.as_millis() + spec.duration_ms).unwrap_or(start);
-    let district = DISTRICTS.get(spec.district).map(|d| d.name.to_owned()).unwrap_or_default();
+    let district = DISTRICTS
+        .get(spec.district)
+        .map(|d| d.name.to_owned())
+        .unwrap_or_default();
     let in_district = |feed: &str| -> Vec<String> {
         devices
             .iter()
@@ -144,15 +163,39 @@ pub(crate) fn ground_truth(spec: &ScenarioSpec, options: &SimOptions, devices: &
             .collect()
     };
     let (feeds, entities, expect) = match spec.kind {
-        ScenarioKind::Flood => (vec!["water_level"], in_district("water_level"), "water_level above 3.0 m, rising with rainfall_1h"),
-        ScenarioKind::Pollution => (vec!["air_quality"], in_district("air_quality"), "pm25 above 150 ug/m3"),
+        ScenarioKind::Flood => (
+            vec!["water_level"],
+            in_district("water_level"),
+            "water_level above 3.0 m, rising with rainfall_1h",
+        ),
+        ScenarioKind::Pollution => (
+            vec!["air_quality"],
+            in_district("air_quality"),
+            "pm25 above 150 ug/m3",
+        ),
         ScenarioKind::Outage => (
-            vec!["air_quality", "water_level", "traffic_counter", "streetlight", "parking", "waste_bin", "camera_ai"],
+            vec![
+                "air_quality",
+                "water_level",
+                "traffic_counter",
+                "streetlight",
+                "parking",
+                "waste_bin",
+                "camera_ai",
+            ],
             Vec::new(),
             "no message from the district's sensors",
         ),
-        ScenarioKind::ComplaintSpike => (vec!["citizen_reports"], Vec::new(), "citizen reports about ten times the usual rate"),
-        ScenarioKind::Overdue => (vec!["public_service_dossiers"], Vec::new(), "dossiers with status overdue"),
+        ScenarioKind::ComplaintSpike => (
+            vec!["citizen_reports"],
+            Vec::new(),
+            "citizen reports about ten times the usual rate",
+        ),
+        ScenarioKind::Overdue => (
+            vec!["public_service_dossiers"],
+            Vec::new(),
+            "dossiers with status overdue",
+        ),
         ScenarioKind::PipelineStall => (
             crate::FeedKind::ALL.iter().map(|f| f.name()).collect(),
             Vec::new(),
@@ -161,7 +204,11 @@ pub(crate) fn ground_truth(spec: &ScenarioSpec, options: &SimOptions, devices: &
     };
     GroundTruth {
         scenario: spec.kind.name(),
-        district: if spec.kind == ScenarioKind::PipelineStall { String::new() } else { district },
+        district: if spec.kind == ScenarioKind::PipelineStall {
+            String::new()
+        } else {
+            district
+        },
         start,
         end,
         feeds,
@@ -171,7 +218,12 @@ pub(crate) fn ground_truth(spec: &ScenarioSpec, options: &SimOptions, devices: &
 }
 
 /// Whether a scenario keeps `message` from being sent.
-pub(crate) fn silences(spec: Option<&ScenarioSpec>, start: Timestamp, message: &SimMessage, _devices: &[Device]) -> bool {
+pub(crate) fn silences(
+    spec: Option<&ScenarioSpec>,
+    start: Timestamp,
+    message: &SimMessage,
+    _devices: &[Device],
+) -> bool {
     let Some(spec) = spec else { return false };
     if !spec.active(start, message.sent_at) {
         return false;

@@ -28,13 +28,25 @@ pub const REPORT_CATEGORIES: [(&str, &[&str]); 6] = [
     ),
     (
         "chieu_sang",
-        &["Đèn đường không sáng cả đoạn, đi lại ban đêm rất tối.", "Cột đèn bị nghiêng, có nguy cơ đổ."],
+        &[
+            "Đèn đường không sáng cả đoạn, đi lại ban đêm rất tối.",
+            "Cột đèn bị nghiêng, có nguy cơ đổ.",
+        ],
     ),
     (
         "ngap_ung",
-        &["Mưa lớn, nước ngập sâu khoảng 40cm, xe máy chết máy hàng loạt.", "Nước tràn vào nhà dân do cống bị tắc."],
+        &[
+            "Mưa lớn, nước ngập sâu khoảng 40cm, xe máy chết máy hàng loạt.",
+            "Nước tràn vào nhà dân do cống bị tắc.",
+        ],
     ),
-    ("cay_xanh", &["Cây xanh gãy đổ chắn ngang đường sau cơn mưa.", "Cành cây lớn có nguy cơ gãy, đề nghị cắt tỉa."]),
+    (
+        "cay_xanh",
+        &[
+            "Cây xanh gãy đổ chắn ngang đường sau cơn mưa.",
+            "Cành cây lớn có nguy cơ gãy, đề nghị cắt tỉa.",
+        ],
+    ),
 ];
 
 /// Channels citizens report through.
@@ -57,7 +69,12 @@ pub const HOSPITALS: [(&str, &str, usize, u32); 8] = [
     ("bv-phu-san-nhi", "Bệnh viện Phụ sản - Nhi Đà Nẵng", 1, 800),
     ("bv-ung-buou", "Bệnh viện Ung bướu Đà Nẵng", 4, 700),
     ("bv-son-tra", "Trung tâm Y tế quận Sơn Trà", 2, 250),
-    ("bv-ngu-hanh-son", "Trung tâm Y tế quận Ngũ Hành Sơn", 3, 200),
+    (
+        "bv-ngu-hanh-son",
+        "Trung tâm Y tế quận Ngũ Hành Sơn",
+        3,
+        200,
+    ),
     ("bv-cam-le", "Trung tâm Y tế quận Cẩm Lệ", 5, 200),
     ("bv-hoa-vang", "Trung tâm Y tế huyện Hòa Vang", 6, 250),
 ];
