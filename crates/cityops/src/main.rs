@@ -3,6 +3,7 @@
 mod check;
 mod decode;
 mod migrate;
+mod sim;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -25,6 +26,8 @@ enum Command {
     Migrate(migrate::MigrateArgs),
     /// Drop ClickHouse partitions older than the configured retention.
     Retention(migrate::RetentionArgs),
+    /// Simulate Da Nang's feeds in their real formats (deterministic with --seed).
+    Sim(sim::Args),
 }
 
 fn main() -> ExitCode {
@@ -34,5 +37,6 @@ fn main() -> ExitCode {
         Command::Decode(args) => decode::run(&args),
         Command::Migrate(args) => migrate::run_migrate(&args),
         Command::Retention(args) => migrate::run_retention(&args),
+        Command::Sim(args) => sim::run(&args),
     }
 }

@@ -6,6 +6,7 @@
 mod check;
 mod decode;
 mod migrate;
+mod sim;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

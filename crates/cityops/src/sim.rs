@@ -1,0 +1,267 @@
+//! `cityops sim`: run the city simulator and write what it sends to files (JSON lines, or
+//! payload samples per feed), with the ground truth of an injected scenario.
+
+use anyhow::{Context, bail};
+use cityops_event::Timestamp;
+use cityops_sim::{
+    DISTRICTS, FeedKind, ScenarioKind, ScenarioSpec, SimMessage, SimOptions, Simulator,
+};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Arguments of `cityops sim`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Seed: the same seed and start give byte-identical output.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Virtual start time (RFC 3339); default now.
+    #[arg(long)]
+    start: Option<String>,
+    /// How much virtual time to simulate (e.g. `90s`, `10m`, `6h`, `2d`).
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "10m")]
+    duration: Duration,
+    /// Stop after this many messages, whatever the duration.
+    #[arg(long)]
+    count: Option<u64>,
+    /// Messages per second of virtual time; devices report faster to reach it. Default: the
+    /// city's natural rate.
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Multiply device counts (e.g. 10 for ten times the sensors).
+    #[arg(long, default_value_t = 1)]
+    scale: u32,
+    /// Only these feeds (comma-separated names from the example config).
+    #[arg(long, value_delimiter = ',')]
+    feeds: Vec<FeedKind>,
+    /// Inject an incident: flood, pollution, outage, complaint-spike, overdue, pipeline-stall.
+    #[arg(long)]
+    scenario: Option<ScenarioKind>,
+    /// When the incident starts, after the simulation start.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "2m")]
+    scenario_at: Duration,
+    /// How long the incident lasts.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "30m")]
+    scenario_duration: Duration,
+    /// District of the incident (name or slug); default the scenario's own.
+    #[arg(long)]
+    scenario_district: Option<String>,
+    /// Write the scenario's ground truth (JSON) here.
+    #[arg(long)]
+    ground_truth: Option<PathBuf>,
+    /// Write every message as a JSON line (feed, transport, topic, key, sent_at, payload) here;
+    /// `-` for stdout.
+    #[arg(long)]
+    output: Option<PathBuf>,
+    /// Write payload samples per feed into this directory, with a samples.toml manifest that
+    /// `cityops decode` and the decoder tests read.
+    #[arg(long)]
+    dump: Option<PathBuf>,
+    /// Samples per feed for --dump.
+    #[arg(long, default_value_t = 5)]
+    dump_samples: usize,
+}
+
+#[derive(Serialize)]
+struct Line<'a> {
+    feed: &'static str,
+    transport: &'static str,
+    topic: &'a str,
+    key: Option<&'a str>,
+    sent_at: Timestamp,
+    payload: std::borrow::Cow<'a, str>,
+}
+
+/// Exit 0 when the run completed, 2 for usage errors, 1 for I/O failures.
+pub fn run(args: &Args) -> ExitCode {
+    match simulate(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("cityops sim: {error:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn options(args: &Args) -> anyhow::Result<SimOptions> {
+    let start = match &args.start {
+        Some(text) => {
+            Timestamp::parse_rfc3339(text).with_context(|| format!("--start {text:?}"))?
+        }
+        None => {
+            let ms = SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis();
+            Timestamp::from_millis(i64::try_from(ms)?)?
+        }
+    };
+    if args.scale == 0 {
+        bail!("--scale must be at least 1");
+    }
+    let mut options = SimOptions::new(args.seed, start);
+    options.scale = args.scale;
+    options.feeds = args.feeds.iter().copied().collect();
+    if let Some(kind) = args.scenario {
+        let mut spec = ScenarioSpec::new(
+            kind,
+            millis(args.scenario_at)?,
+            millis(args.scenario_duration)?,
+        );
+        if let Some(wanted) = &args.scenario_district {
+            spec.district = DISTRICTS
+                .iter()
+                .position(|d| d.name == wanted || d.slug == wanted)
+                .with_context(|| {
+                    format!(
+                        "--scenario-district {wanted:?}: not one of {}",
+                        DISTRICTS.map(|d| d.slug).join(", ")
+                    )
+                })?;
+        }
+        options.scenario = Some(spec);
+    }
+    if let Some(rate) = args.rate {
+        if !(rate > 0.0 && rate.is_finite()) {
+            bail!("--rate must be a positive number");
+        }
+        let natural = Simulator::new(options.clone()).natural_rate();
+        options.speed = rate / natural;
+    }
+    Ok(options)
+}
+
+fn millis(d: Duration) -> anyhow::Result<i64> {
+    Ok(i64::try_from(d.as_millis())?)
+}
+
+fn simulate(args: &Args) -> anyhow::Result<()> {
+    if args.output.is_none() && args.dump.is_none() {
+        bail!("say where messages go: --output FILE (or -) and/or --dump DIR");
+    }
+    let options = options(args)?;
+    let sim = Simulator::new(options.clone());
+    if let (Some(path), Some(truth)) = (&args.ground_truth, sim.ground_truth()) {
+        std::fs::write(path, serde_json::to_string_pretty(&truth)? + "\n")
+            .with_context(|| format!("write {}", path.display()))?;
+    }
+    let end = options
+        .start
+        .as_millis()
+        .saturating_add(millis(args.duration)?);
+    let mut output: Option<Box<dyn Write>> = match &args.output {
+        None => None,
+        Some(p) if p.as_os_str() == "-" => Some(Box::new(BufWriter::new(std::io::stdout().lock()))),
+        Some(p) => Some(Box::new(BufWriter::new(
+            std::fs::File::create(p).with_context(|| format!("create {}", p.display()))?,
+        ))),
+    };
+    let mut dump = args
+        .dump
+        .as_ref()
+        .map(|dir| Dump::new(dir, args.dump_samples))
+        .transpose()?;
+    let mut sent: BTreeMap<FeedKind, (u64, u64)> = BTreeMap::new();
+    let limit = args.count.unwrap_or(u64::MAX);
+    for (n, message) in sim.take_while(|m| m.sent_at.as_millis() < end).enumerate() {
+        if n as u64 >= limit {
+            break;
+        }
+        let entry = sent.entry(message.feed).or_default();
+        entry.0 += 1;
+        entry.1 += message.payload.len() as u64;
+        if let Some(out) = output.as_mut() {
+            let line = Line {
+                feed: message.feed.name(),
+                transport: message.feed.transport().as_str(),
+                topic: &message.topic,
+                key: message.key.as_deref(),
+                sent_at: message.sent_at,
+                payload: String::from_utf8_lossy(&message.payload),
+            };
+            serde_json::to_writer(&mut *out, &line)?;
+            out.write_all(b"\n")?;
+        }
+        if let Some(dump) = dump.as_mut() {
+            dump.add(&message)?;
+        }
+    }
+    if let Some(mut out) = output {
+        out.flush()?;
+    }
+    if let Some(dump) = dump {
+        dump.finish()?;
+    }
+    let mut summary = std::io::stderr().lock();
+    let (messages, bytes) = sent
+        .values()
+        .fold((0, 0), |(m, b), (m2, b2)| (m + m2, b + b2));
+    writeln!(
+        summary,
+        "sim: {messages} messages, {bytes} bytes (seed {}, scale {}, speed {:.3})",
+        options.seed, options.scale, options.speed
+    )?;
+    for (feed, (m, b)) in &sent {
+        writeln!(
+            summary,
+            "  {:<24} {:>9} messages {:>12} bytes",
+            feed.name(),
+            m,
+            b
+        )?;
+    }
+    Ok(())
+}
+
+/// Payload samples per feed plus a manifest.
+struct Dump {
+    dir: PathBuf,
+    per_feed: usize,
+    written: BTreeMap<FeedKind, usize>,
+    manifest: String,
+}
+
+impl Dump {
+    fn new(dir: &Path, per_feed: usize) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+        Ok(Dump {
+            dir: dir.to_path_buf(),
+            per_feed,
+            written: BTreeMap::new(),
+            manifest: "# Written by `cityops sim --dump`: one entry per payload sample, with the topic it was sent on\n# and its send time, in the format of deploy/config/samples/samples.toml.\n".into(),
+        })
+    }
+
+    fn add(&mut self, message: &SimMessage) -> anyhow::Result<()> {
+        let count = self.written.entry(message.feed).or_default();
+        if *count >= self.per_feed {
+            return Ok(());
+        }
+        *count += 1;
+        let relative = format!(
+            "{}/{:04}.{}",
+            message.feed.name(),
+            count,
+            message.feed.extension()
+        );
+        let path = self.dir.join(&relative);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::write(&path, &message.payload)
+            .with_context(|| format!("write {}", path.display()))?;
+        self.manifest.push_str(&format!(
+            "\n[[sample]]\nfile = \"{relative}\"\nsource = \"{}\"\ntopic = \"{}\"\nreceived_at = \"{}\"\n",
+            message.feed.transport().as_str(),
+            message.topic,
+            message.sent_at
+        ));
+        Ok(())
+    }
+
+    fn finish(self) -> anyhow::Result<()> {
+        let path = self.dir.join("samples.toml");
+        std::fs::write(&path, self.manifest).with_context(|| format!("write {}", path.display()))
+    }
+}
