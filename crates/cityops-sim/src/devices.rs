@@ -352,9 +352,9 @@ impl Device {
         followups * 1000.0 / self.interval_ms(1)
     }
 
-    /// Offset of the first report after the start: spread over one interval.
-    pub(crate) fn first_offset_ms(&self, rng: &mut ChaCha12Rng, speed: f64) -> i64 {
-        (rng.random_range(0.0..1.0) * self.interval_ms(1) / speed) as i64
+    /// Offset of the first report after the start, in microseconds: spread over one interval.
+    pub(crate) fn first_offset_us(&self, rng: &mut ChaCha12Rng, speed: f64) -> i64 {
+        (rng.random_range(0.0..1.0) * self.interval_ms(1) * 1000.0 / speed) as i64
     }
 
     pub(crate) fn feed_name(&self) -> &'static str {
@@ -427,7 +427,8 @@ fn noise(rng: &mut ChaCha12Rng, sd: f64) -> f64 {
 }
 
 /// Runs one task: appends the messages it sends and returns the tasks it schedules
-/// (delay in virtual milliseconds, task).
+/// (delay in virtual microseconds, so that a device sped up past 1,000 reports a second still
+/// keeps its rate, and the task).
 pub(crate) fn run(
     task: Task,
     now: Timestamp,
@@ -452,7 +453,7 @@ pub(crate) fn run(
     };
     let interval = devices[index].interval_ms(options.scale);
     let mut next = vec![(
-        (interval * rng.random_range(0.95..1.05) / speed) as i64,
+        (interval * 1000.0 * rng.random_range(0.95..1.05) / speed) as i64,
         Task::Device(index),
     )];
     let epoch_s = now.as_millis() / 1000;
@@ -660,7 +661,7 @@ pub(crate) fn run(
             ));
             // Poisson arrivals, busier at rush hours.
             let mean = interval / activity(now).max(0.2) / speed;
-            next[0].0 = Exp::new(1.0 / mean).map_or(mean, |e| e.sample(rng)) as i64;
+            next[0].0 = (Exp::new(1.0 / mean).map_or(mean, |e| e.sample(rng)) * 1000.0) as i64;
         }
         Device::Reports { next_number } => {
             let spike_district = scenario
@@ -694,7 +695,7 @@ pub(crate) fn run(
             let rate_factor =
                 if spike_district.is_some() { 10.0 } else { 1.0 } * (0.3 + activity(now));
             let mean = interval / rate_factor / speed;
-            next[0].0 = Exp::new(1.0 / mean).map_or(mean, |e| e.sample(rng)) as i64;
+            next[0].0 = (Exp::new(1.0 / mean).map_or(mean, |e| e.sample(rng)) * 1000.0) as i64;
         }
         Device::Dossiers { next_number } => {
             let overdue_district = scenario
@@ -731,7 +732,7 @@ pub(crate) fn run(
                 out,
             ));
             let mean = interval / (0.3 + activity(now)) / speed;
-            next[0].0 = Exp::new(1.0 / mean).map_or(mean, |e| e.sample(rng)) as i64;
+            next[0].0 = (Exp::new(1.0 / mean).map_or(mean, |e| e.sample(rng)) * 1000.0) as i64;
         }
         Device::Route {
             route,
@@ -829,7 +830,10 @@ fn report_update(
     if report.stage < REPORT_STAGES.len() {
         // Hours between steps, shorter in a simulation run faster than real time.
         let hours = rng.random_range(0.2..6.0);
-        vec![((hours * 3_600_000.0 / speed) as i64, Task::Report(index))]
+        vec![(
+            (hours * 3_600_000_000.0 / speed) as i64,
+            Task::Report(index),
+        )]
     } else {
         Vec::new()
     }
@@ -874,6 +878,9 @@ fn dossier_update(
         Vec::new()
     } else {
         let hours = rng.random_range(1.0..48.0);
-        vec![((hours * 3_600_000.0 / speed) as i64, Task::Dossier(index))]
+        vec![(
+            (hours * 3_600_000_000.0 / speed) as i64,
+            Task::Dossier(index),
+        )]
     }
 }

@@ -202,6 +202,7 @@ pub struct Simulator {
     rng: ChaCha12Rng,
     world: devices::World,
     devices: Vec<Device>,
+    /// Pending work ordered by virtual time in microseconds, then by insertion.
     queue: BinaryHeap<Reverse<(i64, u64, Task)>>,
     sequence: u64,
     pending: std::collections::VecDeque<SimMessage>,
@@ -222,17 +223,18 @@ impl Simulator {
             sequence: 0,
             pending: std::collections::VecDeque::new(),
         };
-        let start = sim.options.start.as_millis();
+        let start_us = sim.options.start.as_millis() * 1000;
         for index in 0..sim.devices.len() {
-            let first = sim.devices[index].first_offset_ms(&mut sim.rng, sim.options.speed);
-            sim.schedule(start + first, Task::Device(index));
+            let first = sim.devices[index].first_offset_us(&mut sim.rng, sim.options.speed);
+            sim.schedule(start_us + first, Task::Device(index));
         }
         sim
     }
 
-    fn schedule(&mut self, at_ms: i64, task: Task) {
+    /// Queues `task` at virtual time `at_us` (microseconds since the epoch).
+    fn schedule(&mut self, at_us: i64, task: Task) {
         self.sequence += 1;
-        self.queue.push(Reverse((at_ms, self.sequence, task)));
+        self.queue.push(Reverse((at_us, self.sequence, task)));
     }
 
     /// Messages per second the simulated city sends at `speed` 1 (its natural rate).
@@ -262,8 +264,8 @@ impl Iterator for Simulator {
             if let Some(message) = self.pending.pop_front() {
                 return Some(message);
             }
-            let Reverse((at_ms, _, task)) = self.queue.pop()?;
-            let now = Timestamp::from_millis(at_ms).ok()?;
+            let Reverse((at_us, _, task)) = self.queue.pop()?;
+            let now = Timestamp::from_millis(at_us.div_euclid(1000)).ok()?;
             let mut out = Vec::new();
             let next = devices::run(
                 task,
@@ -274,8 +276,8 @@ impl Iterator for Simulator {
                 &self.options,
                 &mut out,
             );
-            for (delay_ms, task) in next {
-                self.schedule(at_ms + delay_ms.max(1), task);
+            for (delay_us, task) in next {
+                self.schedule(at_us + delay_us.max(1), task);
             }
             let silenced = |m: &SimMessage| {
                 scenario::silences(

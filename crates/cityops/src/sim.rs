@@ -11,7 +11,9 @@ use std::collections::BTreeMap;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Arguments of `cityops sim`.
 #[derive(Debug, clap::Args)]
@@ -64,6 +66,19 @@ pub struct Args {
     /// Samples per feed for --dump.
     #[arg(long, default_value_t = 5)]
     dump_samples: usize,
+    /// Produce the Kafka feeds to this broker (`host:port`, e.g. the local stack's
+    /// `127.0.0.1:19092`).
+    #[arg(long)]
+    to_kafka: Option<String>,
+    /// Publish the MQTT feeds at QoS 1 to this broker (`host:port`, e.g. `127.0.0.1:11883`).
+    #[arg(long)]
+    to_mqtt: Option<String>,
+    /// MQTT connections to publish over (more connections, more messages in flight).
+    #[arg(long, default_value_t = 4)]
+    mqtt_connections: usize,
+    /// Send as fast as possible instead of pacing virtual time to the wall clock (benchmarks).
+    #[arg(long)]
+    unpaced: bool,
 }
 
 #[derive(Serialize)]
@@ -137,10 +152,38 @@ fn millis(d: Duration) -> anyhow::Result<i64> {
 }
 
 fn simulate(args: &Args) -> anyhow::Result<()> {
-    if args.output.is_none() && args.dump.is_none() {
-        bail!("say where messages go: --output FILE (or -) and/or --dump DIR");
+    if args.output.is_none()
+        && args.dump.is_none()
+        && args.to_kafka.is_none()
+        && args.to_mqtt.is_none()
+    {
+        bail!(
+            "say where messages go: --output FILE (or -), --dump DIR, --to-kafka HOST:PORT and/or --to-mqtt HOST:PORT"
+        );
     }
     let options = options(args)?;
+    let publishing = args.to_kafka.is_some() || args.to_mqtt.is_some();
+    if publishing {
+        let selected: Vec<FeedKind> = if options.feeds.is_empty() {
+            FeedKind::ALL.to_vec()
+        } else {
+            options.feeds.iter().copied().collect()
+        };
+        let unrouted: Vec<&str> = selected
+            .iter()
+            .filter(|f| match f.transport() {
+                cityops_sim::Transport::Kafka => args.to_kafka.is_none(),
+                cityops_sim::Transport::Mqtt => args.to_mqtt.is_none(),
+            })
+            .map(|f| f.name())
+            .collect();
+        if !unrouted.is_empty() {
+            bail!(
+                "no broker for {}: add --to-kafka / --to-mqtt, or choose --feeds",
+                unrouted.join(", ")
+            );
+        }
+    }
     let sim = Simulator::new(options.clone());
     if let (Some(path), Some(truth)) = (&args.ground_truth, sim.ground_truth()) {
         std::fs::write(path, serde_json::to_string_pretty(&truth)? + "\n")
@@ -162,11 +205,46 @@ fn simulate(args: &Args) -> anyhow::Result<()> {
         .as_ref()
         .map(|dir| Dump::new(dir, args.dump_samples))
         .transpose()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let mut brokers = if publishing {
+        Some(runtime.block_on(Brokers::connect(args))?)
+    } else {
+        None
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = Arc::clone(&stop);
+        runtime.spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                stop.store(true, Ordering::Relaxed);
+            }
+        });
+    }
+    let wall_start = Instant::now();
+    let pace = publishing && !args.unpaced;
+    let mut max_lag = Duration::ZERO;
     let mut sent: BTreeMap<FeedKind, (u64, u64)> = BTreeMap::new();
     let limit = args.count.unwrap_or(u64::MAX);
     for (n, message) in sim.take_while(|m| m.sent_at.as_millis() < end).enumerate() {
-        if n as u64 >= limit {
+        if n as u64 >= limit || stop.load(Ordering::Relaxed) {
             break;
+        }
+        if pace {
+            // Virtual time is anchored to the wall clock: a message is sent when it is due.
+            let offset = message.sent_at.as_millis() - options.start.as_millis();
+            let due = wall_start + Duration::from_millis(u64::try_from(offset).unwrap_or(0));
+            let now = Instant::now();
+            if due > now {
+                std::thread::sleep(due - now);
+            } else {
+                max_lag = max_lag.max(now - due);
+            }
+        }
+        if let Some(brokers) = brokers.as_mut() {
+            runtime.block_on(brokers.send(&message))?;
         }
         let entry = sent.entry(message.feed).or_default();
         entry.0 += 1;
@@ -193,6 +271,11 @@ fn simulate(args: &Args) -> anyhow::Result<()> {
     if let Some(dump) = dump {
         dump.finish()?;
     }
+    let delivery = match brokers {
+        Some(brokers) => Some(runtime.block_on(brokers.finish())?),
+        None => None,
+    };
+    let elapsed = wall_start.elapsed().as_secs_f64();
     let mut summary = std::io::stderr().lock();
     let (messages, bytes) = sent
         .values()
@@ -202,6 +285,19 @@ fn simulate(args: &Args) -> anyhow::Result<()> {
         "sim: {messages} messages, {bytes} bytes (seed {}, scale {}, speed {:.3})",
         options.seed, options.scale, options.speed
     )?;
+    let lag = if pace {
+        format!(", at most {:.1} s behind the clock", max_lag.as_secs_f64())
+    } else {
+        String::new()
+    };
+    writeln!(
+        summary,
+        "  {elapsed:.1} s, {:.0} messages/s{lag}",
+        messages as f64 / elapsed.max(1e-9)
+    )?;
+    if let Some(delivery) = delivery {
+        writeln!(summary, "  {delivery}")?;
+    }
     for (feed, (m, b)) in &sent {
         writeln!(
             summary,
@@ -263,5 +359,90 @@ impl Dump {
     fn finish(self) -> anyhow::Result<()> {
         let path = self.dir.join("samples.toml");
         std::fs::write(&path, self.manifest).with_context(|| format!("write {}", path.display()))
+    }
+}
+
+/// The brokers messages are published to, with delivery accounting.
+struct Brokers {
+    kafka: Option<cityops_kafka::Producer>,
+    mqtt: Option<cityops_mqtt::Publisher>,
+}
+
+impl Brokers {
+    async fn connect(args: &Args) -> anyhow::Result<Self> {
+        let kafka = args
+            .to_kafka
+            .as_ref()
+            .map(|bootstrap| {
+                cityops_kafka::Producer::new(&cityops_kafka::ProducerSettings::new(
+                    bootstrap.clone(),
+                ))
+            })
+            .transpose()?;
+        let mqtt = match &args.to_mqtt {
+            Some(address) => {
+                let (host, port) = address
+                    .rsplit_once(':')
+                    .with_context(|| format!("--to-mqtt {address:?}: expected host:port"))?;
+                let port: u16 = port
+                    .parse()
+                    .with_context(|| format!("--to-mqtt {address:?}: bad port"))?;
+                let id = format!("cityops-sim-{}", std::process::id());
+                Some(cityops_mqtt::Publisher::connect(
+                    host,
+                    port,
+                    &id,
+                    args.mqtt_connections,
+                ))
+            }
+            None => None,
+        };
+        Ok(Brokers { kafka, mqtt })
+    }
+
+    async fn send(&mut self, message: &SimMessage) -> anyhow::Result<()> {
+        match message.feed.transport() {
+            cityops_sim::Transport::Kafka => {
+                if let Some(kafka) = self.kafka.as_mut() {
+                    kafka.send(&message.topic, message.key.as_deref(), &message.payload)?;
+                }
+            }
+            cityops_sim::Transport::Mqtt => {
+                if let Some(mqtt) = self.mqtt.as_mut() {
+                    mqtt.publish(&message.topic, &message.payload).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits for every acknowledgement (60 s at most) and describes the deliveries.
+    async fn finish(self) -> anyhow::Result<String> {
+        let mut parts = Vec::new();
+        if let Some(kafka) = self.kafka {
+            let flushed = kafka.flush(Duration::from_secs(60));
+            parts.push(format!(
+                "kafka: {} produced, {} acknowledged, {} failed",
+                kafka.sent(),
+                kafka.deliveries().acked(),
+                kafka.deliveries().failed()
+            ));
+            flushed?;
+        }
+        if let Some(mqtt) = self.mqtt {
+            let (sent, errors) = (mqtt.sent(), mqtt.connection_errors());
+            let result = mqtt.finish(Duration::from_secs(60)).await;
+            parts.push(format!(
+                "mqtt: {sent} published at QoS 1, {} connection error(s){}",
+                errors,
+                if result.is_ok() {
+                    ", all acknowledged"
+                } else {
+                    ""
+                }
+            ));
+            result?;
+        }
+        Ok(parts.join("; "))
     }
 }

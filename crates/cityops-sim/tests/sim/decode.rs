@@ -165,3 +165,23 @@ fn messages_come_in_time_order_with_kafka_keys() {
         );
     }
 }
+
+#[test]
+fn a_benchmark_rate_is_reached_in_virtual_time() {
+    let options = SimOptions::new(3, start());
+    let natural = Simulator::new(options.clone()).natural_rate();
+    for wanted in [1_000.0, 50_000.0, 300_000.0] {
+        let mut fast = options.clone();
+        fast.speed = wanted / natural;
+        let messages: Vec<_> = Simulator::new(fast).take(60_000).collect();
+        let span_s = (messages.last().unwrap().sent_at.as_millis()
+            - messages[0].sent_at.as_millis())
+        .max(1) as f64
+            / 1000.0;
+        let rate = messages.len() as f64 / span_s;
+        assert!(
+            (0.7 * wanted..1.3 * wanted).contains(&rate),
+            "asked {wanted}/s, got {rate:.0}/s"
+        );
+    }
+}

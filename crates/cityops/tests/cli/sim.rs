@@ -132,3 +132,114 @@ fn bad_arguments_are_refused() {
     assert_eq!(no_output.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&no_output.stderr).contains("--output FILE"));
 }
+
+/// The "N published"/"N produced" count from the summary line of a publishing run.
+fn count_in(stderr: &str, marker: &str) -> u64 {
+    let line = stderr
+        .lines()
+        .find(|l| l.contains(marker))
+        .unwrap_or_else(|| panic!("no {marker:?} in:\n{stderr}"));
+    let after = line.split(marker).next().unwrap();
+    after.split_whitespace().last().unwrap().parse().unwrap()
+}
+
+/// A feed's message count from the per-feed summary lines.
+fn feed_count(stderr: &str, feed: &str) -> u64 {
+    let line = stderr
+        .lines()
+        .find(|l| l.trim_start().starts_with(feed))
+        .unwrap_or_else(|| panic!("no {feed} line in:\n{stderr}"));
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn publishes_kafka_feeds_with_every_record_acknowledged_and_readable() {
+    let kafka = cityops_testkit::KafkaBroker::start();
+    kafka.create_topic("danang.transport.bus-gps", 3).unwrap();
+    kafka.create_topic("danang.health.beds", 3).unwrap();
+    let out = cityops(&[
+        "sim",
+        "--seed",
+        "2",
+        "--start",
+        "2026-11-26T00:00:00Z",
+        "--duration",
+        "5m",
+        "--rate",
+        "200",
+        "--unpaced",
+        "--feeds",
+        "bus_gps,hospital_beds",
+        "--to-kafka",
+        &kafka.bootstrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let produced = count_in(&stderr, " produced");
+    assert!(
+        stderr.contains(&format!("{produced} acknowledged, 0 failed")),
+        "{stderr}"
+    );
+    let (bus_sent, beds_sent) = (
+        feed_count(&stderr, "bus_gps"),
+        feed_count(&stderr, "hospital_beds"),
+    );
+    assert_eq!(bus_sent + beds_sent, produced);
+    let timeout = std::time::Duration::from_secs(60);
+    let bus = kafka
+        .consume("danang.transport.bus-gps", 3, bus_sent as usize, timeout)
+        .unwrap()
+        .len();
+    let beds = kafka
+        .consume("danang.health.beds", 3, beds_sent as usize, timeout)
+        .unwrap()
+        .len();
+    assert_eq!((bus as u64, beds as u64), (bus_sent, beds_sent));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn publishes_mqtt_feeds_at_qos1_and_a_subscriber_gets_them_all() {
+    let broker = cityops_testkit::Mosquitto::start();
+    let mut subscription = broker.subscribe("danang/#").await.unwrap();
+    let address = format!("127.0.0.1:{}", broker.port());
+    let out = tokio::task::spawn_blocking(move || {
+        cityops(&[
+            "sim",
+            "--seed",
+            "2",
+            "--start",
+            "2026-11-26T00:00:00Z",
+            "--duration",
+            "3m",
+            "--unpaced",
+            "--feeds",
+            "air_quality,water_level,streetlight",
+            "--to-mqtt",
+            &address,
+            "--mqtt-connections",
+            "2",
+        ])
+    })
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let published = count_in(&stderr, " published at QoS 1");
+    assert!(stderr.contains("all acknowledged"), "{stderr}");
+    let mut received = 0;
+    while subscription
+        .next(std::time::Duration::from_secs(2))
+        .await
+        .is_some()
+    {
+        received += 1;
+    }
+    assert_eq!(received, published);
+}
+
+#[test]
+fn publishing_needs_a_broker_for_every_chosen_feed() {
+    let out = cityops(&["sim", "--duration", "1s", "--to-kafka", "127.0.0.1:1"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no broker for air_quality"));
+}
