@@ -75,6 +75,32 @@ impl ClickHouse {
             })
     }
 
+    /// Inserts `rows` into `table` (of the cityops database) in one INSERT, RowBinary.
+    pub async fn insert<T>(&self, table: &str, rows: &[T]) -> Result<(), Error>
+    where
+        T: clickhouse::RowOwned + clickhouse::RowWrite,
+    {
+        let what = || format!("insert {} rows into {table}", rows.len());
+        let client = self.client();
+        let mut insert = client
+            .insert::<T>(table)
+            .await
+            .map_err(|source| Error::Query {
+                what: what(),
+                source,
+            })?;
+        for row in rows {
+            insert.write(row).await.map_err(|source| Error::Query {
+                what: what(),
+                source,
+            })?;
+        }
+        insert.end().await.map_err(|source| Error::Query {
+            what: what(),
+            source,
+        })
+    }
+
     /// Runs a query returning rows of `T`.
     pub async fn fetch<T>(&self, sql: &str, what: &str) -> Result<Vec<T>, Error>
     where

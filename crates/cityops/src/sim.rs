@@ -79,6 +79,17 @@ pub struct Args {
     /// Send as fast as possible instead of pacing virtual time to the wall clock (benchmarks).
     #[arg(long)]
     unpaced: bool,
+    /// Simulate this much history up to now (e.g. `7d`) as fast as possible; with
+    /// --to-clickhouse it fills the tables for dashboards and backtests.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    backfill: Option<Duration>,
+    /// Decode every message with the config's feeds and insert the events (and any rejects)
+    /// into its ClickHouse, with a progress bar.
+    #[arg(long, requires = "config")]
+    to_clickhouse: bool,
+    /// The config file for --to-clickhouse (its feeds, labels and `[clickhouse]`).
+    #[arg(long, short)]
+    config: Option<PathBuf>,
 }
 
 #[derive(Serialize)]
@@ -156,9 +167,10 @@ fn simulate(args: &Args) -> anyhow::Result<()> {
         && args.dump.is_none()
         && args.to_kafka.is_none()
         && args.to_mqtt.is_none()
+        && !args.to_clickhouse
     {
         bail!(
-            "say where messages go: --output FILE (or -), --dump DIR, --to-kafka HOST:PORT and/or --to-mqtt HOST:PORT"
+            "say where messages go: --output FILE (or -), --dump DIR, --to-kafka HOST:PORT, --to-mqtt HOST:PORT and/or --to-clickhouse"
         );
     }
     let options = options(args)?;
@@ -189,10 +201,8 @@ fn simulate(args: &Args) -> anyhow::Result<()> {
         std::fs::write(path, serde_json::to_string_pretty(&truth)? + "\n")
             .with_context(|| format!("write {}", path.display()))?;
     }
-    let end = options
-        .start
-        .as_millis()
-        .saturating_add(millis(args.duration)?);
+    let span = millis(args.backfill.unwrap_or(args.duration))?;
+    let end = options.start.as_millis().saturating_add(span);
     let mut output: Option<Box<dyn Write>> = match &args.output {
         None => None,
         Some(p) if p.as_os_str() == "-" => Some(Box::new(BufWriter::new(std::io::stdout().lock()))),
@@ -224,7 +234,16 @@ fn simulate(args: &Args) -> anyhow::Result<()> {
         });
     }
     let wall_start = Instant::now();
-    let pace = publishing && !args.unpaced;
+    let pace = publishing && !args.unpaced && args.backfill.is_none();
+    let mut store = if args.to_clickhouse {
+        let path = args
+            .config
+            .as_ref()
+            .context("--to-clickhouse needs --config")?;
+        Some(runtime.block_on(Store::open(path, options.start, span))?)
+    } else {
+        None
+    };
     let mut max_lag = Duration::ZERO;
     let mut sent: BTreeMap<FeedKind, (u64, u64)> = BTreeMap::new();
     let limit = args.count.unwrap_or(u64::MAX);
@@ -264,7 +283,20 @@ fn simulate(args: &Args) -> anyhow::Result<()> {
         if let Some(dump) = dump.as_mut() {
             dump.add(&message)?;
         }
+        if let Some(store) = store.as_mut() {
+            store.add(&message);
+            if store.full() {
+                runtime.block_on(store.flush())?;
+            }
+        }
     }
+    let stored = match store {
+        Some(mut store) => {
+            runtime.block_on(store.flush())?;
+            Some(store.finish())
+        }
+        None => None,
+    };
     if let Some(mut out) = output {
         out.flush()?;
     }
@@ -297,6 +329,9 @@ fn simulate(args: &Args) -> anyhow::Result<()> {
     )?;
     if let Some(delivery) = delivery {
         writeln!(summary, "  {delivery}")?;
+    }
+    if let Some(stored) = stored {
+        writeln!(summary, "  {stored}")?;
     }
     for (feed, (m, b)) in &sent {
         writeln!(
@@ -444,5 +479,134 @@ impl Brokers {
             result?;
         }
         Ok(parts.join("; "))
+    }
+}
+
+/// Decodes messages with a config's feeds and inserts the events into its ClickHouse in
+/// batches, showing progress through the simulated span.
+struct Store {
+    feeds: cityops_feeds::FeedSet,
+    clickhouse: cityops_clickhouse::ClickHouse,
+    events: Vec<cityops_clickhouse::EventRow>,
+    rejects: Vec<cityops_clickhouse::RejectRow>,
+    inserted: (u64, u64),
+    start_ms: i64,
+    progress: indicatif::ProgressBar,
+}
+
+/// Rows per INSERT: large batches are what ClickHouse handles best.
+const BATCH_ROWS: usize = 100_000;
+
+impl Store {
+    async fn open(config: &Path, start: Timestamp, span_ms: i64) -> anyhow::Result<Self> {
+        let config = cityops_config::Config::load(config)?;
+        let feeds = cityops_feeds::FeedSet::new(&config.feeds, config.rejects.max_raw_bytes)
+            .map_err(anyhow::Error::msg)?
+            .with_label_names(&config.labels);
+        let clickhouse = cityops_clickhouse::ClickHouse::connect(&config.clickhouse)
+            .await
+            .with_context(|| format!("cannot reach ClickHouse at {}", config.clickhouse.url))?;
+        let progress = indicatif::ProgressBar::new(u64::try_from(span_ms / 1000).unwrap_or(0));
+        progress.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{bar:40} {percent:>3}% of the simulated span, {msg}, ETA {eta}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        Ok(Store {
+            feeds,
+            clickhouse,
+            events: Vec::with_capacity(BATCH_ROWS),
+            rejects: Vec::new(),
+            inserted: (0, 0),
+            start_ms: start.as_millis(),
+            progress,
+        })
+    }
+
+    fn add(&mut self, message: &SimMessage) {
+        let source = match message.feed.transport() {
+            cityops_sim::Transport::Kafka => cityops_config::SourceKind::Kafka,
+            cityops_sim::Transport::Mqtt => cityops_config::SourceKind::Mqtt,
+        };
+        let decoded = self.feeds.decode(&cityops_feeds::Message {
+            source,
+            topic: &message.topic,
+            payload: &message.payload,
+            received_at: message.sent_at,
+            coordinates: None,
+        });
+        let row_source = cityops_clickhouse::RowSource {
+            kind: "sim",
+            topic: &message.topic,
+            partition: -1,
+            offset: -1,
+        };
+        match decoded {
+            cityops_feeds::Outcome::Events(events) => {
+                self.events.extend(
+                    events
+                        .iter()
+                        .map(|e| cityops_clickhouse::EventRow::new(e, &row_source)),
+                );
+            }
+            cityops_feeds::Outcome::Reject(reject) => {
+                self.rejects.push(cityops_clickhouse::RejectRow {
+                    // Deterministic, like event ids: the same simulated message gives the same id.
+                    reject_id: cityops_event::EventId {
+                        feed: reject.feed.as_deref().unwrap_or(""),
+                        coordinates: None,
+                        entity_id: &message.topic,
+                        metric: reject.reason.as_str(),
+                        ts_millis: message.sent_at.as_millis(),
+                        index: 0,
+                    }
+                    .derive(),
+                    received_at: message.sent_at.unix_seconds(),
+                    received_ms: message.sent_at.subsec_millis(),
+                    feed: reject.feed.clone().unwrap_or_default(),
+                    reason: reject.reason.as_str().to_owned(),
+                    message: reject.message.clone(),
+                    raw_len: u32::try_from(reject.raw_len).unwrap_or(u32::MAX),
+                    raw_truncated: u8::from(reject.raw_truncated()),
+                    raw: reject.raw,
+                    source_kind: "sim".into(),
+                    source_topic: message.topic.clone(),
+                    source_partition: -1,
+                    source_offset: -1,
+                })
+            }
+        }
+        self.progress.set_position(
+            u64::try_from((message.sent_at.as_millis() - self.start_ms) / 1000).unwrap_or(0),
+        );
+    }
+
+    fn full(&self) -> bool {
+        self.events.len() >= BATCH_ROWS
+    }
+
+    async fn flush(&mut self) -> anyhow::Result<()> {
+        if !self.events.is_empty() {
+            self.clickhouse.insert("events", &self.events).await?;
+            self.inserted.0 += self.events.len() as u64;
+            self.events.clear();
+        }
+        if !self.rejects.is_empty() {
+            self.clickhouse.insert("rejects", &self.rejects).await?;
+            self.inserted.1 += self.rejects.len() as u64;
+            self.rejects.clear();
+        }
+        self.progress
+            .set_message(format!("{} events inserted", self.inserted.0));
+        Ok(())
+    }
+
+    fn finish(self) -> String {
+        self.progress.finish_and_clear();
+        format!(
+            "clickhouse: {} events and {} rejects inserted",
+            self.inserted.0, self.inserted.1
+        )
     }
 }

@@ -243,3 +243,78 @@ fn publishing_needs_a_broker_for_every_chosen_feed() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no broker for air_quality"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn backfill_writes_history_of_every_feed_into_clickhouse() {
+    let server = cityops_testkit::ClickHouseServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    // The shipped config, pointed at the test server.
+    let shipped = std::fs::read_to_string(repo_root().join("deploy/config/cityops.toml")).unwrap();
+    let config = dir.path().join("cityops.toml");
+    std::fs::write(
+        &config,
+        shipped.replace(
+            "${CITYOPS_CLICKHOUSE_URL:-http://127.0.0.1:18123}",
+            &server.url(),
+        ),
+    )
+    .unwrap();
+    let config = config.to_str().unwrap().to_owned();
+    assert_eq!(
+        cityops(&["migrate", "--config", &config, "--quiet"])
+            .status
+            .code(),
+        Some(0)
+    );
+
+    let out = tokio::task::spawn_blocking(move || {
+        cityops(&[
+            "sim",
+            "--seed",
+            "8",
+            "--backfill",
+            "3h",
+            "--to-clickhouse",
+            "--config",
+            &config,
+        ])
+    })
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("events and"))
+        .unwrap_or_else(|| panic!("{stderr}"));
+    let inserted: f64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    assert!(line.ends_with("and 0 rejects inserted"), "{line}");
+    assert!(inserted > 5_000.0, "{line}");
+    assert_eq!(
+        server
+            .scalar("SELECT count() FROM cityops.events")
+            .await
+            .unwrap(),
+        inserted
+    );
+    assert_eq!(
+        server
+            .scalar("SELECT uniqExact(feed) FROM cityops.events")
+            .await
+            .unwrap(),
+        11.0
+    );
+    // History spans the three hours before now, and the rollups were fed.
+    let span = server
+        .scalar("SELECT toUInt32(max(ts)) - toUInt32(min(ts)) FROM cityops.events")
+        .await
+        .unwrap();
+    assert!(span > 2.5 * 3600.0, "span {span} s");
+    assert!(
+        server
+            .scalar("SELECT countMerge(samples) FROM cityops.events_1m_district")
+            .await
+            .unwrap()
+            > 0.0
+    );
+}
