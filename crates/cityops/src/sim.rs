@@ -119,8 +119,10 @@ fn options(args: &Args) -> anyhow::Result<SimOptions> {
             Timestamp::parse_rfc3339(text).with_context(|| format!("--start {text:?}"))?
         }
         None => {
-            let ms = SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis();
-            Timestamp::from_millis(i64::try_from(ms)?)?
+            // A backfill ends now: it starts its span before now.
+            let now = i64::try_from(SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis())?;
+            let back = args.backfill.map(millis).transpose()?.unwrap_or(0);
+            Timestamp::from_millis(now - back).context("--backfill reaches before 1970")?
         }
     };
     if args.scale == 0 {
