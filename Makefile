@@ -39,7 +39,7 @@ build: deps
 release: deps
 	$(CARGO) build --release -p cityops
 
-demo: release
+demo: deps release
 	@CITYOPS_BIN=target/release/cityops deploy/demo.sh
 
 fmt:
