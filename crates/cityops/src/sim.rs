@@ -90,6 +90,39 @@ pub struct Args {
     /// The config file for --to-clickhouse (its feeds, labels and `[clickhouse]`).
     #[arg(long, short)]
     config: Option<PathBuf>,
+    /// Serve Prometheus metrics (`/metrics`, `/healthz`, `/readyz`) on this address while
+    /// running, e.g. `127.0.0.1:9465`.
+    #[arg(long)]
+    listen_addr: Option<std::net::SocketAddr>,
+}
+
+/// The simulator's own metrics (see docs/metrics.md).
+struct SimMetrics {
+    messages: prometheus::CounterVec,
+    bytes: prometheus::CounterVec,
+    behind: prometheus::Gauge,
+}
+
+impl SimMetrics {
+    fn new(registry: &prometheus::Registry) -> anyhow::Result<Self> {
+        let m = cityops_telemetry::Metrics::new(registry, "sim");
+        Ok(SimMetrics {
+            messages: m.counter_vec(
+                "messages_sent_total",
+                "Messages the simulator sent, by feed",
+                &["feed"],
+            )?,
+            bytes: m.counter_vec(
+                "payload_bytes_sent_total",
+                "Payload bytes the simulator sent, by feed",
+                &["feed"],
+            )?,
+            behind: m.gauge(
+                "behind_clock_seconds",
+                "How far a paced run is behind the wall clock",
+            )?,
+        })
+    }
 }
 
 #[derive(Serialize)]
@@ -235,6 +268,18 @@ fn simulate(args: &Args) -> anyhow::Result<()> {
             }
         });
     }
+    let registry = prometheus::Registry::new();
+    let metrics = SimMetrics::new(&registry)?;
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    if let Some(addr) = args.listen_addr {
+        cityops_telemetry::register_process_metrics(&registry, env!("CARGO_PKG_VERSION"))?;
+        let server = runtime.block_on(cityops_telemetry::TelemetryServer::bind(addr))?;
+        runtime.spawn(server.run(
+            registry.clone(),
+            cityops_telemetry::Readiness::default(),
+            shutdown.clone(),
+        ));
+    }
     let wall_start = Instant::now();
     let pace = publishing && !args.unpaced && args.backfill.is_none();
     let mut store = if args.to_clickhouse {
@@ -262,6 +307,7 @@ fn simulate(args: &Args) -> anyhow::Result<()> {
                 std::thread::sleep(due - now);
             } else {
                 max_lag = max_lag.max(now - due);
+                metrics.behind.set((now - due).as_secs_f64());
             }
         }
         if let Some(brokers) = brokers.as_mut() {
@@ -270,6 +316,14 @@ fn simulate(args: &Args) -> anyhow::Result<()> {
         let entry = sent.entry(message.feed).or_default();
         entry.0 += 1;
         entry.1 += message.payload.len() as u64;
+        metrics
+            .messages
+            .with_label_values(&[message.feed.name()])
+            .inc();
+        metrics
+            .bytes
+            .with_label_values(&[message.feed.name()])
+            .inc_by(message.payload.len() as f64);
         if let Some(out) = output.as_mut() {
             let line = Line {
                 feed: message.feed.name(),
@@ -309,6 +363,7 @@ fn simulate(args: &Args) -> anyhow::Result<()> {
         Some(brokers) => Some(runtime.block_on(brokers.finish())?),
         None => None,
     };
+    shutdown.cancel();
     let elapsed = wall_start.elapsed().as_secs_f64();
     let mut summary = std::io::stderr().lock();
     let (messages, bytes) = sent

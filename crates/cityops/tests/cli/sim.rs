@@ -318,3 +318,54 @@ async fn backfill_writes_history_of_every_feed_into_clickhouse() {
             > 0.0
     );
 }
+
+#[test]
+fn a_live_run_serves_its_metrics() {
+    // A paced run to a real broker lasts its whole duration: scrape it while it runs.
+    let broker = cityops_testkit::Mosquitto::start();
+    let port = cityops_testkit::free_port();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_cityops"))
+        .args([
+            "sim",
+            "--rate",
+            "200",
+            "--duration",
+            "1m",
+            "--feeds",
+            "air_quality,traffic_counter",
+        ])
+        .args([
+            "--to-mqtt",
+            &format!("127.0.0.1:{}", broker.port()),
+            "--listen-addr",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut body = String::new();
+    for _ in 0..100 {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        if let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            use std::io::{Read, Write};
+            stream
+                .write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
+                .unwrap();
+            body.clear();
+            stream.read_to_string(&mut body).unwrap();
+            if body.contains("cityops_sim_messages_sent_total{feed=") {
+                break;
+            }
+        }
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        body.contains("cityops_sim_messages_sent_total{feed="),
+        "{body}"
+    );
+    assert!(
+        body.contains("cityops_sim_payload_bytes_sent_total{feed="),
+        "{body}"
+    );
+}
