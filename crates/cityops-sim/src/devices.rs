@@ -352,6 +352,22 @@ impl Device {
         followups * 1000.0 / self.interval_ms(1)
     }
 
+    /// Events the shipped config decodes from one of this device's messages, on average.
+    pub(crate) fn events_per_message(&self) -> f64 {
+        match self {
+            Device::Air { .. } => 6.0,
+            Device::Water { .. } => 3.0,
+            Device::Traffic { .. } => 5.0,
+            Device::Light { .. } | Device::Parking { .. } | Device::Hospital { .. } => 4.0,
+            Device::Waste { bins, .. } => 2.5 * bins.len() as f64,
+            Device::Camera { .. } => 3.0,
+            // The first message of a report carries its text too.
+            Device::Reports { .. } => 1.25,
+            Device::Dossiers { .. } => 3.0,
+            Device::Route { buses, .. } => 2.0 * buses.len() as f64,
+        }
+    }
+
     /// Offset of the first report after the start, in microseconds: spread over one interval.
     pub(crate) fn first_offset_us(&self, rng: &mut ChaCha12Rng, speed: f64) -> i64 {
         (rng.random_range(0.0..1.0) * self.interval_ms(1) * 1000.0 / speed) as i64

@@ -242,6 +242,15 @@ impl Simulator {
         self.devices.iter().map(Device::natural_rate).sum()
     }
 
+    /// Events per second the simulated city yields at `speed` 1, as the shipped config decodes
+    /// its messages.
+    pub fn natural_event_rate(&self) -> f64 {
+        self.devices
+            .iter()
+            .map(|d| d.natural_rate() * d.events_per_message())
+            .sum()
+    }
+
     /// The ground truth of the injected scenario, if any.
     pub fn ground_truth(&self) -> Option<GroundTruth> {
         self.options

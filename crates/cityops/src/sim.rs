@@ -30,8 +30,9 @@ pub struct Args {
     /// Stop after this many messages, whatever the duration.
     #[arg(long)]
     count: Option<u64>,
-    /// Messages per second of virtual time; devices report faster to reach it. Default: the
-    /// city's natural rate.
+    /// Events per second of virtual time (as the shipped config decodes the messages; one
+    /// message carries one or more events); devices report faster to reach it. Default: the
+    /// city's natural rate, about 70 events/s at scale 1.
     #[arg(long)]
     rate: Option<f64>,
     /// Multiply device counts (e.g. 10 for ten times the sensors).
@@ -187,7 +188,7 @@ fn options(args: &Args) -> anyhow::Result<SimOptions> {
         if !(rate > 0.0 && rate.is_finite()) {
             bail!("--rate must be a positive number");
         }
-        let natural = Simulator::new(options.clone()).natural_rate();
+        let natural = Simulator::new(options.clone()).natural_event_rate();
         options.speed = rate / natural;
     }
     Ok(options)
