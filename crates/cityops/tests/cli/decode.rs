@@ -1,7 +1,7 @@
 //! `cityops decode`: the golden files through the real binary, the example config's samples,
 //! and exit codes.
 
-use super::{cityops, repo_root};
+use super::{cityops, decode_manifest, repo_root};
 use serde::Deserialize;
 
 #[derive(Deserialize)]
@@ -75,49 +75,19 @@ fn every_golden_file_decodes_through_the_binary_as_expected() {
     assert!(checked >= 60);
 }
 
-#[derive(Deserialize)]
-struct Samples {
-    sample: Vec<Sample>,
-}
-
-#[derive(Deserialize)]
-struct Sample {
-    file: String,
-    source: String,
-    topic: String,
-    received_at: String,
-}
-
 #[test]
 fn every_sample_of_the_example_config_decodes_without_reject() {
     let root = repo_root().join("deploy/config");
-    let samples: Samples =
-        toml::from_str(&std::fs::read_to_string(root.join("samples/samples.toml")).unwrap())
-            .unwrap();
-    assert_eq!(samples.sample.len(), 11, "one sample per feed");
-    for s in samples.sample {
-        let out = cityops(&[
-            "decode",
-            "--config",
-            root.join("cityops.toml").to_str().unwrap(),
-            "--source",
-            &s.source,
-            "--topic",
-            &s.topic,
-            "--file",
-            root.join("samples").join(&s.file).to_str().unwrap(),
-            "--received-at",
-            &s.received_at,
-        ]);
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert_eq!(out.status.code(), Some(0));
-        assert!(!stdout.contains("\"reject\""), "{}: {stdout}", s.file);
+    let decoded = decode_manifest(&root.join("samples"), &root.join("cityops.toml"));
+    assert_eq!(decoded.len(), 11, "one sample per feed");
+    for (sample, stdout) in decoded {
+        assert!(!stdout.contains("\"reject\""), "{}: {stdout}", sample.file);
         for line in stdout.lines() {
             let event: serde_json::Value = serde_json::from_str(line).unwrap();
             assert!(
                 event["entity_id"].as_str().is_some_and(|e| !e.is_empty()),
                 "{}: {line}",
-                s.file
+                sample.file
             );
         }
     }

@@ -23,3 +23,51 @@ pub fn cityops(args: &[&str]) -> Output {
         .output()
         .expect("the cityops binary runs")
 }
+
+/// One entry of a samples manifest (`deploy/config/samples/samples.toml`, `cityops sim --dump`).
+#[derive(serde::Deserialize)]
+pub struct Sample {
+    /// Payload file, relative to the manifest.
+    pub file: String,
+    /// `mqtt` or `kafka`.
+    pub source: String,
+    /// Topic it arrived on.
+    pub topic: String,
+    /// Arrival time.
+    pub received_at: String,
+}
+
+#[derive(serde::Deserialize)]
+struct Samples {
+    sample: Vec<Sample>,
+}
+
+/// Decodes every sample of the manifest `dir/samples.toml` with `config` through the binary;
+/// returns each sample with what `cityops decode` printed.
+pub fn decode_manifest(dir: &Path, config: &Path) -> Vec<(Sample, String)> {
+    let manifest: Samples =
+        toml::from_str(&std::fs::read_to_string(dir.join("samples.toml")).unwrap()).unwrap();
+    manifest
+        .sample
+        .into_iter()
+        .map(|s| {
+            let file = dir.join(&s.file);
+            let out = cityops(&[
+                "decode",
+                "--config",
+                config.to_str().unwrap(),
+                "--source",
+                &s.source,
+                "--topic",
+                &s.topic,
+                "--file",
+                file.to_str().unwrap(),
+                "--received-at",
+                &s.received_at,
+            ]);
+            assert_eq!(out.status.code(), Some(0), "{}", s.file);
+            let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+            (s, stdout)
+        })
+        .collect()
+}

@@ -1,7 +1,6 @@
 //! `cityops sim`: deterministic output, dumps that decode with the shipped config, ground truth.
 
-use super::{cityops, repo_root};
-use serde::Deserialize;
+use super::{cityops, decode_manifest, repo_root};
 
 #[test]
 fn the_same_seed_writes_byte_identical_files() {
@@ -42,19 +41,6 @@ fn the_same_seed_writes_byte_identical_files() {
     assert_ne!(a, c);
 }
 
-#[derive(Deserialize)]
-struct Samples {
-    sample: Vec<Sample>,
-}
-
-#[derive(Deserialize)]
-struct Sample {
-    file: String,
-    source: String,
-    topic: String,
-    received_at: String,
-}
-
 #[test]
 fn dumped_samples_of_every_feed_decode_through_the_binary_without_reject() {
     let dir = tempfile::tempdir().unwrap();
@@ -82,31 +68,11 @@ fn dumped_samples_of_every_feed_decode_through_the_binary_without_reject() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let manifest: Samples =
-        toml::from_str(&std::fs::read_to_string(dir.path().join("samples.toml")).unwrap()).unwrap();
-    assert_eq!(
-        manifest.sample.len(),
-        33,
-        "3 samples for each of the 11 feeds"
-    );
     let config = repo_root().join("deploy/config/cityops.toml");
-    for s in &manifest.sample {
-        let file = dir.path().join(&s.file);
-        let out = cityops(&[
-            "decode",
-            "--config",
-            config.to_str().unwrap(),
-            "--source",
-            &s.source,
-            "--topic",
-            &s.topic,
-            "--file",
-            file.to_str().unwrap(),
-            "--received-at",
-            &s.received_at,
-        ]);
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(!stdout.contains("\"reject\""), "{}: {stdout}", s.file);
+    let decoded = decode_manifest(dir.path(), &config);
+    assert_eq!(decoded.len(), 33, "3 samples for each of the 11 feeds");
+    for (sample, stdout) in decoded {
+        assert!(!stdout.contains("\"reject\""), "{}: {stdout}", sample.file);
     }
     let truth: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(truth).unwrap()).unwrap();
