@@ -2,7 +2,7 @@
 
 use crate::ServiceProcess;
 use crate::instance::{Instance, ServiceSpec};
-use crate::support::{http_get, instance_dir, make_dirs, render, require_binary, template};
+use crate::support::{instance_dir, make_dirs, ready_endpoint, render, require_binary, template};
 use anyhow::bail;
 use std::time::Duration;
 
@@ -17,10 +17,7 @@ impl ServiceSpec for AlertmanagerSpec {
     const STOP_GRACE: Duration = Duration::from_secs(10);
     const READY_TIMEOUT: Duration = Duration::from_secs(30);
     fn ready(&self) -> bool {
-        matches!(
-            http_get(&format!("http://127.0.0.1:{}/-/ready", self.port)),
-            Some((200, _))
-        )
+        ready_endpoint(self.port)
     }
 }
 

@@ -110,6 +110,14 @@ pub(crate) fn http_get(url: &str) -> Option<(u16, String)> {
     .ok()?
 }
 
+/// Whether the Prometheus-style readiness endpoint `/-/ready` on `port` answers 200.
+pub(crate) fn ready_endpoint(port: u16) -> bool {
+    matches!(
+        http_get(&format!("http://127.0.0.1:{port}/-/ready")),
+        Some((200, _))
+    )
+}
+
 /// Waits until `check` passes; panics with the log's tail if the process dies or time runs out.
 pub(crate) fn wait_ready(
     process: &mut crate::ServiceProcess,

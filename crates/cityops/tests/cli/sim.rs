@@ -335,3 +335,36 @@ fn a_live_run_serves_its_metrics() {
         "{body}"
     );
 }
+
+#[test]
+fn ctrl_c_stops_a_live_run_which_still_flushes_and_summarises() {
+    let broker = cityops_testkit::Mosquitto::start();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_cityops"))
+        .args([
+            "sim",
+            "--rate",
+            "500",
+            "--duration",
+            "10m",
+            "--feeds",
+            "traffic_counter",
+        ])
+        .args(["--to-mqtt", &format!("127.0.0.1:{}", broker.port())])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let published = count_in(&stderr, " published at QoS 1");
+    assert!(
+        published > 0 && stderr.contains("all acknowledged"),
+        "{stderr}"
+    );
+}
