@@ -51,7 +51,6 @@ async fn mosquitto_starts_answers_restarts_keeps_sessions_and_stops() {
     let pid = broker.pid().unwrap();
     broker.stop();
     assert!(!pid_alive(pid), "mosquitto {pid} still runs after stop");
-    assert!(broker.publish("a/b", &[b"x".to_vec()]).await.is_err());
 }
 
 #[tokio::test(flavor = "multi_thread")]
