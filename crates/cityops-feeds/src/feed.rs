@@ -81,6 +81,15 @@ impl Feed {
         }
     }
 
+    /// Whether this feed reads `topic` from `source` (without building its labels).
+    fn reads(&self, source: SourceKind, topic: &str) -> bool {
+        source == self.config.source
+            && match &self.pattern {
+                None => topic == self.config.topic,
+                Some(pattern) => pattern.matches(topic).is_some(),
+            }
+    }
+
     /// The labels this feed gives a message on `topic`, or `None` if it does not read it.
     fn labels_for(&self, source: SourceKind, topic: &str) -> Option<Labels> {
         if source != self.config.source {
@@ -283,9 +292,7 @@ impl FeedSet {
 
     /// The first feed (in config order) that reads `topic` from `source`.
     pub fn find(&self, source: SourceKind, topic: &str) -> Option<&Feed> {
-        self.feeds
-            .iter()
-            .find(|f| f.labels_for(source, topic).is_some())
+        self.feeds.iter().find(|f| f.reads(source, topic))
     }
 
     /// Decodes a message with the first feed that reads its topic. Never panics; every failure
