@@ -9,8 +9,11 @@ mod client;
 mod migrations;
 mod retention;
 mod rows;
+mod store;
 mod version;
 
+/// The `clickhouse` client's error, as [`classify`] takes it.
+pub use clickhouse::error::Error as ClickHouseError;
 pub use client::ClickHouse;
 pub use migrations::{
     MIGRATIONS, Migration, MigrationOutcome, MigrationReport, RetentionDays, migrate,
@@ -18,6 +21,9 @@ pub use migrations::{
 };
 pub use retention::{RetentionAction, RetentionReport, apply_retention, plan_drops};
 pub use rows::{AlertEventRow, EventRow, RejectRow, RowSource, TableColumns};
+pub use store::{
+    FailureClass, INGEST_QUERY_ID_PREFIX, REFUSED_REASON, StoredOffsets, classify, error_code,
+};
 pub use version::ServerVersion;
 
 /// What can go wrong talking to ClickHouse.

@@ -8,6 +8,7 @@
 
 mod env;
 mod feed;
+mod ingest;
 mod problem;
 mod secret;
 mod sections;
@@ -19,6 +20,7 @@ pub use feed::{
     SenmlConfig, SenmlEncoding, SourceKind, TsFormat, ValueKind, is_metric_name,
     validate_json_pointer,
 };
+pub use ingest::{IngestConfig, KafkaConfig};
 pub use problem::{Problem, Problems};
 pub use secret::Secret;
 pub use sections::{
@@ -41,6 +43,10 @@ pub struct Config {
     pub clickhouse: ClickHouseConfig,
     /// `[labels]`: canonical spellings of district and ward names.
     pub labels: LabelsConfig,
+    /// `[kafka]`: the cluster and consumer group `cityops ingest` reads.
+    pub kafka: KafkaConfig,
+    /// `[ingest]`: batching, memory bound and retries of `cityops ingest`.
+    pub ingest: IngestConfig,
     /// `[[feeds]]`: one entry per feed.
     pub feeds: Vec<FeedConfig>,
 }
@@ -63,7 +69,15 @@ fn render(problems: &[Problem]) -> String {
         .join("\n")
 }
 
-const SECTIONS: [&str; 5] = ["telemetry", "rejects", "clickhouse", "labels", "feeds"];
+const SECTIONS: [&str; 7] = [
+    "telemetry",
+    "rejects",
+    "clickhouse",
+    "labels",
+    "kafka",
+    "ingest",
+    "feeds",
+];
 
 impl Config {
     /// Loads, validates and resolves secrets of the file at `path`, with the process
@@ -110,6 +124,8 @@ impl Config {
                 "rejects" => section(&key, value, &mut problems, &mut config.rejects),
                 "clickhouse" => section(&key, value, &mut problems, &mut config.clickhouse),
                 "labels" => section(&key, value, &mut problems, &mut config.labels),
+                "kafka" => section(&key, value, &mut problems, &mut config.kafka),
+                "ingest" => section(&key, value, &mut problems, &mut config.ingest),
                 "feeds" => feed_positions = feeds(value, &mut problems, &mut config.feeds),
                 other => problems.push(
                     other,
@@ -131,6 +147,8 @@ impl Config {
         self.rejects.validate(problems);
         self.clickhouse.validate(problems);
         self.labels.validate(problems);
+        self.kafka.validate(problems);
+        self.ingest.validate(problems);
         let mut names = BTreeMap::new();
         let mut topics = BTreeMap::new();
         for (feed, &i) in self.feeds.iter().zip(feed_positions) {

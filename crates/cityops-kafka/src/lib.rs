@@ -1,6 +1,10 @@
 //! Kafka for cityops, built on rdkafka (librdkafka). This crate keeps librdkafka's build cost
-//! in one place. Today it owns the high-throughput producer the simulator and benchmarks use;
-//! the ingest consumer (issue 5) joins it here.
+//! in one place: the high-throughput producer the simulator and benchmarks use, and the
+//! consumer-group member `cityops ingest` reads with.
+
+mod consumer;
+
+pub use consumer::{GroupConsumer, GroupEvents, NextOffset, Record, TopicPartition};
 
 use rdkafka::ClientConfig;
 use rdkafka::ClientContext;
@@ -12,11 +16,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-/// What can go wrong producing.
+/// What can go wrong producing or consuming.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The client could not be created (bad setting).
-    #[error("cannot create a Kafka producer for {bootstrap}: {source}")]
+    #[error("cannot create a Kafka client for {bootstrap}: {source}")]
     Create {
         /// `bootstrap.servers`.
         bootstrap: String,
@@ -28,6 +32,14 @@ pub enum Error {
     Send {
         /// The topic.
         topic: String,
+        /// librdkafka's complaint.
+        source: KafkaError,
+    },
+    /// A consumer operation failed.
+    #[error("kafka consumer cannot {what}: {source}")]
+    Consume {
+        /// What it was doing.
+        what: String,
         /// librdkafka's complaint.
         source: KafkaError,
     },

@@ -2,6 +2,7 @@
 
 mod check;
 mod decode;
+mod ingest;
 mod migrate;
 mod sim;
 
@@ -22,6 +23,8 @@ enum Command {
     Check(check::Args),
     /// Decode one payload with a config's feeds and print events as JSON lines, or the reject.
     Decode(decode::Args),
+    /// Consume the config's Kafka feeds into ClickHouse until SIGTERM (no loss, no duplicates).
+    Ingest(ingest::Args),
     /// Apply pending ClickHouse schema migrations (idempotent; --dry-run prints them).
     Migrate(migrate::MigrateArgs),
     /// Drop ClickHouse partitions older than the configured retention.
@@ -35,6 +38,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Check(args) => check::run(&args),
         Command::Decode(args) => decode::run(&args),
+        Command::Ingest(args) => ingest::run(&args),
         Command::Migrate(args) => migrate::run_migrate(&args),
         Command::Retention(args) => migrate::run_retention(&args),
         Command::Sim(args) => sim::run(&args),

@@ -1,0 +1,318 @@
+//! What an ingest needs from ClickHouse beyond plain inserts: tagged inserts with a timeout,
+//! classifying failures (retry, or the server refused these rows), finding inserts still
+//! running, and reading back which source offsets are already stored.
+
+use crate::{ClickHouse, Error, EventRow, RejectRow};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// Query ids of ingest inserts start with this, so that a new partition owner can wait for
+/// inserts a previous owner left running.
+pub const INGEST_QUERY_ID_PREFIX: &str = "cityops-ingest-";
+
+/// Reason stored in `rejects` for rows ClickHouse refused.
+pub const REFUSED_REASON: &str = "clickhouse_refused";
+
+/// How an insert failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureClass {
+    /// The server is unreachable, overloaded, misconfigured or timed out: retry the same rows
+    /// later. The rows may or may not have been stored.
+    Retry,
+    /// The server refused the data itself (a check, a conversion): splitting the batch finds
+    /// the rows to blame.
+    Refused,
+}
+
+/// Server error codes that depend on the rows sent, not on the server's state: a smaller batch
+/// without the offending rows succeeds.
+const DATA_ERROR_CODES: [u32; 20] = [
+    6,   // CANNOT_PARSE_TEXT
+    27,  // CANNOT_PARSE_INPUT_ASSERTION_FAILED
+    36,  // BAD_ARGUMENTS
+    38,  // CANNOT_PARSE_DATE
+    41,  // CANNOT_PARSE_DATETIME
+    43,  // ILLEGAL_TYPE_OF_ARGUMENT
+    53,  // TYPE_MISMATCH
+    69,  // ARGUMENT_OUT_OF_BOUND
+    70,  // CANNOT_CONVERT_TYPE
+    72,  // CANNOT_PARSE_NUMBER
+    117, // INCORRECT_DATA
+    128, // TOO_LARGE_ARRAY_SIZE
+    131, // TOO_LARGE_STRING_SIZE
+    190, // SIZES_OF_ARRAYS_DOESNT_MATCH
+    321, // VALUE_IS_OUT_OF_RANGE_OF_DATA_TYPE
+    395, // FUNCTION_THROW_IF_VALUE_IS_NON_ZERO
+    469, // VIOLATED_CONSTRAINT
+    48,  // NOT_IMPLEMENTED (a type the table cannot take for this value)
+    49,  // LOGICAL_ERROR raised by a single value
+    252, // TOO_MANY_PARTS: only with "partitions for single INSERT block", see `classify`
+];
+
+/// The `Code: N` of a server exception, when the error carries one.
+pub fn error_code(error: &clickhouse::error::Error) -> Option<u32> {
+    let clickhouse::error::Error::BadResponse(text) = error else {
+        return None;
+    };
+    let rest = &text[text.find("Code: ")? + "Code: ".len()..];
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
+}
+
+/// Classifies an insert failure. Only errors known to depend on the rows count as refusals;
+/// everything else (network, timeouts, memory, unknown table, wrong password) is retried, so a
+/// misconfiguration stalls the pipeline loudly instead of turning every row into a reject.
+pub fn classify(error: &clickhouse::error::Error) -> FailureClass {
+    let Some(code) = error_code(error) else {
+        return FailureClass::Retry;
+    };
+    if code == 252 {
+        // 252 is also "too many parts" (merges behind): wait for it. Too many partitions in
+        // one block is cured by splitting.
+        let partitions = matches!(error, clickhouse::error::Error::BadResponse(t) if t.contains("partitions for single INSERT"));
+        return if partitions {
+            FailureClass::Refused
+        } else {
+            FailureClass::Retry
+        };
+    }
+    if DATA_ERROR_CODES.contains(&code) {
+        FailureClass::Refused
+    } else {
+        FailureClass::Retry
+    }
+}
+
+/// The highest source offset stored per `(topic, partition)`.
+pub type StoredOffsets = BTreeMap<(String, i32), i64>;
+
+#[derive(Deserialize, clickhouse::Row)]
+struct OffsetRow {
+    topic: String,
+    partition: i32,
+    offset: i64,
+}
+
+#[derive(Deserialize, clickhouse::Row)]
+struct QueryIdRow {
+    query_id: String,
+}
+
+#[derive(Deserialize, clickhouse::Row)]
+struct CountRow {
+    n: u64,
+}
+
+impl ClickHouse {
+    /// Inserts `rows` into `table` in one INSERT tagged `query_id`, failing after `timeout`.
+    /// Returns the client's error as it is, for [`classify`].
+    pub async fn insert_tagged<T>(
+        &self,
+        table: &str,
+        rows: &[T],
+        query_id: &str,
+        timeout: Duration,
+    ) -> Result<(), clickhouse::error::Error>
+    where
+        T: clickhouse::RowOwned + clickhouse::RowWrite,
+    {
+        let client = self.client().with_setting("query_id", query_id);
+        let mut insert = client
+            .insert::<T>(table)
+            .await?
+            .with_timeouts(Some(timeout), Some(timeout));
+        for row in rows {
+            insert.write(row).await?;
+        }
+        insert.end().await
+    }
+
+    /// Query ids of ingest inserts (see [`INGEST_QUERY_ID_PREFIX`]) the server is running now.
+    pub async fn running_ingest_queries(&self) -> Result<Vec<String>, Error> {
+        let sql = format!(
+            "SELECT query_id FROM system.processes WHERE startsWith(query_id, '{INGEST_QUERY_ID_PREFIX}')"
+        );
+        let rows: Vec<QueryIdRow> = self.fetch_here(&sql, "list running ingest inserts").await?;
+        Ok(rows.into_iter().map(|r| r.query_id).collect())
+    }
+
+    /// Waits until none of `query_ids` runs any more, or `deadline` passes (then returns the
+    /// ones still running).
+    pub async fn wait_until_finished(
+        &self,
+        query_ids: &[String],
+        deadline: Duration,
+    ) -> Result<Vec<String>, Error> {
+        let start = tokio::time::Instant::now();
+        loop {
+            let running = self.running_ingest_queries().await?;
+            let left: Vec<String> = query_ids
+                .iter()
+                .filter(|id| running.contains(id))
+                .cloned()
+                .collect();
+            if left.is_empty() || start.elapsed() >= deadline {
+                return Ok(left);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The highest offset stored per partition of `topics` from `source_kind`, in `events`
+    /// and in `rejects` (rows the server refused excluded: they are written out of order).
+    pub async fn stored_offsets(
+        &self,
+        source_kind: &str,
+        topics: &[String],
+    ) -> Result<(StoredOffsets, StoredOffsets), Error> {
+        if topics.is_empty() {
+            return Ok(Default::default());
+        }
+        let quoted: Vec<String> = topics.iter().map(|t| quote(t)).collect();
+        let list = quoted.join(", ");
+        let query = |table: &str, extra: &str| {
+            format!(
+                "SELECT source_topic AS topic, source_partition AS partition, max(source_offset) AS offset \
+                 FROM {table} WHERE source_kind = {kind} AND source_topic IN ({list}){extra} \
+                 GROUP BY source_topic, source_partition",
+                kind = quote(source_kind),
+            )
+        };
+        let collect = |rows: Vec<OffsetRow>| {
+            rows.into_iter()
+                .map(|r| ((r.topic, r.partition), r.offset))
+                .collect::<StoredOffsets>()
+        };
+        let events = self
+            .fetch_here::<OffsetRow>(&query("events", ""), "read stored event offsets")
+            .await?;
+        let rejects = self
+            .fetch_here::<OffsetRow>(
+                &query(
+                    "rejects",
+                    &format!(" AND reason != {}", quote(REFUSED_REASON)),
+                ),
+                "read stored reject offsets",
+            )
+            .await?;
+        Ok((collect(events), collect(rejects)))
+    }
+
+    /// Whether `row` is stored, looked up by the table's sort key (cheap).
+    pub async fn event_stored(&self, row: &EventRow) -> Result<bool, Error> {
+        let sql = format!(
+            "SELECT count() AS n FROM events WHERE domain = {} AND metric = {} AND entity_id = {} \
+             AND ts = {} AND event_id = toUUID({})",
+            quote(&row.domain),
+            quote(&row.metric),
+            quote(&row.entity_id),
+            row.ts,
+            quote(&row.event_id.to_string()),
+        );
+        self.count(&sql).await
+    }
+
+    /// Whether `row` is stored, looked up by the table's sort key (cheap).
+    pub async fn reject_stored(&self, row: &RejectRow) -> Result<bool, Error> {
+        let sql = format!(
+            "SELECT count() AS n FROM rejects WHERE feed = {} AND reason = {} \
+             AND reject_id = toUUID({})",
+            quote(&row.feed),
+            quote(&row.reason),
+            quote(&row.reject_id.to_string()),
+        );
+        self.count(&sql).await
+    }
+
+    /// Like [`ClickHouse::fetch`], with unqualified table names in the cityops database.
+    async fn fetch_here<T>(&self, sql: &str, what: &str) -> Result<Vec<T>, Error>
+    where
+        T: clickhouse::RowOwned + clickhouse::RowRead,
+    {
+        self.client()
+            .query(sql)
+            .fetch_all::<T>()
+            .await
+            .map_err(|source| Error::Query {
+                what: what.to_owned(),
+                source,
+            })
+    }
+
+    async fn count(&self, sql: &str) -> Result<bool, Error> {
+        let rows: Vec<CountRow> = self
+            .client()
+            .query(sql)
+            .fetch_all()
+            .await
+            .map_err(|source| Error::Query {
+                what: "look up a stored row".into(),
+                source,
+            })?;
+        Ok(rows.first().is_some_and(|r| r.n > 0))
+    }
+
+    /// `SELECT 1`: whether the server answers now.
+    pub async fn ping(&self) -> bool {
+        self.client().query("SELECT 1").execute().await.is_ok()
+    }
+}
+
+/// A ClickHouse string literal.
+fn quote(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('\'');
+    for c in text.chars() {
+        match c {
+            '\'' => out.push_str("\\'"),
+            '\\' => out.push_str("\\\\"),
+            _ => out.push(c),
+        }
+    }
+    out.push('\'');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bad(text: &str) -> clickhouse::error::Error {
+        clickhouse::error::Error::BadResponse(text.into())
+    }
+
+    #[test]
+    fn only_row_dependent_server_errors_count_as_refusals() {
+        let throw = bad(
+            "Code: 395, e.displayText() = DB::Exception: Value passed to 'throwIf' function is non zero",
+        );
+        assert_eq!(error_code(&throw), Some(395));
+        assert_eq!(classify(&throw), FailureClass::Refused);
+        let modern = bad("Code: 469. DB::Exception: Constraint `c` for table x is violated");
+        assert_eq!(classify(&modern), FailureClass::Refused);
+        let partitions = bad(
+            "Code: 252, e.displayText() = DB::Exception: Too many partitions for single INSERT block (more than 100)",
+        );
+        assert_eq!(classify(&partitions), FailureClass::Refused);
+        for retried in [
+            bad(
+                "Code: 252, e.displayText() = DB::Exception: Too many parts (300). Merges are processing significantly slower than inserts",
+            ),
+            bad("Code: 60, e.displayText() = DB::Exception: Table cityops.events doesn't exist"),
+            bad("Code: 241, e.displayText() = DB::Exception: Memory limit (for query) exceeded"),
+            bad("Code: 516. DB::Exception: default: Authentication failed"),
+            bad("502 Bad Gateway"),
+            clickhouse::error::Error::TimedOut,
+            clickhouse::error::Error::Network("connection refused".into()),
+        ] {
+            assert_eq!(classify(&retried), FailureClass::Retry, "{retried}");
+        }
+    }
+
+    #[test]
+    fn literals_escape_quotes_and_backslashes() {
+        assert_eq!(quote(r"a'b\c"), r"'a\'b\\c'");
+        assert_eq!(quote("Hải Châu"), "'Hải Châu'");
+    }
+}

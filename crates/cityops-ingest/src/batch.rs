@@ -1,0 +1,377 @@
+//! Batches: decoded rows of consecutive messages, with the message boundaries (a message's
+//! events are stored all together or not at all) and the next offset of every partition they
+//! cover. Pure: no I/O.
+
+use cityops_clickhouse::{EventRow, RejectRow};
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::time::Instant;
+
+/// A partition of a source: Kafka topic and partition (MQTT uses its spool as partition 0).
+pub type PartitionKey = (String, i32);
+
+/// Rows of one message inside [`Batch::events`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageRows {
+    /// Row range in `events`.
+    pub rows: Range<usize>,
+}
+
+/// Decoded rows ready for ClickHouse.
+#[derive(Debug)]
+pub struct Batch {
+    /// Sequence number, increasing per pipeline.
+    pub seq: u64,
+    /// Rebalance generation it was read in; batches of an older generation are abandoned.
+    pub generation: u64,
+    /// Event rows, message after message in source order.
+    pub events: Vec<EventRow>,
+    /// Rows of each message that produced events, in order.
+    pub messages: Vec<MessageRows>,
+    /// Rejects of messages that could not be decoded, in source order.
+    pub rejects: Vec<RejectRow>,
+    /// Per partition, the offset after the last message of this batch (what to commit).
+    pub next_offsets: BTreeMap<PartitionKey, i64>,
+    /// Estimated memory of the rows.
+    pub bytes: usize,
+    /// Messages read into this batch (stored or skipped as already stored).
+    pub message_count: u64,
+}
+
+impl Batch {
+    /// Whether it holds no rows to write (it may still carry offsets to commit).
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty() && self.rejects.is_empty()
+    }
+}
+
+/// When a batch is full.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Event rows.
+    pub max_rows: usize,
+    /// Estimated bytes.
+    pub max_bytes: usize,
+    /// Age of the first message.
+    pub linger: std::time::Duration,
+}
+
+/// Collects rows until a limit is reached.
+#[derive(Debug)]
+pub struct BatchBuilder {
+    limits: Limits,
+    next_seq: u64,
+    current: Batch,
+    started: Option<Instant>,
+}
+
+/// Estimated bytes of an event row: the strings plus the fixed columns and allocation headers.
+pub fn event_row_bytes(row: &EventRow) -> usize {
+    let attrs: usize = row
+        .attr_keys
+        .iter()
+        .chain(&row.attr_values)
+        .map(|s| s.len() + 24)
+        .sum();
+    200 + row.feed.len()
+        + row.domain.len()
+        + row.entity_id.len()
+        + row.entity_type.len()
+        + row.metric.len()
+        + row.text.as_ref().map_or(0, String::len)
+        + row.unit.len()
+        + row.district.len()
+        + row.ward.len()
+        + row.source_topic.len()
+        + attrs
+}
+
+/// Estimated bytes of a reject row.
+pub fn reject_row_bytes(row: &RejectRow) -> usize {
+    150 + row.feed.len() + row.message.len() + row.raw.len() + row.source_topic.len()
+}
+
+impl BatchBuilder {
+    /// An empty builder.
+    pub fn new(limits: Limits) -> Self {
+        BatchBuilder {
+            limits,
+            next_seq: 1,
+            current: empty(0, 0),
+            started: None,
+        }
+    }
+
+    fn touch(&mut self, key: &PartitionKey, offset: i64) {
+        if self.started.is_none() {
+            self.started = Some(Instant::now());
+        }
+        self.current.message_count += 1;
+        match self.current.next_offsets.get_mut(key) {
+            Some(next) => *next = (*next).max(offset + 1),
+            None => {
+                self.current.next_offsets.insert(key.clone(), offset + 1);
+            }
+        }
+    }
+
+    /// Adds the event rows of the message at `offset` of `key`.
+    pub fn add_events(&mut self, key: &PartitionKey, offset: i64, rows: Vec<EventRow>) {
+        self.touch(key, offset);
+        if rows.is_empty() {
+            return;
+        }
+        let start = self.current.events.len();
+        self.current.bytes += rows.iter().map(event_row_bytes).sum::<usize>();
+        self.current.events.extend(rows);
+        self.current.messages.push(MessageRows {
+            rows: start..self.current.events.len(),
+        });
+    }
+
+    /// Adds the reject of the message at `offset` of `key`.
+    pub fn add_reject(&mut self, key: &PartitionKey, offset: i64, row: RejectRow) {
+        self.touch(key, offset);
+        self.current.bytes += reject_row_bytes(&row);
+        self.current.rejects.push(row);
+    }
+
+    /// Records a message that is skipped (already stored) so that its offset is committed.
+    pub fn add_skipped(&mut self, key: &PartitionKey, offset: i64) {
+        self.touch(key, offset);
+    }
+
+    /// Whether the batch reached its row or byte limit.
+    pub fn full(&self) -> bool {
+        self.current.events.len() + self.current.rejects.len() >= self.limits.max_rows
+            || self.current.bytes >= self.limits.max_bytes
+    }
+
+    /// Whether the first message waited `linger` or more.
+    pub fn due(&self, now: Instant) -> bool {
+        self.started
+            .is_some_and(|s| now.duration_since(s) >= self.limits.linger)
+    }
+
+    /// Time left until the batch is due; `None` when it is empty.
+    pub fn until_due(&self, now: Instant) -> Option<std::time::Duration> {
+        self.started
+            .map(|s| self.limits.linger.saturating_sub(now.duration_since(s)))
+    }
+
+    /// Whether any message was added since the last [`BatchBuilder::take`].
+    pub fn has_messages(&self) -> bool {
+        self.current.message_count > 0
+    }
+
+    /// Estimated bytes of the batch being built.
+    pub fn bytes(&self) -> usize {
+        self.current.bytes
+    }
+
+    /// Hands over the current batch, tagged with `generation`, and starts a new one.
+    pub fn take(&mut self, generation: u64) -> Batch {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.started = None;
+        let capacity = self.current.events.len();
+        let mut batch = std::mem::replace(&mut self.current, empty(0, 0));
+        self.current.events.reserve(capacity);
+        batch.seq = seq;
+        batch.generation = generation;
+        batch
+    }
+
+    /// Drops what was collected (its messages will be read again by the next owner).
+    pub fn discard(&mut self) {
+        self.current = empty(0, 0);
+        self.started = None;
+    }
+}
+
+fn empty(seq: u64, generation: u64) -> Batch {
+    Batch {
+        seq,
+        generation,
+        events: Vec::new(),
+        messages: Vec::new(),
+        rejects: Vec::new(),
+        next_offsets: BTreeMap::new(),
+        bytes: 0,
+        message_count: 0,
+    }
+}
+
+/// What is already stored per partition, read from ClickHouse when partitions are assigned:
+/// a message read again is skipped if its rows are there.
+#[derive(Debug, Default, Clone)]
+pub struct ReplayFilter {
+    stored: BTreeMap<PartitionKey, Stored>,
+}
+
+/// Highest stored offsets of one partition; -1 when none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stored {
+    /// Highest offset with rows in `events`.
+    pub events: i64,
+    /// Highest offset with a decode reject in `rejects`.
+    pub rejects: i64,
+}
+
+impl ReplayFilter {
+    /// A filter from the offsets read back from ClickHouse.
+    pub fn new(
+        events: &BTreeMap<PartitionKey, i64>,
+        rejects: &BTreeMap<PartitionKey, i64>,
+    ) -> Self {
+        let mut stored: BTreeMap<PartitionKey, Stored> = BTreeMap::new();
+        for (key, &offset) in events {
+            stored
+                .entry(key.clone())
+                .or_insert(Stored {
+                    events: -1,
+                    rejects: -1,
+                })
+                .events = offset;
+        }
+        for (key, &offset) in rejects {
+            stored
+                .entry(key.clone())
+                .or_insert(Stored {
+                    events: -1,
+                    rejects: -1,
+                })
+                .rejects = offset;
+        }
+        ReplayFilter { stored }
+    }
+
+    /// Whether the events of the message at `offset` are already stored.
+    pub fn events_stored(&self, topic: &str, partition: i32, offset: i64) -> bool {
+        self.get(topic, partition)
+            .is_some_and(|s| offset <= s.events)
+    }
+
+    /// Whether the decode reject of the message at `offset` is already stored.
+    pub fn reject_stored(&self, topic: &str, partition: i32, offset: i64) -> bool {
+        self.get(topic, partition)
+            .is_some_and(|s| offset <= s.rejects)
+    }
+
+    fn get(&self, topic: &str, partition: i32) -> Option<&Stored> {
+        // Few partitions per process: a scan beats building a key String per message.
+        self.stored
+            .iter()
+            .find(|((t, p), _)| *p == partition && t == topic)
+            .map(|(_, s)| s)
+    }
+
+    /// Partitions it knows about.
+    pub fn len(&self) -> usize {
+        self.stored.len()
+    }
+
+    /// Whether it knows no partition.
+    pub fn is_empty(&self) -> bool {
+        self.stored.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+    use uuid::Uuid;
+
+    fn row(offset: i64) -> EventRow {
+        EventRow {
+            event_id: Uuid::nil(),
+            ts: 0,
+            ts_ms: 0,
+            ingested_at: 0,
+            feed: "f".into(),
+            domain: "d".into(),
+            entity_id: "e".into(),
+            entity_type: "t".into(),
+            metric: "m".into(),
+            value: Some(1.0),
+            text: None,
+            unit: String::new(),
+            district: String::new(),
+            ward: String::new(),
+            lat: None,
+            lon: None,
+            attr_keys: vec![],
+            attr_values: vec![],
+            quality: "good".into(),
+            source_kind: "kafka".into(),
+            source_topic: "t".into(),
+            source_partition: 0,
+            source_offset: offset,
+        }
+    }
+
+    fn limits(max_rows: usize) -> Limits {
+        Limits {
+            max_rows,
+            max_bytes: 1 << 30,
+            linger: Duration::from_secs(3600),
+        }
+    }
+
+    #[test]
+    fn keeps_message_boundaries_and_the_next_offset_per_partition() {
+        let mut b = BatchBuilder::new(limits(10));
+        let p0 = ("t".to_owned(), 0);
+        let p1 = ("t".to_owned(), 1);
+        b.add_events(&p0, 5, vec![row(5), row(5), row(5)]);
+        b.add_skipped(&p1, 9);
+        b.add_events(&p0, 6, vec![row(6)]);
+        assert!(!b.full());
+        let batch = b.take(3);
+        assert_eq!(batch.seq, 1);
+        assert_eq!(batch.generation, 3);
+        assert_eq!(
+            batch.messages,
+            vec![MessageRows { rows: 0..3 }, MessageRows { rows: 3..4 }]
+        );
+        assert_eq!(batch.next_offsets[&p0], 7);
+        assert_eq!(batch.next_offsets[&p1], 10);
+        assert_eq!(batch.message_count, 3);
+        assert!(!b.has_messages());
+        assert_eq!(b.take(3).seq, 2);
+    }
+
+    #[test]
+    fn is_full_by_rows_or_bytes_and_due_by_age() {
+        let mut b = BatchBuilder::new(limits(2));
+        let p = ("t".to_owned(), 0);
+        assert!(b.until_due(Instant::now()).is_none());
+        b.add_events(&p, 0, vec![row(0)]);
+        assert!(!b.full());
+        b.add_events(&p, 1, vec![row(1)]);
+        assert!(b.full());
+        let mut small = BatchBuilder::new(Limits {
+            max_rows: 100,
+            max_bytes: 10,
+            linger: Duration::ZERO,
+        });
+        small.add_events(&p, 0, vec![row(0)]);
+        assert!(small.full());
+        assert!(small.due(Instant::now()));
+    }
+
+    #[test]
+    fn replay_filter_skips_only_what_each_table_holds() {
+        let key = ("t".to_owned(), 2);
+        let events = BTreeMap::from([(key.clone(), 100)]);
+        let rejects = BTreeMap::from([(key, 40)]);
+        let f = ReplayFilter::new(&events, &rejects);
+        assert!(f.events_stored("t", 2, 100));
+        assert!(!f.events_stored("t", 2, 101));
+        assert!(f.reject_stored("t", 2, 40));
+        assert!(!f.reject_stored("t", 2, 41));
+        assert!(!f.events_stored("t", 3, 0));
+        assert!(!f.events_stored("u", 2, 0));
+    }
+}

@@ -1,0 +1,543 @@
+//! Kafka to ClickHouse: the polling thread (consume, decode, batch, commit, pause) and the
+//! writer task, and what happens on rebalances and shutdown. ARCHITECTURE.md explains why this
+//! gives at-least-once from broker to table with no duplicate rows.
+
+use crate::batch::{Batch, BatchBuilder, Limits, PartitionKey, ReplayFilter};
+use crate::writer::{DECODE_REJECT_INDEX, Writer, WriterSettings, Written, feed_label};
+use crate::{Error, IngestMetrics};
+use cityops_clickhouse::{ClickHouse, EventRow, RejectRow, RowSource};
+use cityops_config::{Config, SourceKind};
+use cityops_event::{EventId, SourceCoordinates, Timestamp};
+use cityops_feeds::{FeedSet, Message, Outcome};
+use cityops_kafka::{GroupConsumer, GroupEvents, NextOffset, Record, TopicPartition};
+use cityops_telemetry::Readiness;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, mpsc};
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+const SOURCE: &str = "kafka";
+
+/// What a finished run did.
+#[derive(Debug, Default, Clone)]
+pub struct Summary {
+    /// Messages consumed.
+    pub messages: u64,
+    /// Batches stored.
+    pub batches: u64,
+    /// Whether everything read was stored and committed before exit.
+    pub drained: bool,
+}
+
+/// A batch the writer finished.
+struct Done {
+    seq: u64,
+    generation: u64,
+    stored: bool,
+    next_offsets: BTreeMap<PartitionKey, i64>,
+    bytes: usize,
+    messages: u64,
+}
+
+/// State of the polling thread, shared with the rebalance callbacks (which run on the same
+/// thread, inside `poll`).
+struct Pipeline {
+    feeds: FeedSet,
+    builder: BatchBuilder,
+    filter: ReplayFilter,
+    /// Whether `filter` is valid for the current assignment.
+    checked: bool,
+    to_writer: tokio::sync::mpsc::UnboundedSender<Batch>,
+    from_writer: mpsc::Receiver<Done>,
+    sent_seq: u64,
+    done_seq: u64,
+    /// Stored offsets not yet committed.
+    to_commit: BTreeMap<PartitionKey, i64>,
+    summary: Summary,
+    paused: bool,
+}
+
+struct Shared {
+    pipeline: Mutex<Pipeline>,
+    clickhouse: ClickHouse,
+    runtime: tokio::runtime::Handle,
+    cancel: CancellationToken,
+    generation: Arc<AtomicU64>,
+    in_flight: Arc<AtomicUsize>,
+    gate: Arc<tokio::sync::Mutex<()>>,
+    metrics: IngestMetrics,
+    topics: Vec<String>,
+    rebalance_deadline: Duration,
+    check_timeout: Duration,
+    retry_initial: Duration,
+    retry_max: Duration,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Pipeline> {
+        // Only this thread takes the lock; a poisoned lock means a panic already ended the run.
+        self.pipeline.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Hands the batch being built to the writer.
+    fn send(&self, p: &mut Pipeline) {
+        if !p.builder.has_messages() {
+            return;
+        }
+        let batch = p.builder.take(self.generation.load(Ordering::SeqCst));
+        self.in_flight.fetch_add(batch.bytes, Ordering::SeqCst);
+        self.metrics
+            .in_flight_bytes
+            .set(self.in_flight.load(Ordering::SeqCst) as f64);
+        p.sent_seq = batch.seq;
+        if p.to_writer.send(batch).is_err() {
+            tracing::error!("the writer stopped; nothing more can be stored");
+        }
+    }
+
+    /// Takes the writer's reports, waiting until `seq` is done or `deadline` passes.
+    fn collect(&self, p: &mut Pipeline, wait_for: Option<(u64, Instant)>) {
+        loop {
+            let next = match wait_for {
+                Some((seq, deadline)) if p.done_seq < seq => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return;
+                    }
+                    p.from_writer.recv_timeout(left).ok()
+                }
+                _ => p.from_writer.try_recv().ok(),
+            };
+            let Some(done) = next else {
+                if wait_for.is_none_or(|(seq, _)| p.done_seq >= seq) {
+                    return;
+                }
+                continue;
+            };
+            p.done_seq = done.seq;
+            self.in_flight.fetch_sub(done.bytes, Ordering::SeqCst);
+            self.metrics
+                .in_flight_bytes
+                .set(self.in_flight.load(Ordering::SeqCst) as f64);
+            // Offsets of an older generation are not ours to commit any more.
+            if done.stored && done.generation == self.generation.load(Ordering::SeqCst) {
+                p.summary.batches += 1;
+                p.summary.messages += done.messages;
+                for (key, next) in done.next_offsets {
+                    let slot = p.to_commit.entry(key).or_insert(next);
+                    *slot = (*slot).max(next);
+                }
+            }
+        }
+    }
+
+    fn take_commits(p: &mut Pipeline) -> Vec<NextOffset> {
+        std::mem::take(&mut p.to_commit)
+            .into_iter()
+            .map(|((topic, partition), next)| (TopicPartition { topic, partition }, next))
+            .collect()
+    }
+
+    /// Stores everything read, within `deadline`; abandons the rest (a new generation).
+    /// Returns whether everything was stored.
+    fn drain(&self, p: &mut Pipeline, deadline: Duration, moment: &str) -> bool {
+        self.send(p);
+        let target = p.sent_seq;
+        self.collect(p, Some((target, Instant::now() + deadline)));
+        if p.done_seq >= target {
+            return true;
+        }
+        let left = target - p.done_seq;
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        self.metrics
+            .abandoned_batches
+            .with_label_values(&[moment])
+            .inc_by(left as f64);
+        tracing::warn!(
+            batches = left,
+            moment,
+            deadline_ms = deadline.as_millis() as u64,
+            "batches not stored within the deadline are left uncommitted; they will be read again and what was stored recognised"
+        );
+        false
+    }
+
+    /// Reads what is stored for the assigned partitions. Holds the writer's gate so that no
+    /// INSERT of this process runs, and first waits for INSERTs of any ingest process still
+    /// running (a previous owner killed mid-INSERT).
+    async fn check(&self) -> Result<ReplayFilter, cityops_clickhouse::Error> {
+        let _gate = self.gate.lock().await;
+        let running = self.clickhouse.running_ingest_queries().await?;
+        let left = self
+            .clickhouse
+            .wait_until_finished(&running, self.check_timeout)
+            .await?;
+        if !left.is_empty() {
+            tracing::warn!(
+                queries = left.len(),
+                "ingest INSERTs still running after the insert timeout; reading stored offsets anyway"
+            );
+        }
+        let (events, rejects) = self.clickhouse.stored_offsets(SOURCE, &self.topics).await?;
+        Ok(ReplayFilter::new(&events, &rejects))
+    }
+}
+
+impl GroupEvents for Shared {
+    fn revoking(&self) -> Vec<NextOffset> {
+        self.metrics.rebalances.with_label_values(&["revoke"]).inc();
+        let mut p = self.lock();
+        self.drain(&mut p, self.rebalance_deadline, "rebalance");
+        p.checked = false;
+        p.paused = false;
+        self.metrics.paused.set(0.0);
+        Shared::take_commits(&mut p)
+    }
+
+    fn assigned(&self, partitions: &[TopicPartition]) {
+        self.metrics.rebalances.with_label_values(&["assign"]).inc();
+        tracing::info!(
+            partitions = partitions.len(),
+            "partitions assigned; reading what is already stored"
+        );
+        let mut backoff = crate::backoff::Backoff::new(
+            self.retry_initial,
+            self.retry_max,
+            u64::from(std::process::id()),
+        );
+        loop {
+            if self.cancel.is_cancelled() {
+                return;
+            }
+            match self.runtime.block_on(self.check()) {
+                Ok(filter) => {
+                    let mut p = self.lock();
+                    p.filter = filter;
+                    p.checked = true;
+                    p.paused = false;
+                    return;
+                }
+                Err(error) => {
+                    if backoff.attempts() % 10 == 0 {
+                        tracing::warn!(%error, "cannot read stored offsets; consumption waits for ClickHouse");
+                    }
+                    let delay = backoff.next_delay();
+                    self.runtime.block_on(async {
+                        tokio::select! {
+                            () = self.cancel.cancelled() => {}
+                            () = tokio::time::sleep(delay) => {}
+                        }
+                    });
+                }
+            }
+        }
+    }
+
+    fn lag(&self, lags: &[(TopicPartition, i64)]) {
+        for (tp, lag) in lags {
+            self.metrics
+                .kafka_lag
+                .with_label_values(&[&tp.topic, &tp.partition.to_string()])
+                .set(*lag as f64);
+        }
+    }
+}
+
+impl Pipeline {
+    /// Decodes one record into the batch being built (or skips it if already stored).
+    fn add(&mut self, record: Record<'_>, metrics: &IngestMetrics, max_raw_bytes: usize) {
+        if !self.checked {
+            // Cancelled before the assignment check finished: it is read again next time.
+            return;
+        }
+        let key: PartitionKey = (record.topic.to_owned(), record.partition);
+        let coordinates = SourceCoordinates::Kafka {
+            topic: record.topic.to_owned(),
+            partition: record.partition,
+            offset: record.offset,
+        };
+        let now = now();
+        let outcome = self.feeds.decode(&Message {
+            source: SourceKind::Kafka,
+            topic: record.topic,
+            payload: record.payload,
+            received_at: now,
+            coordinates: Some(&coordinates),
+        });
+        let row_source = RowSource {
+            kind: SOURCE,
+            topic: record.topic,
+            partition: record.partition,
+            offset: record.offset,
+        };
+        match outcome {
+            Outcome::Events(events) => {
+                let feed = events.first().map_or("", |e| e.feed.as_str());
+                let feed = feed_label(feed);
+                metrics.messages.with_label_values(&[SOURCE, feed]).inc();
+                metrics
+                    .payload_bytes
+                    .with_label_values(&[SOURCE, feed])
+                    .inc_by(record.payload.len() as f64);
+                if self
+                    .filter
+                    .events_stored(record.topic, record.partition, record.offset)
+                {
+                    metrics.replayed.with_label_values(&[SOURCE, feed]).inc();
+                    self.builder.add_skipped(&key, record.offset);
+                    return;
+                }
+                metrics
+                    .events
+                    .with_label_values(&[SOURCE, feed])
+                    .inc_by(events.len() as f64);
+                let rows = events
+                    .iter()
+                    .map(|e| EventRow::new(e, &row_source))
+                    .collect();
+                self.builder.add_events(&key, record.offset, rows);
+            }
+            Outcome::Reject(reject) => {
+                let feed = feed_label(reject.feed.as_deref().unwrap_or(""));
+                metrics.messages.with_label_values(&[SOURCE, feed]).inc();
+                metrics
+                    .payload_bytes
+                    .with_label_values(&[SOURCE, feed])
+                    .inc_by(record.payload.len() as f64);
+                if self
+                    .filter
+                    .reject_stored(record.topic, record.partition, record.offset)
+                {
+                    metrics.replayed.with_label_values(&[SOURCE, feed]).inc();
+                    self.builder.add_skipped(&key, record.offset);
+                    return;
+                }
+                metrics
+                    .rejects
+                    .with_label_values(&[SOURCE, feed, reject.reason.as_str()])
+                    .inc();
+                let _ = max_raw_bytes;
+                let row = RejectRow {
+                    reject_id: EventId {
+                        feed: reject.feed.as_deref().unwrap_or(""),
+                        coordinates: Some(&coordinates),
+                        entity_id: "",
+                        metric: reject.reason.as_str(),
+                        ts_millis: 0,
+                        index: DECODE_REJECT_INDEX,
+                    }
+                    .derive(),
+                    received_at: now.unix_seconds(),
+                    received_ms: now.subsec_millis(),
+                    feed: reject.feed.clone().unwrap_or_default(),
+                    reason: reject.reason.as_str().to_owned(),
+                    message: reject.message.clone(),
+                    raw_len: u32::try_from(reject.raw_len).unwrap_or(u32::MAX),
+                    raw_truncated: u8::from(reject.raw_truncated()),
+                    raw: reject.raw,
+                    source_kind: SOURCE.to_owned(),
+                    source_topic: record.topic.to_owned(),
+                    source_partition: record.partition,
+                    source_offset: record.offset,
+                };
+                self.builder.add_reject(&key, record.offset, row);
+            }
+        }
+    }
+}
+
+fn now() -> Timestamp {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    Timestamp::from_millis(ms).unwrap_or(Timestamp::MIN)
+}
+
+/// Runs Kafka ingest until `cancel`: blocks the calling thread (the polling thread) and runs
+/// the writer on `runtime`. Returns once everything read is stored and committed, or the
+/// shutdown deadline passed.
+pub fn run(
+    config: &Config,
+    clickhouse: ClickHouse,
+    metrics: IngestMetrics,
+    readiness: &Readiness,
+    runtime: tokio::runtime::Handle,
+    cancel: CancellationToken,
+) -> Result<Summary, Error> {
+    let topics: Vec<String> = config
+        .feeds
+        .iter()
+        .filter(|f| f.source == SourceKind::Kafka)
+        .map(|f| f.topic.clone())
+        .collect();
+    if topics.is_empty() {
+        return Err(Error::NoFeeds("kafka"));
+    }
+    let feeds = FeedSet::new(&config.feeds, config.rejects.max_raw_bytes)
+        .map_err(Error::Feeds)?
+        .with_label_names(&config.labels);
+    let settings = &config.ingest;
+    let generation = Arc::new(AtomicU64::new(1));
+    let gate = Arc::new(tokio::sync::Mutex::new(()));
+    let (to_writer, mut batches) = tokio::sync::mpsc::unbounded_channel::<Batch>();
+    let (done_tx, from_writer) = mpsc::channel::<Done>();
+    let mut writer = Writer::new(
+        clickhouse.clone(),
+        WriterSettings {
+            insert_timeout: Duration::from_millis(settings.insert_timeout_ms),
+            retry_initial: Duration::from_millis(settings.retry_initial_ms),
+            retry_max: Duration::from_millis(settings.retry_max_ms),
+            max_raw_bytes: config.rejects.max_raw_bytes,
+            source_kind: SOURCE,
+        },
+        metrics.clone(),
+        readiness.register("clickhouse"),
+        Arc::clone(&generation),
+        Arc::clone(&gate),
+    );
+    let writer_task = runtime.spawn(async move {
+        writer.check_health().await;
+        loop {
+            let batch = match tokio::time::timeout(Duration::from_secs(5), batches.recv()).await {
+                Ok(Some(batch)) => batch,
+                Ok(None) => return,
+                Err(_) => {
+                    writer.check_health().await;
+                    continue;
+                }
+            };
+            let written = writer.write(&batch).await;
+            let done = Done {
+                seq: batch.seq,
+                generation: batch.generation,
+                stored: written == Written::Stored,
+                messages: batch.message_count,
+                bytes: batch.bytes,
+                next_offsets: batch.next_offsets,
+            };
+            if done_tx.send(done).is_err() {
+                return;
+            }
+        }
+    });
+    let shared = Arc::new(Shared {
+        pipeline: Mutex::new(Pipeline {
+            feeds,
+            builder: BatchBuilder::new(Limits {
+                max_rows: settings.batch_max_rows,
+                max_bytes: settings.batch_max_bytes,
+                linger: Duration::from_millis(settings.linger_ms),
+            }),
+            filter: ReplayFilter::default(),
+            checked: false,
+            to_writer,
+            from_writer,
+            sent_seq: 0,
+            done_seq: 0,
+            to_commit: BTreeMap::new(),
+            summary: Summary::default(),
+            paused: false,
+        }),
+        clickhouse,
+        runtime: runtime.clone(),
+        cancel: cancel.clone(),
+        generation,
+        in_flight: Arc::new(AtomicUsize::new(0)),
+        gate,
+        metrics: metrics.clone(),
+        topics: topics.clone(),
+        rebalance_deadline: Duration::from_millis(settings.rebalance_deadline_ms),
+        check_timeout: Duration::from_millis(settings.insert_timeout_ms),
+        retry_initial: Duration::from_millis(settings.retry_initial_ms),
+        retry_max: Duration::from_millis(settings.retry_max_ms),
+    });
+    let consumer = GroupConsumer::new(&config.kafka, &topics, Arc::clone(&shared))?;
+    let kafka_ready = readiness.register("kafka");
+    kafka_ready.set_ready(true);
+    tracing::info!(
+        topics = topics.join(","),
+        group = config.kafka.group_id,
+        "consuming"
+    );
+    let max_in_flight = settings.max_in_flight_bytes;
+    let max_raw = config.rejects.max_raw_bytes;
+    let mut consume_errors = 0u64;
+    while !cancel.is_cancelled() {
+        let timeout = {
+            let mut p = shared.lock();
+            shared.collect(&mut p, None);
+            let commits = Shared::take_commits(&mut p);
+            if !commits.is_empty()
+                && let Err(error) = consumer.commit(&commits, false)
+            {
+                tracing::warn!(%error, "commit failed; stored messages will be skipped when read again");
+            }
+            let now = Instant::now();
+            if p.builder.full() || p.builder.due(now) {
+                shared.send(&mut p);
+            }
+            let in_flight = shared.in_flight.load(Ordering::SeqCst) + p.builder.bytes();
+            if !p.paused && in_flight >= max_in_flight {
+                match consumer.pause() {
+                    Ok(()) => {
+                        p.paused = true;
+                        metrics.paused.set(1.0);
+                        tracing::info!(
+                            in_flight_bytes = in_flight,
+                            "in-flight bound reached; consumption paused until ClickHouse catches up"
+                        );
+                    }
+                    Err(error) => tracing::warn!(%error, "cannot pause"),
+                }
+            } else if p.paused && in_flight < max_in_flight / 4 * 3 {
+                match consumer.resume() {
+                    Ok(()) => {
+                        p.paused = false;
+                        metrics.paused.set(0.0);
+                        tracing::info!(in_flight_bytes = in_flight, "consumption resumed");
+                    }
+                    Err(error) => tracing::warn!(%error, "cannot resume"),
+                }
+            }
+            p.builder
+                .until_due(now)
+                .map_or(Duration::from_millis(100), |d| {
+                    d.min(Duration::from_millis(100))
+                })
+        };
+        match consumer.poll(timeout, |record| {
+            shared.lock().add(record, &metrics, max_raw);
+        }) {
+            None | Some(Ok(())) => {}
+            Some(Err(error)) => {
+                consume_errors += 1;
+                if consume_errors.is_power_of_two() {
+                    tracing::warn!(%error, errors = consume_errors, "consumer error (librdkafka retries by itself)");
+                }
+            }
+        }
+    }
+    tracing::info!("stopping: storing what was read, committing, leaving the group");
+    let deadline = Duration::from_millis(settings.shutdown_deadline_ms);
+    let drained = {
+        let mut p = shared.lock();
+        let drained = shared.drain(&mut p, deadline, "shutdown");
+        let commits = Shared::take_commits(&mut p);
+        if let Err(error) = consumer.commit(&commits, true) {
+            tracing::warn!(%error, "final commit failed; stored messages will be skipped when read again");
+        }
+        p.summary.drained = drained;
+        drained
+    };
+    consumer.leave(Duration::from_secs(5));
+    drop(consumer);
+    let mut summary = shared.lock().summary.clone();
+    summary.drained = drained;
+    // Closing the channel ends the writer; an abandoned batch ends at its next retry.
+    let (closed_tx, _) = tokio::sync::mpsc::unbounded_channel();
+    shared.lock().to_writer = closed_tx;
+    let _ =
+        runtime.block_on(async { tokio::time::timeout(Duration::from_secs(5), writer_task).await });
+    Ok(summary)
+}

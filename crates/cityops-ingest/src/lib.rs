@@ -1,0 +1,32 @@
+//! The ingest pipeline: decode messages with the feeds, batch the rows, store them in
+//! ClickHouse (retrying, isolating refused rows), and acknowledge to the source only what is
+//! stored. Sources plug in per transport (`kafka`; MQTT follows) and share the batching,
+//! writer and metrics.
+
+mod backoff;
+mod batch;
+pub mod kafka;
+mod metrics;
+mod writer;
+
+pub use backoff::Backoff;
+pub use batch::{
+    Batch, BatchBuilder, Limits, MessageRows, PartitionKey, ReplayFilter, Stored, event_row_bytes,
+    reject_row_bytes,
+};
+pub use metrics::{IngestMetrics, NO_FEED};
+pub use writer::{Writer, WriterSettings, Written};
+
+/// What can stop an ingest from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The config has no feed of this source.
+    #[error("the config has no {0} feed: nothing to consume")]
+    NoFeeds(&'static str),
+    /// The feeds could not be compiled.
+    #[error("feeds: {0}")]
+    Feeds(String),
+    /// The Kafka client could not be created or subscribed.
+    #[error(transparent)]
+    Kafka(#[from] cityops_kafka::Error),
+}

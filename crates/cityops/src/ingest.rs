@@ -1,0 +1,121 @@
+//! `cityops ingest`: consume the config's Kafka feeds into ClickHouse until SIGTERM or Ctrl-C,
+//! serving `/metrics`, `/healthz` and `/readyz`.
+
+use anyhow::Context;
+use cityops_clickhouse::ClickHouse;
+use cityops_config::Config;
+use cityops_ingest::IngestMetrics;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// Arguments of `cityops ingest`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The config file.
+    #[arg(long, short)]
+    config: PathBuf,
+    /// Serve metrics here instead of `telemetry.listen_addr`.
+    #[arg(long)]
+    listen_addr: Option<SocketAddr>,
+}
+
+/// Exit 0 after a clean stop (everything read stored and committed), 1 otherwise.
+pub fn run(args: &Args) -> ExitCode {
+    match ingest(args) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(error) => {
+            tracing::error!("{error:#}");
+            eprintln!("error: {error:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn ingest(args: &Args) -> anyhow::Result<bool> {
+    let config = Config::load(&args.config)?;
+    cityops_telemetry::init_tracing(&config.telemetry)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("cityops-ingest")
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let cancel = CancellationToken::new();
+    runtime.spawn(stop_on_signal(cancel.clone()));
+
+    let registry = prometheus::Registry::new();
+    cityops_telemetry::register_process_metrics(&registry, env!("CARGO_PKG_VERSION"))?;
+    let metrics = IngestMetrics::new(&registry)?;
+    let readiness = cityops_telemetry::Readiness::default();
+    let addr = args.listen_addr.unwrap_or(config.telemetry.listen_addr);
+    let server = runtime.block_on(cityops_telemetry::TelemetryServer::bind(addr))?;
+    let telemetry_stop = CancellationToken::new();
+    let telemetry =
+        runtime.spawn(server.run(registry.clone(), readiness.clone(), telemetry_stop.clone()));
+    tracing::info!(%addr, "serving /metrics, /healthz and /readyz");
+
+    let Some(clickhouse) = runtime.block_on(connect(&config, &cancel)) else {
+        return Ok(true);
+    };
+    let summary = cityops_ingest::kafka::run(
+        &config,
+        clickhouse,
+        metrics,
+        &readiness,
+        runtime.handle().clone(),
+        cancel,
+    )?;
+    tracing::info!(
+        messages = summary.messages,
+        batches = summary.batches,
+        drained = summary.drained,
+        "stopped"
+    );
+    telemetry_stop.cancel();
+    let _ = runtime.block_on(telemetry);
+    runtime.shutdown_timeout(Duration::from_secs(2));
+    Ok(summary.drained)
+}
+
+/// Connects to ClickHouse, retrying with backoff until it answers or the run is cancelled.
+async fn connect(config: &Config, cancel: &CancellationToken) -> Option<ClickHouse> {
+    let mut backoff = cityops_ingest::Backoff::new(
+        Duration::from_millis(config.ingest.retry_initial_ms),
+        Duration::from_millis(config.ingest.retry_max_ms),
+        u64::from(std::process::id()),
+    );
+    loop {
+        match ClickHouse::connect(&config.clickhouse).await {
+            Ok(clickhouse) => return Some(clickhouse),
+            Err(error) => {
+                if backoff.attempts() % 10 == 0 {
+                    tracing::warn!(%error, url = config.clickhouse.url, "ClickHouse does not answer; retrying");
+                }
+                tokio::select! {
+                    () = cancel.cancelled() => return None,
+                    () = tokio::time::sleep(backoff.next_delay()) => {}
+                }
+            }
+        }
+    }
+}
+
+/// Cancels on the first SIGTERM or SIGINT.
+async fn stop_on_signal(cancel: CancellationToken) {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(error) => {
+            tracing::error!(%error, "cannot listen for SIGTERM");
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+    }
+    cancel.cancel();
+}
