@@ -15,8 +15,10 @@ pub fn init_tracing(config: &TelemetryConfig) -> Result<(), TelemetryError> {
         filter: filter_text.clone(),
         source,
     })?;
+    // Colours only on a terminal: log files and journald get plain text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     let result = match config.log_format {
         LogFormat::Human => builder.try_init(),

@@ -5,6 +5,7 @@
 
 mod check;
 mod decode;
+mod ingest_kafka;
 mod migrate;
 mod sim;
 

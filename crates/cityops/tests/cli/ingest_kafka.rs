@@ -1,0 +1,716 @@
+//! The proofs of `cityops ingest` from Kafka: real Kafka-protocol broker, real ClickHouse,
+//! the real binary killed and restarted. Every test owns its services.
+
+use cityops_testkit::{ClickHouseServer, KafkaBroker, free_port};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Topics of the three proof feeds, two partitions each.
+const TOPICS: [&str; 3] = ["proof.reports", "proof.dossiers", "proof.buses"];
+const PARTITIONS: u32 = 2;
+
+/// The start of every proof message's time: an hour ago, so every event lands in the window.
+fn base_ms() -> i64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    now - 3_600_000
+}
+
+/// Services, a migrated database and a config for the ingest.
+struct Rig {
+    clickhouse: ClickHouseServer,
+    kafka: KafkaBroker,
+    dir: tempfile::TempDir,
+    config: PathBuf,
+    db: String,
+}
+
+fn feeds_toml() -> &'static str {
+    r#"
+[[feeds]]
+name = "reports"
+source = "kafka"
+topic = "proof.reports"
+domain = "citizen_report"
+max_payload_bytes = 4096
+[feeds.decoder]
+type = "json"
+entity_id = "/id"
+ts = "/ts"
+ts_format = "epoch_ms"
+lat = "/lat"
+lon = "/lon"
+fields = [
+  { metric = "value", pointer = "/v", valid_min = -1000000.0, valid_max = 1000000.0 },
+  { metric = "note", pointer = "/note", type = "string" },
+]
+
+[[feeds]]
+name = "dossiers"
+source = "kafka"
+topic = "proof.dossiers"
+domain = "public_service"
+[feeds.decoder]
+type = "json"
+entity_id = "/id"
+ts = "/ts"
+ts_format = "epoch_ms"
+fields = [
+  { metric = "value", pointer = "/v" },
+  { metric = "note", pointer = "/note", type = "string" },
+]
+
+[[feeds]]
+name = "buses"
+source = "kafka"
+topic = "proof.buses"
+domain = "transport"
+max_events_per_payload = 10
+[feeds.decoder]
+type = "json"
+records = "/items"
+entity_id = "/id"
+ts = "/ts"
+ts_format = "epoch_ms"
+fields = [
+  { metric = "value", pointer = "/v" },
+  { metric = "note", pointer = "/note", type = "string" },
+]
+"#
+}
+
+impl Rig {
+    async fn start(durable: bool, ingest_toml: &str) -> Rig {
+        let clickhouse = ClickHouseServer::start();
+        let kafka = if durable {
+            KafkaBroker::start_durable()
+        } else {
+            KafkaBroker::start()
+        };
+        for topic in TOPICS {
+            kafka.create_topic(topic, PARTITIONS).unwrap();
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let db = "proof".to_owned();
+        // The durable broker stalls on large backlog fetches (shared/notes/services.md).
+        let fetch = if durable {
+            "fetch_max_bytes = 1048576\nmax_partition_fetch_bytes = 262144\n"
+        } else {
+            ""
+        };
+        let text = format!(
+            r#"
+[telemetry]
+log_level = "info,cityops_ingest=debug"
+listen_addr = "127.0.0.1:0"
+
+[clickhouse]
+url = "{url}"
+database = "{db}"
+
+[kafka]
+bootstrap_servers = "{bootstrap}"
+group_id = "proof"
+session_timeout_ms = 6000
+{fetch}
+[ingest]
+batch_max_rows = 5000
+linger_ms = 200
+retry_initial_ms = 50
+retry_max_ms = 1000
+rebalance_deadline_ms = 3000
+shutdown_deadline_ms = 10000
+{ingest_toml}
+{feeds}"#,
+            url = clickhouse.url(),
+            bootstrap = kafka.bootstrap(),
+            feeds = feeds_toml(),
+        );
+        let config = dir.path().join("ingest.toml");
+        std::fs::write(&config, text).unwrap();
+        let out = crate::cityops(&["migrate", "--config", config.to_str().unwrap(), "--quiet"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Rig {
+            clickhouse,
+            kafka,
+            dir,
+            config,
+            db,
+        }
+    }
+
+    /// Starts `cityops ingest` with its log in the rig's folder.
+    fn ingest(&self, name: &str) -> Ingest {
+        let port = free_port();
+        let log = self.dir.path().join(format!("{name}.log"));
+        let child = Command::new(env!("CARGO_BIN_EXE_cityops"))
+            .args(["ingest", "--config", self.config.to_str().unwrap()])
+            .args(["--listen-addr", &format!("127.0.0.1:{port}")])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        Ingest { child, port, log }
+    }
+
+    async fn count(&self, sql: &str) -> f64 {
+        self.clickhouse
+            .scalar(&sql.replace("{db}", &self.db))
+            .await
+            .unwrap_or(-1.0)
+    }
+
+    /// Waits until `events` holds `want` rows (or `timeout`), returning the last count.
+    async fn wait_for_rows(&self, want: f64, timeout: Duration) -> f64 {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let n = self.count("SELECT count() FROM {db}.events").await;
+            if n >= want || Instant::now() >= deadline {
+                return n;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// Checks `events` holds each expected row exactly once, with the source's values.
+    async fn assert_rows_equal_source(&self, expected: &BTreeMap<String, Vec<String>>) {
+        let want: usize = expected.values().map(Vec::len).sum();
+        let n = self.count("SELECT count() FROM {db}.events").await;
+        assert_eq!(n, want as f64, "rows in events");
+        assert_eq!(
+            self.count("SELECT uniqExact(event_id) FROM {db}.events")
+                .await,
+            want as f64,
+            "distinct event ids"
+        );
+        let body = self
+            .clickhouse
+            .sql(&format!(
+                "SELECT entity_id, metric, value, text, toUInt64(ts) * 1000 + ts_ms, feed \
+                 FROM {}.events ORDER BY entity_id, metric FORMAT TSV",
+                self.db
+            ))
+            .await
+            .unwrap();
+        let mut stored: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for line in body.lines() {
+            let entity = line.split('\t').next().unwrap().to_owned();
+            stored.entry(entity).or_default().push(line.to_owned());
+        }
+        assert_eq!(stored.len(), expected.len(), "entities");
+        for (entity, rows) in expected {
+            assert_eq!(stored.get(entity), Some(rows), "rows of {entity}");
+        }
+    }
+}
+
+/// A running `cityops ingest`.
+struct Ingest {
+    child: Child,
+    port: u16,
+    log: PathBuf,
+}
+
+impl Ingest {
+    fn kill9(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// SIGTERM, then the exit code.
+    fn terminate(&mut self, timeout: Duration) -> Option<i32> {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("ingest did not stop within {timeout:?}:\n{}", self.log_text());
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    async fn metrics(&self) -> String {
+        http_get(self.port, "/metrics").await.1
+    }
+
+    fn rss_bytes(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .map_or(0, |kb| kb * 1024)
+    }
+}
+
+impl Drop for Ingest {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A GET on 127.0.0.1:`port`: status code and body ("" when nothing answers).
+async fn http_get(port: u16, path: &str) -> (u16, String) {
+    let url = format!("http://127.0.0.1:{port}{path}");
+    match reqwest::get(&url).await {
+        Ok(response) => {
+            let status = response.status().as_u16();
+            (status, response.text().await.unwrap_or_default())
+        }
+        Err(_) => (0, String::new()),
+    }
+}
+
+/// The sum of a metric's samples whose line contains every one of `labels`.
+fn metric_sum(text: &str, name: &str, labels: &[&str]) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && labels.iter().all(|want| l.contains(want)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Good messages, two events each, spread over the three feeds, and the rows each must give.
+struct Load {
+    messages: Vec<(&'static str, String, Vec<u8>)>,
+    expected: BTreeMap<String, Vec<String>>,
+}
+
+fn good_load(messages: usize) -> Load {
+    let base = base_ms();
+    let mut load = Load {
+        messages: Vec::with_capacity(messages),
+        expected: BTreeMap::new(),
+    };
+    for i in 0..messages {
+        let (topic, feed) = match i % 3 {
+            0 => (TOPICS[0], "reports"),
+            1 => (TOPICS[1], "dossiers"),
+            _ => (TOPICS[2], "buses"),
+        };
+        let id = format!("{feed}-{i:07}");
+        let ts = base + i as i64;
+        // Values with fractions that survive Float64 exactly, and Vietnamese text.
+        let v = (i as f64) * 0.25 - 1000.0;
+        let note = format!("Phản ánh số {i}: đèn đường hỏng ở Hải Châu");
+        let record = serde_json::json!({"id": id, "ts": ts, "v": v, "note": note});
+        let payload = if feed == "buses" {
+            serde_json::json!({"route": "R16", "items": [record]})
+        } else {
+            record
+        };
+        load.messages
+            .push((topic, id.clone(), serde_json::to_vec(&payload).unwrap()));
+        let ms = ts.to_string();
+        load.expected.insert(
+            id.clone(),
+            vec![
+                format!("{id}\tnote\t\\N\t{note}\t{ms}\t{feed}"),
+                format!("{id}\tvalue\t{v}\t\\N\t{ms}\t{feed}"),
+            ],
+        );
+    }
+    load
+}
+
+/// Produces `messages` (keyed by id) and waits for every acknowledgement.
+fn produce(bootstrap: &str, messages: &[(&'static str, String, Vec<u8>)]) {
+    let mut producer =
+        cityops_kafka::Producer::new(&cityops_kafka::ProducerSettings::new(bootstrap)).unwrap();
+    for (topic, key, payload) in messages {
+        producer.send(topic, Some(key), payload).unwrap();
+    }
+    producer.flush(Duration::from_secs(60)).unwrap();
+    assert_eq!(producer.deliveries().acked(), messages.len() as u64);
+}
+
+/// Produces in the background, in slices, so that the load runs while the test acts.
+fn produce_in_background(
+    bootstrap: String,
+    messages: Vec<(&'static str, String, Vec<u8>)>,
+    slices: usize,
+    pause: Duration,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let size = messages.len().div_ceil(slices);
+        for slice in messages.chunks(size) {
+            produce(&bootstrap, slice);
+            std::thread::sleep(pause);
+        }
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proof_1_every_event_lands_once_with_the_values_of_the_source() {
+    let rig = Rig::start(false, "").await;
+    let load = good_load(50_000);
+    let bootstrap = rig.kafka.bootstrap();
+    let messages = load.messages.clone();
+    tokio::task::spawn_blocking(move || produce(&bootstrap, &messages))
+        .await
+        .unwrap();
+    let mut ingest = rig.ingest("ingest");
+    let n = rig.wait_for_rows(100_000.0, Duration::from_secs(120)).await;
+    assert_eq!(n, 100_000.0, "{}", ingest.log_text());
+    rig.assert_rows_equal_source(&load.expected).await;
+    let metrics = ingest.metrics().await;
+    assert_eq!(
+        metric_sum(&metrics, "cityops_ingest_messages_total", &[]),
+        50_000.0
+    );
+    assert_eq!(
+        metric_sum(&metrics, "cityops_ingest_rows_inserted_total", &["table=\"events\""]),
+        100_000.0
+    );
+    // A clean stop commits: a second run reads nothing again.
+    assert_eq!(ingest.terminate(Duration::from_secs(30)), Some(0));
+    assert!(ingest.log_text().contains("drained=true"));
+    let mut again = rig.ingest("again");
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let metrics = again.metrics().await;
+    assert_eq!(
+        metric_sum(&metrics, "cityops_ingest_messages_total", &[]),
+        0.0,
+        "committed offsets are where the first run stopped"
+    );
+    assert_eq!(again.terminate(Duration::from_secs(30)), Some(0));
+    assert_eq!(rig.count("SELECT count() FROM {db}.events").await, 100_000.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proof_2_kill_9_three_times_during_the_load_loses_and_duplicates_nothing() {
+    let rig = Rig::start(false, "").await;
+    let load = good_load(100_000);
+    let producer = produce_in_background(
+        rig.kafka.bootstrap(),
+        load.messages.clone(),
+        10,
+        Duration::from_millis(500),
+    );
+    let seed = std::process::id() as u64 ^ base_ms() as u64;
+    let mut ingest = rig.ingest("run-0");
+    for kill in 1..=3u64 {
+        // A random moment: after some rows landed, 0.5 to 3 s into the run.
+        let wait_ms = 500 + (seed.wrapping_mul(kill * 7919) % 2500);
+        rig.wait_for_rows(1.0 + 40_000.0 * (kill - 1) as f64, Duration::from_secs(60))
+            .await;
+        tokio::time::sleep(Duration::from_millis(wait_ms)).await;
+        let before = rig.count("SELECT count() FROM {db}.events").await;
+        ingest.kill9();
+        eprintln!("kill -9 number {kill} after {wait_ms} ms with {before} rows stored");
+        ingest = rig.ingest(&format!("run-{kill}"));
+    }
+    producer.join().unwrap();
+    let n = rig.wait_for_rows(200_000.0, Duration::from_secs(180)).await;
+    // Let a late duplicate show if there were one.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(n, 200_000.0, "{}", ingest.log_text());
+    rig.assert_rows_equal_source(&load.expected).await;
+    let replayed = metric_sum(
+        &ingest.metrics().await,
+        "cityops_ingest_replayed_messages_total",
+        &[],
+    );
+    eprintln!("the last run skipped {replayed} messages already stored");
+    assert_eq!(ingest.terminate(Duration::from_secs(30)), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proof_3_clickhouse_down_for_20_s_pauses_within_the_memory_bound_and_catches_up() {
+    // A small bound so that it is reached while ClickHouse is down.
+    let bound: u64 = 4 * 1024 * 1024;
+    let mut rig = Rig::start(
+        false,
+        &format!("max_in_flight_bytes = {bound}\nbatch_max_bytes = 1048576\n"),
+    )
+    .await;
+    // A small librdkafka prefetch too: the process's memory is what is measured.
+    let text = std::fs::read_to_string(&rig.config).unwrap().replace(
+        "session_timeout_ms = 6000\n",
+        "session_timeout_ms = 6000\nqueued_max_bytes = 2097152\n",
+    );
+    std::fs::write(&rig.config, text).unwrap();
+    let load = good_load(60_000);
+    let producer = produce_in_background(
+        rig.kafka.bootstrap(),
+        load.messages.clone(),
+        6,
+        Duration::from_millis(300),
+    );
+    let ingest = rig.ingest("ingest");
+    rig.wait_for_rows(10_000.0, Duration::from_secs(60)).await;
+    let (status, _) = http_get(ingest.port, "/readyz").await;
+    assert_eq!(status, 200);
+    let rss_before = ingest.rss_bytes();
+    rig.clickhouse.stop();
+    let down = Instant::now();
+    let mut max_in_flight = 0.0f64;
+    let mut max_rss = 0u64;
+    let mut saw_paused = false;
+    let mut saw_unready = false;
+    while down.elapsed() < Duration::from_secs(20) {
+        let metrics = ingest.metrics().await;
+        max_in_flight = max_in_flight.max(metric_sum(
+            &metrics,
+            "cityops_ingest_in_flight_bytes",
+            &[],
+        ));
+        saw_paused |= metric_sum(&metrics, "cityops_ingest_paused_state", &[]) == 1.0;
+        saw_unready |= http_get(ingest.port, "/readyz").await.0 == 503;
+        max_rss = max_rss.max(ingest.rss_bytes());
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    rig.clickhouse.start_again();
+    producer.join().unwrap();
+    let n = rig.wait_for_rows(120_000.0, Duration::from_secs(120)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    eprintln!(
+        "while ClickHouse was down: in-flight peak {max_in_flight} bytes (bound {bound}), RSS {rss_before} -> peak {max_rss} bytes, paused {saw_paused}, unready {saw_unready}"
+    );
+    assert_eq!(n, 120_000.0, "{}", ingest.log_text());
+    rig.assert_rows_equal_source(&load.expected).await;
+    assert!(saw_paused, "consumption paused at the bound");
+    assert!(saw_unready, "/readyz said not ready while ClickHouse was down");
+    // One batch may be on its way when the bound is crossed.
+    assert!(
+        max_in_flight <= (bound + 1024 * 1024) as f64 * 1.1,
+        "in-flight {max_in_flight} over the bound {bound}"
+    );
+    assert!(
+        max_rss < rss_before + 3 * bound + 16 * 1024 * 1024,
+        "RSS grew from {rss_before} to {max_rss} while ClickHouse was down"
+    );
+    assert_eq!(http_get(ingest.port, "/readyz").await.0, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proof_4_poison_messages_go_to_rejects_with_their_reason_and_never_stall_a_partition() {
+    let rig = Rig::start(false, "").await;
+    // ClickHouse itself refuses events whose value is 666 (a check a DBA might add).
+    rig.clickhouse
+        .sql(&format!(
+            "ALTER TABLE {}.events ADD COLUMN guard UInt8 MATERIALIZED throwIf(ifNull(value, 0) = 666)",
+            rig.db
+        ))
+        .await
+        .unwrap();
+    let base = base_ms();
+    let record = |id: &str, v: serde_json::Value| {
+        serde_json::json!({"id": id, "ts": base, "v": v, "note": "x"}).to_string()
+    };
+    // (topic, payload, expected reason): twelve kinds of poison.
+    let poison: Vec<(&str, Vec<u8>, &str)> = vec![
+        (TOPICS[0], b"\xff\xfe{\"id\":1}".to_vec(), "invalid_utf8"),
+        (TOPICS[0], b"{\"id\": \"r\", ".to_vec(), "invalid_json"),
+        (TOPICS[1], Vec::new(), "invalid_json"),
+        (
+            TOPICS[0],
+            record("r", serde_json::json!("x".repeat(5000))).into_bytes(),
+            "too_large",
+        ),
+        (
+            TOPICS[1],
+            serde_json::json!({"id": "d", "ts": base, "note": "x"})
+                .to_string()
+                .into_bytes(),
+            "missing_field",
+        ),
+        (
+            TOPICS[1],
+            record("d", serde_json::json!("mười hai")).into_bytes(),
+            "wrong_type",
+        ),
+        (
+            TOPICS[1],
+            serde_json::json!({"id": "d", "ts": "hôm qua", "v": 1, "note": "x"})
+                .to_string()
+                .into_bytes(),
+            "invalid_timestamp",
+        ),
+        (
+            TOPICS[1],
+            serde_json::json!({"id": "d", "ts": base + 86_400_000 * 3, "v": 1, "note": "x"})
+                .to_string()
+                .into_bytes(),
+            "ts_out_of_range",
+        ),
+        (
+            TOPICS[0],
+            record("r", serde_json::json!(5_000_000.0)).into_bytes(),
+            "out_of_range",
+        ),
+        (
+            TOPICS[0],
+            serde_json::json!({"id": "r", "ts": base, "v": 1, "note": "x", "lat": 95.0, "lon": 108.2})
+                .to_string()
+                .into_bytes(),
+            "out_of_range",
+        ),
+        (
+            TOPICS[2],
+            br#"{"route": "R16", "items": []}"#.to_vec(),
+            "empty",
+        ),
+        (
+            TOPICS[2],
+            serde_json::json!({"route": "R16", "items": (0..6).map(|i| serde_json::json!({"id": format!("b{i}"), "ts": base, "v": 1, "note": "x"})).collect::<Vec<_>>()})
+                .to_string()
+                .into_bytes(),
+            "too_many_events",
+        ),
+        (
+            TOPICS[1],
+            record("d-refused", serde_json::json!(666)).into_bytes(),
+            "clickhouse_refused",
+        ),
+    ];
+    // 1 % poison: one poison message after every 99 good ones, cycling through the kinds.
+    let good = good_load(19_800);
+    let mut messages = Vec::new();
+    let mut expected_rejects: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut kinds = poison.iter().cycle();
+    for (i, message) in good.messages.iter().enumerate() {
+        messages.push(message.clone());
+        if i % 99 == 98 {
+            let (topic, payload, reason) = kinds.next().unwrap();
+            messages.push((topic, format!("poison-{i}"), payload.clone()));
+            *expected_rejects.entry(reason).or_default() += 1;
+        }
+    }
+    let poisoned: usize = expected_rejects.values().sum();
+    assert_eq!(poisoned, 200);
+    let bootstrap = rig.kafka.bootstrap();
+    tokio::task::spawn_blocking(move || produce(&bootstrap, &messages))
+        .await
+        .unwrap();
+    let mut ingest = rig.ingest("ingest");
+    let n = rig.wait_for_rows(39_600.0, Duration::from_secs(120)).await;
+    assert_eq!(n, 39_600.0, "{}", ingest.log_text());
+    // Rejects land after their batch's events.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while rig.count("SELECT count() FROM {db}.rejects").await < poisoned as f64
+        && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    rig.assert_rows_equal_source(&good.expected).await;
+    let rows = rig
+        .clickhouse
+        .rows(&format!(
+            "SELECT reason, count() AS n, min(length(message)) AS shortest_message, \
+             countIf(source_offset >= 0 AND source_topic != '') AS located, \
+             countIf(raw_len = 0 OR length(raw) > 0) AS with_raw \
+             FROM {}.rejects GROUP BY reason ORDER BY reason",
+            rig.db
+        ))
+        .await
+        .unwrap();
+    let got: BTreeMap<String, usize> = rows
+        .iter()
+        .map(|r| {
+            let n: usize = r["n"].as_str().unwrap().parse().unwrap();
+            assert_eq!(r["located"].as_str().unwrap(), r["n"].as_str().unwrap());
+            assert_eq!(r["with_raw"].as_str().unwrap(), r["n"].as_str().unwrap());
+            assert_ne!(r["shortest_message"].as_str().unwrap(), "0");
+            (r["reason"].as_str().unwrap().to_owned(), n)
+        })
+        .collect();
+    let want: BTreeMap<String, usize> = expected_rejects
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), *v))
+        .collect();
+    assert_eq!(got, want, "rejects by reason");
+    assert!(want.len() >= 10, "{want:?}");
+    // The refused rows carry the server's error and the rows as JSON.
+    let refused = rig
+        .clickhouse
+        .rows(&format!(
+            "SELECT message, raw FROM {}.rejects WHERE reason = 'clickhouse_refused' LIMIT 1",
+            rig.db
+        ))
+        .await
+        .unwrap();
+    assert!(
+        refused[0]["message"].as_str().unwrap().contains("throwIf"),
+        "{refused:?}"
+    );
+    assert!(refused[0]["raw"].as_str().unwrap().contains("d-refused"));
+    let metrics = ingest.metrics().await;
+    assert_eq!(
+        metric_sum(&metrics, "cityops_ingest_rejects_total", &[]),
+        poisoned as f64
+    );
+    assert!(metric_sum(&metrics, "cityops_ingest_insert_failures_total", &["action=\"split\""]) > 0.0);
+    assert_eq!(ingest.terminate(Duration::from_secs(30)), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proof_5_a_second_process_takes_over_the_partitions_of_a_killed_one() {
+    let rig = Rig::start(false, "").await;
+    let load = good_load(60_000);
+    let first = load.messages[..30_000].to_vec();
+    let rest = load.messages[30_000..].to_vec();
+    let bootstrap = rig.kafka.bootstrap();
+    tokio::task::spawn_blocking(move || produce(&bootstrap, &first))
+        .await
+        .unwrap();
+    let mut a = rig.ingest("a");
+    let b = rig.ingest("b");
+    let n = rig.wait_for_rows(60_000.0, Duration::from_secs(120)).await;
+    assert_eq!(n, 60_000.0, "{}\n{}", a.log_text(), b.log_text());
+    // Both members got partitions and consumed.
+    let consumed = |m: &str| metric_sum(m, "cityops_ingest_messages_total", &[]);
+    let (ma, mb) = (consumed(&a.metrics().await), consumed(&b.metrics().await));
+    assert!(ma > 0.0 && mb > 0.0, "a consumed {ma}, b consumed {mb}");
+    a.kill9();
+    let producer = produce_in_background(rig.kafka.bootstrap(), rest, 3, Duration::ZERO);
+    producer.join().unwrap();
+    let n = rig.wait_for_rows(120_000.0, Duration::from_secs(120)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(n, 120_000.0, "{}", b.log_text());
+    rig.assert_rows_equal_source(&load.expected).await;
+    let mb_after = consumed(&b.metrics().await);
+    eprintln!("before the kill: a consumed {ma}, b {mb}; after, b consumed {mb_after}");
+    assert!(mb_after >= 60_000.0 - ma, "b took over a's partitions");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proof_6_a_durable_broker_restart_mid_load_loses_and_duplicates_nothing() {
+    let mut rig = Rig::start(true, "").await;
+    let load = good_load(20_000);
+    let first = load.messages[..10_000].to_vec();
+    let rest = load.messages[10_000..].to_vec();
+    let bootstrap = rig.kafka.bootstrap();
+    tokio::task::spawn_blocking(move || produce(&bootstrap, &first))
+        .await
+        .unwrap();
+    let ingest = rig.ingest("ingest");
+    rig.wait_for_rows(5_000.0, Duration::from_secs(120)).await;
+    rig.kafka.restart();
+    let bootstrap = rig.kafka.bootstrap();
+    tokio::task::spawn_blocking(move || produce(&bootstrap, &rest))
+        .await
+        .unwrap();
+    let n = rig.wait_for_rows(40_000.0, Duration::from_secs(180)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(n, 40_000.0, "{}", ingest.log_text());
+    rig.assert_rows_equal_source(&load.expected).await;
+}
