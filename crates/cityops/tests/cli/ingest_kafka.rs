@@ -504,10 +504,10 @@ async fn proof_3_clickhouse_down_for_20_s_pauses_within_the_memory_bound_and_cat
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn proof_4_poison_messages_go_to_rejects_with_their_reason_and_never_stall_a_partition() {
     let rig = Rig::start(false, "").await;
-    // ClickHouse itself refuses events whose value is 666 (a check a DBA might add).
+    // ClickHouse itself refuses events whose value is 666.125 (a check a DBA might add).
     rig.clickhouse
         .sql(&format!(
-            "ALTER TABLE {}.events ADD COLUMN guard UInt8 MATERIALIZED throwIf(ifNull(value, 0) = 666)",
+            "ALTER TABLE {}.events ADD COLUMN guard UInt8 MATERIALIZED throwIf(ifNull(value, 0) = 666.125)",
             rig.db
         ))
         .await
@@ -516,7 +516,7 @@ async fn proof_4_poison_messages_go_to_rejects_with_their_reason_and_never_stall
     let record = |id: &str, v: serde_json::Value| {
         serde_json::json!({"id": id, "ts": base, "v": v, "note": "x"}).to_string()
     };
-    // (topic, payload, expected reason): twelve kinds of poison.
+    // (topic, payload, expected reason): thirteen kinds of poison, eleven reasons.
     let poison: Vec<(&str, Vec<u8>, &str)> = vec![
         (TOPICS[0], b"\xff\xfe{\"id\":1}".to_vec(), "invalid_utf8"),
         (TOPICS[0], b"{\"id\": \"r\", ".to_vec(), "invalid_json"),
@@ -554,8 +554,10 @@ async fn proof_4_poison_messages_go_to_rejects_with_their_reason_and_never_stall
         ),
         (
             TOPICS[0],
-            record("r", serde_json::json!(5_000_000.0)).into_bytes(),
-            "out_of_range",
+            serde_json::json!({"id": "", "ts": base, "v": 1, "note": "x"})
+                .to_string()
+                .into_bytes(),
+            "wrong_type",
         ),
         (
             TOPICS[0],
@@ -578,7 +580,7 @@ async fn proof_4_poison_messages_go_to_rejects_with_their_reason_and_never_stall
         ),
         (
             TOPICS[1],
-            record("d-refused", serde_json::json!(666)).into_bytes(),
+            record("d-refused", serde_json::json!(666.125)).into_bytes(),
             "clickhouse_refused",
         ),
     ];
@@ -603,6 +605,16 @@ async fn proof_4_poison_messages_go_to_rejects_with_their_reason_and_never_stall
         .unwrap();
     let mut ingest = rig.ingest("ingest");
     let n = rig.wait_for_rows(39_600.0, Duration::from_secs(120)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let strays = rig
+        .clickhouse
+        .sql(&format!(
+            "SELECT feed, entity_id, metric, count() FROM {}.events WHERE entity_id NOT LIKE '%-0%' GROUP BY feed, entity_id, metric",
+            rig.db
+        ))
+        .await
+        .unwrap();
+    assert_eq!(strays, "", "poison became events");
     assert_eq!(n, 39_600.0, "{}", ingest.log_text());
     // Rejects land after their batch's events.
     let deadline = Instant::now() + Duration::from_secs(30);
