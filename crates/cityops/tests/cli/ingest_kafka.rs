@@ -407,15 +407,16 @@ async fn proof_2_kill_9_three_times_during_the_load_loses_and_duplicates_nothing
     );
     let seed = std::process::id() as u64 ^ base_ms() as u64;
     let mut ingest = rig.ingest("run-0");
+    let mut stored = 0.0;
     for kill in 1..=3u64 {
-        // A random moment: after some rows landed, 0.5 to 3 s into the run.
-        let wait_ms = 500 + (seed.wrapping_mul(kill * 7919) % 2500);
-        rig.wait_for_rows(1.0 + 40_000.0 * (kill - 1) as f64, Duration::from_secs(60))
+        // A random moment while this run is storing: after its first rows, 0 to 1.5 s later.
+        let wait_ms = seed.wrapping_mul(kill * 7919) % 1500;
+        rig.wait_for_rows(stored + 1.0, Duration::from_secs(60))
             .await;
         tokio::time::sleep(Duration::from_millis(wait_ms)).await;
-        let before = rig.count("SELECT count() FROM {db}.events").await;
         ingest.kill9();
-        eprintln!("kill -9 number {kill} after {wait_ms} ms with {before} rows stored");
+        stored = rig.count("SELECT count() FROM {db}.events").await;
+        eprintln!("kill -9 number {kill}, {wait_ms} ms after its first rows, with {stored} rows stored");
         ingest = rig.ingest(&format!("run-{kill}"));
     }
     producer.join().unwrap();
