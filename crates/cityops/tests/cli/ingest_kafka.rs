@@ -449,12 +449,13 @@ async fn proof_3_clickhouse_down_for_20_s_pauses_within_the_memory_bound_and_cat
         "session_timeout_ms = 6000\nqueued_max_bytes = 2097152\n",
     );
     std::fs::write(&rig.config, text).unwrap();
+    // Produced over about 30 s, so that the load goes on while ClickHouse is down.
     let load = good_load(60_000);
     let producer = produce_in_background(
         rig.kafka.bootstrap(),
         load.messages.clone(),
-        6,
-        Duration::from_millis(300),
+        20,
+        Duration::from_millis(1500),
     );
     let ingest = rig.ingest("ingest");
     rig.wait_for_rows(10_000.0, Duration::from_secs(60)).await;
