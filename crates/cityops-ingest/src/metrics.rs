@@ -125,3 +125,45 @@ impl IngestMetrics {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_ingest_metric_is_in_docs_metrics_md() {
+        let registry = Registry::new();
+        let m = IngestMetrics::new(&registry).unwrap();
+        // A vector shows in a scrape once it has a child.
+        m.messages.with_label_values(&["kafka", "f"]).inc();
+        m.payload_bytes.with_label_values(&["kafka", "f"]).inc();
+        m.events.with_label_values(&["kafka", "f"]).inc();
+        m.rejects.with_label_values(&["kafka", "f", "r"]).inc();
+        m.replayed.with_label_values(&["kafka", "f"]).inc();
+        m.rows_inserted.with_label_values(&["events", "f"]).inc();
+        m.insert_duration
+            .with_label_values(&["events"])
+            .observe(1.0);
+        m.batch_rows.with_label_values(&["events"]).observe(1.0);
+        m.insert_failures
+            .with_label_values(&["events", "retry"])
+            .inc();
+        m.kafka_lag.with_label_values(&["t", "0"]).set(1.0);
+        m.rebalances.with_label_values(&["assign"]).inc();
+        m.abandoned_batches.with_label_values(&["shutdown"]).inc();
+        let docs = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../docs/metrics.md"
+        ))
+        .unwrap();
+        let families = registry.gather();
+        assert_eq!(families.len(), 14, "a metric was added: touch it above");
+        for family in families {
+            let name = family.name();
+            assert!(
+                docs.contains(&format!("`{name}`")),
+                "docs/metrics.md lacks {name}"
+            );
+        }
+    }
+}

@@ -142,7 +142,8 @@ impl Writer {
 
     async fn store_events(&mut self, batch: &Batch) -> Result<(), Abandon> {
         // A stack of message ranges, left half on top: rows reach the table in source order.
-        let mut work = vec![0..batch.messages.len()];
+        let mut work: Vec<std::ops::Range<usize>> = Vec::with_capacity(16);
+        work.push(0..batch.messages.len());
         while let Some(range) = work.pop() {
             if range.is_empty() {
                 continue;

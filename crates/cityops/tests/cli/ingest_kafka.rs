@@ -239,7 +239,10 @@ impl Ingest {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        panic!("ingest did not stop within {timeout:?}:\n{}", self.log_text());
+        panic!(
+            "ingest did not stop within {timeout:?}:\n{}",
+            self.log_text()
+        );
     }
 
     fn log_text(&self) -> String {
@@ -377,7 +380,11 @@ async fn proof_1_every_event_lands_once_with_the_values_of_the_source() {
         50_000.0
     );
     assert_eq!(
-        metric_sum(&metrics, "cityops_ingest_rows_inserted_total", &["table=\"events\""]),
+        metric_sum(
+            &metrics,
+            "cityops_ingest_rows_inserted_total",
+            &["table=\"events\""]
+        ),
         100_000.0
     );
     // A clean stop commits: a second run reads nothing again.
@@ -392,7 +399,10 @@ async fn proof_1_every_event_lands_once_with_the_values_of_the_source() {
         "committed offsets are where the first run stopped"
     );
     assert_eq!(again.terminate(Duration::from_secs(30)), Some(0));
-    assert_eq!(rig.count("SELECT count() FROM {db}.events").await, 100_000.0);
+    assert_eq!(
+        rig.count("SELECT count() FROM {db}.events").await,
+        100_000.0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -416,7 +426,9 @@ async fn proof_2_kill_9_three_times_during_the_load_loses_and_duplicates_nothing
         tokio::time::sleep(Duration::from_millis(wait_ms)).await;
         ingest.kill9();
         stored = rig.count("SELECT count() FROM {db}.events").await;
-        eprintln!("kill -9 number {kill}, {wait_ms} ms after its first rows, with {stored} rows stored");
+        eprintln!(
+            "kill -9 number {kill}, {wait_ms} ms after its first rows, with {stored} rows stored"
+        );
         ingest = rig.ingest(&format!("run-{kill}"));
     }
     producer.join().unwrap();
@@ -470,11 +482,8 @@ async fn proof_3_clickhouse_down_for_20_s_pauses_within_the_memory_bound_and_cat
     let mut saw_unready = false;
     while down.elapsed() < Duration::from_secs(20) {
         let metrics = ingest.metrics().await;
-        max_in_flight = max_in_flight.max(metric_sum(
-            &metrics,
-            "cityops_ingest_in_flight_bytes",
-            &[],
-        ));
+        max_in_flight =
+            max_in_flight.max(metric_sum(&metrics, "cityops_ingest_in_flight_bytes", &[]));
         saw_paused |= metric_sum(&metrics, "cityops_ingest_paused_state", &[]) == 1.0;
         saw_unready |= http_get(ingest.port, "/readyz").await.0 == 503;
         max_rss = max_rss.max(ingest.rss_bytes());
@@ -490,7 +499,10 @@ async fn proof_3_clickhouse_down_for_20_s_pauses_within_the_memory_bound_and_cat
     assert_eq!(n, 120_000.0, "{}", ingest.log_text());
     rig.assert_rows_equal_source(&load.expected).await;
     assert!(saw_paused, "consumption paused at the bound");
-    assert!(saw_unready, "/readyz said not ready while ClickHouse was down");
+    assert!(
+        saw_unready,
+        "/readyz said not ready while ClickHouse was down"
+    );
     // One batch may be on its way when the bound is crossed.
     assert!(
         max_in_flight <= (bound + 1024 * 1024) as f64 * 1.1,
@@ -672,7 +684,13 @@ async fn proof_4_poison_messages_go_to_rejects_with_their_reason_and_never_stall
         metric_sum(&metrics, "cityops_ingest_rejects_total", &[]),
         poisoned as f64
     );
-    assert!(metric_sum(&metrics, "cityops_ingest_insert_failures_total", &["action=\"split\""]) > 0.0);
+    assert!(
+        metric_sum(
+            &metrics,
+            "cityops_ingest_insert_failures_total",
+            &["action=\"split\""]
+        ) > 0.0
+    );
     assert_eq!(ingest.terminate(Duration::from_secs(30)), Some(0));
 }
 
@@ -695,12 +713,8 @@ async fn proof_5_a_second_process_takes_over_the_partitions_of_a_killed_one() {
     let (ma, mb) = (consumed(&a.metrics().await), consumed(&b.metrics().await));
     assert!(ma > 0.0 && mb > 0.0, "a consumed {ma}, b consumed {mb}");
     // The rest arrives over a few seconds; a dies while both are storing it.
-    let producer = produce_in_background(
-        rig.kafka.bootstrap(),
-        rest,
-        10,
-        Duration::from_millis(400),
-    );
+    let producer =
+        produce_in_background(rig.kafka.bootstrap(), rest, 10, Duration::from_millis(400));
     rig.wait_for_rows(70_000.0, Duration::from_secs(60)).await;
     a.kill9();
     producer.join().unwrap();
@@ -711,7 +725,8 @@ async fn proof_5_a_second_process_takes_over_the_partitions_of_a_killed_one() {
     let mb_after = consumed(&b.metrics().await);
     eprintln!("before the kill: a consumed {ma}, b {mb}; after, b consumed {mb_after}");
     assert!(
-        b.log_text().contains("partitions assigned; reading what is already stored partitions=6"),
+        b.log_text()
+            .contains("partitions assigned; reading what is already stored partitions=6"),
         "b took over all six partitions:\n{}",
         b.log_text()
     );
