@@ -6,7 +6,7 @@ FUZZ_SECONDS ?= 60
 # Two cores: one build at a time, each using both.
 export CARGO_BUILD_JOBS ?= 2
 
-.PHONY: help deps deps-durable up down status build release demo test fmt fmt-check clippy unit bench check-config fuzz clean
+.PHONY: help deps deps-durable up down status build release demo test fmt fmt-check clippy unit bench bench-kafka check-config fuzz clean
 
 help:
 	@echo "make demo   - run the pipeline as far as it exists (decode every sample payload)"
@@ -16,6 +16,7 @@ help:
 	@echo "make status - show which local services run"
 	@echo "make down   - stop them"
 	@echo "make bench  - decoder throughput against a parse-only baseline"
+	@echo "make bench-kafka - Kafka -> ClickHouse ingest against a bare consumer (BENCH_MESSAGES=2000000)"
 	@echo "make fuzz   - run each decoder fuzz target for FUZZ_SECONDS (needs cargo-fuzz)"
 
 deps:
@@ -60,6 +61,9 @@ test: fmt-check clippy unit
 # Benchmarks report ratios against a baseline run in the same process (these machines are noisy).
 bench: deps
 	$(CARGO) bench -p cityops-feeds --bench decode
+
+bench-kafka: deps
+	@deploy/bench/kafka.sh
 
 check-config: release
 	target/release/cityops check --config deploy/config/cityops.toml

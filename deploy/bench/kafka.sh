@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# `make bench-kafka`: Kafka -> ClickHouse ingest against a bare consume-and-count loop, in one
+# script so that both run on the same machine state. Produces BENCH_MESSAGES (default
+# 2,000,000) realistic city messages with `cityops sim` to a broker of its own, then measures
+#   (a) a bare rdkafka consumer counting the messages (the baseline),
+#   (b) `cityops ingest` end to end into ClickHouse (a database of its own), with every
+#       guarantee on: messages/s, rows/s, CPU seconds per million messages, peak RSS,
+#   (c) publish-to-queryable latency p50/p99 with probes, under a paced background load.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+source deploy/local/lib.sh
+
+N=${BENCH_MESSAGES:-2000000}
+LATENCY_RATE=${BENCH_LATENCY_EVENTS_PER_S:-100000}
+TOPICS=danang.citizen.reports,danang.dvc.dossiers,danang.transport.bus-gps,danang.health.beds
+FEEDS=citizen_reports,public_service_dossiers,bus_gps,hospital_beds
+
+deploy/local/up.sh >/dev/null
+cargo build --release --quiet -p cityops -p cityops-ingest --example kafka_bench
+BIN=target/release/cityops
+BENCH=target/release/examples/kafka_bench
+
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# A broker of its own: empty topics, nothing else producing.
+port=$(free_port)
+(cd "$work" && exec "$TANSU_BIN" broker --listener-url "tcp://127.0.0.1:$port" \
+  --advertised-listener-url "tcp://127.0.0.1:$port" --storage-engine memory://tansu/ \
+  >"$work/tansu.log" 2>&1) &
+pids+=($!)
+for _ in $(seq 100); do (echo >"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
+grep -v '^#' deploy/local/kafka-topics.txt | while read -r topic partitions; do
+  [ -n "$topic" ] && "$TANSU_BIN" topic create "$topic" --partitions "$partitions" \
+    --broker "tcp://127.0.0.1:$port" >/dev/null
+done
+bootstrap=127.0.0.1:$port
+
+say "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(. /etc/os-release; echo "$PRETTY_NAME"); broker Tansu (memory) and ClickHouse $(curl -s "http://127.0.0.1:$CH_HTTP_PORT/" --data-binary 'SELECT version()') on this machine"
+say "producing $N messages of the Kafka feeds with cityops sim ..."
+"$BIN" sim --seed 1 --start 2026-11-26T00:00:00Z --duration 3650d --rate 1500000 --unpaced \
+  --count "$N" --feeds "$FEEDS" --to-kafka "$bootstrap" 2>"$work/sim.log"
+tail -n 6 "$work/sim.log"
+
+say "(a) bare consume-and-count loop:"
+baseline=$("$BENCH" count "$bootstrap" "$TOPICS" "$N")
+say "  $baseline"
+
+say "(b) cityops ingest end to end:"
+export CITYOPS_CLICKHOUSE_DATABASE=bench_kafka CITYOPS_KAFKA_BOOTSTRAP=$bootstrap
+export CITYOPS_KAFKA_GROUP=bench-ingest-$$ CITYOPS_CLICKHOUSE_URL=http://127.0.0.1:$CH_HTTP_PORT
+export CITYOPS_LOG_LEVEL=warn
+curl -sf "http://127.0.0.1:$CH_HTTP_PORT/" --data-binary "DROP DATABASE IF EXISTS bench_kafka" >/dev/null
+"$BIN" migrate --config deploy/config/cityops.toml --quiet
+mport=$(free_port)
+"$BIN" ingest --config deploy/config/cityops.toml --listen-addr "127.0.0.1:$mport" 2>"$work/ingest.log" &
+ingest=$!
+pids+=($ingest)
+result=$(python3 deploy/bench/watch_ingest.py "$ingest" "http://127.0.0.1:$mport/metrics" "$N") || {
+  cat "$work/ingest.log"; exit 1; }
+say "  $result"
+
+say "(c) publish-to-queryable latency, 400 probes 50 ms apart, over a paced load of $LATENCY_RATE events/s:"
+"$BIN" sim --seed 2 --rate "$LATENCY_RATE" --duration 40s --feeds "$FEEDS" --to-kafka "$bootstrap" 2>"$work/load.log" &
+pids+=($!)
+latency=$("$BENCH" latency "$bootstrap" "$CITYOPS_CLICKHOUSE_URL" bench_kafka 400 50)
+say "  $latency"
+kill -TERM "$ingest"; wait "$ingest" || true
+
+python3 - "$baseline" "$result" <<'PY'
+import sys
+def parse(line):
+    return {k: float(v) for k, v in (f.split("=") for f in line.split()[1:])}
+a, b = parse(sys.argv[1]), parse(sys.argv[2])
+base = a["messages"] / a["seconds"]
+ingest = b["messages_per_s"]
+print(f"summary: baseline {base:,.0f} messages/s; ingest {ingest:,.0f} messages/s "
+      f"({b['rows_per_s']:,.0f} rows/s); ingest / baseline = {ingest / base:.3f}; "
+      f"{b['cpu_s_per_million_messages']:.2f} CPU-s per million messages; "
+      f"peak RSS {b['peak_rss_bytes'] / 1048576:.0f} MiB")
+PY
