@@ -15,8 +15,9 @@ LATENCY_RATE=${BENCH_LATENCY_EVENTS_PER_S:-100000}
 TOPICS=danang.citizen.reports,danang.dvc.dossiers,danang.transport.bus-gps,danang.health.beds
 FEEDS=citizen_reports,public_service_dossiers,bus_gps,hospital_beds
 
-deploy/local/up.sh >/dev/null
-cargo build --release --quiet -p cityops -p cityops-ingest --example kafka_bench
+cargo build --release --quiet -p cityops --bin cityops
+cargo build --release --quiet -p cityops-ingest --example kafka_bench
+CITYOPS_BIN=target/release/cityops deploy/local/up.sh >/dev/null
 BIN=target/release/cityops
 BENCH=target/release/examples/kafka_bench
 

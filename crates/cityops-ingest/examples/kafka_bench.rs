@@ -119,11 +119,15 @@ fn latency(
             next_probe += 1;
         }
         let sql = format!(
-            "SELECT DISTINCT entity_id FROM events WHERE feed = 'citizen_reports' AND entity_id LIKE '{run}%'"
+            "SELECT DISTINCT entity_id FROM {database}.events WHERE feed = 'citizen_reports' AND entity_id LIKE '{run}%'"
         );
-        let rows: Vec<Seen> = runtime
-            .block_on(clickhouse.fetch(&sql, "find probes"))
-            .unwrap_or_default();
+        let rows: Vec<Seen> = match runtime.block_on(clickhouse.fetch(&sql, "find probes")) {
+            Ok(rows) => rows,
+            Err(error) => {
+                eprintln!("{error}");
+                Vec::new()
+            }
+        };
         let now = Instant::now();
         for row in rows {
             if let Some(at) = sent.get(&row.entity_id) {
