@@ -20,9 +20,9 @@ pub(crate) fn decode(
     let root = jsonx::parse(payload)?;
     let mut drafts = Vec::new();
     match &m.records {
-        None => decode_record(m, &root, &root, "", &mut drafts)?,
+        None => decode_record(m, &root, &root, None, &mut drafts)?,
         Some(pointer) => {
-            let records = match root.pointer(pointer) {
+            let records = match jsonx::pointer(&root, pointer) {
                 Some(Value::Array(items)) => items,
                 Some(Value::Null) | None => {
                     return Err(Failure::new(
@@ -41,8 +41,7 @@ pub(crate) fn decode(
                 }
             };
             for (i, record) in records.iter().enumerate() {
-                let at = format!("{pointer}/{i}");
-                decode_record(m, &root, record, &at, &mut drafts)?;
+                decode_record(m, &root, record, Some((pointer, i)), &mut drafts)?;
                 if drafts.len() > ctx.max_events {
                     return Err(too_many(ctx.max_events));
                 }
@@ -56,15 +55,15 @@ pub(crate) fn decode(
 struct Scope<'v> {
     root: &'v Value,
     record: &'v Value,
-    /// The record's own pointer within the payload, for messages (empty for the root).
-    at: &'v str,
+    /// The records pointer and the record's index, for messages (`None` for the root).
+    at: Option<(&'v str, usize)>,
 }
 
 impl<'v> Scope<'v> {
     fn get(&self, pointer: &str) -> Option<&'v Value> {
         let found = match pointer.strip_prefix('^') {
-            Some(abs) => self.root.pointer(abs),
-            None => self.record.pointer(pointer),
+            Some(abs) => jsonx::pointer(self.root, abs),
+            None => jsonx::pointer(self.record, pointer),
         };
         found.filter(|v| !v.is_null())
     }
@@ -73,7 +72,10 @@ impl<'v> Scope<'v> {
     fn name(&self, pointer: &str) -> String {
         match pointer.strip_prefix('^') {
             Some(abs) => abs.to_owned(),
-            None => format!("{}{pointer}", self.at),
+            None => match self.at {
+                Some((records, i)) => format!("{records}/{i}{pointer}"),
+                None => pointer.to_owned(),
+            },
         }
     }
 
@@ -115,7 +117,7 @@ fn decode_record(
     m: &JsonMappingConfig,
     root: &Value,
     record: &Value,
-    at: &str,
+    at: Option<(&str, usize)>,
     out: &mut Vec<Draft>,
 ) -> Result<(), Failure> {
     let scope = Scope { root, record, at };
@@ -129,7 +131,7 @@ fn decode_record(
             let lon = scope.number(lon_p, "lon")?;
             match (lat, lon) {
                 (Some(lat), Some(lon)) => {
-                    jsonx::check_position(&scope.name(lat_p), lat, lon)?;
+                    jsonx::check_position(|| scope.name(lat_p), lat, lon)?;
                     (Some(lat), Some(lon))
                 }
                 _ => (None, None),
@@ -146,7 +148,7 @@ fn decode_record(
                     format!("{} (ts): not found", scope.name(p)),
                 ));
             }
-            Some(v) => Some(read_ts(&scope.name(p), v, m.ts_format)?),
+            Some(v) => Some(read_ts(&|| scope.name(p), v, m.ts_format)?),
         },
     };
     let record_quality = match &m.quality {
@@ -177,7 +179,7 @@ fn decode_record(
                 ),
             ));
         };
-        let (value, text, quality) = read_value(field, raw, &scope.name(&field.pointer))?;
+        let (value, text, quality) = read_value(field, raw, &|| scope.name(&field.pointer))?;
         out.push(Draft {
             entity_id: entity_id.clone(),
             entity_type: entity_type.clone(),
@@ -208,13 +210,14 @@ fn worse(a: Quality, b: Quality) -> Quality {
 fn read_value(
     field: &FieldMapping,
     raw: &Value,
-    name: &str,
+    name: &dyn Fn() -> String,
 ) -> Result<(Option<f64>, Option<String>, Quality), Failure> {
     let wrong = |expected: &str| {
         Failure::new(
             RejectReason::WrongType,
             format!(
-                "{name} (metric {}): expected {expected}, got {}",
+                "{} (metric {}): expected {expected}, got {}",
+                name(),
                 field.metric,
                 jsonx::preview(raw)
             ),
@@ -228,8 +231,11 @@ fn read_value(
                 return Err(Failure::new(
                     RejectReason::NotFinite,
                     format!(
-                        "{name} (metric {}): {n:e} scaled by {:e} plus {:e} is not finite",
-                        field.metric, field.scale, field.offset
+                        "{} (metric {}): {n:e} scaled by {:e} plus {:e} is not finite",
+                        name(),
+                        field.metric,
+                        field.scale,
+                        field.offset
                     ),
                 ));
             }
@@ -255,12 +261,13 @@ fn read_value(
     }
 }
 
-fn read_ts(name: &str, v: &Value, format: TsFormat) -> Result<Timestamp, Failure> {
+fn read_ts(name: &dyn Fn() -> String, v: &Value, format: TsFormat) -> Result<Timestamp, Failure> {
     let wrong = |expected: &str| {
         Failure::new(
             RejectReason::InvalidTimestamp,
             format!(
-                "{name} (ts): expected {expected}, got {}",
+                "{} (ts): expected {expected}, got {}",
+                name(),
                 jsonx::preview(v)
             ),
         )
@@ -271,7 +278,12 @@ fn read_ts(name: &str, v: &Value, format: TsFormat) -> Result<Timestamp, Failure
         } else {
             Timestamp::from_secs_f64(n)
         };
-        t.map_err(|e| Failure::new(RejectReason::TsOutOfRange, format!("{name} (ts): {n}: {e}")))
+        t.map_err(|e| {
+            Failure::new(
+                RejectReason::TsOutOfRange,
+                format!("{} (ts): {n}: {e}", name()),
+            )
+        })
     };
     match format {
         TsFormat::Rfc3339 => match v {

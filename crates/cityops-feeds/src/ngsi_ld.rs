@@ -46,7 +46,7 @@ pub(crate) fn decode(
     let (entities, notified_at) = match &root {
         Value::Object(obj) if obj.get("type").and_then(Value::as_str) == Some("Notification") => {
             let notified_at = match obj.get("notifiedAt") {
-                Some(Value::String(s)) => Some(jsonx::rfc3339("notifiedAt", s)?),
+                Some(Value::String(s)) => Some(jsonx::rfc3339(|| "notifiedAt".to_owned(), s)?),
                 Some(other) => {
                     return Err(Failure::new(
                         RejectReason::WrongType,
@@ -395,7 +395,7 @@ fn measure(
     if let Some(meta) = meta {
         match meta.get("observedAt") {
             Some(Value::String(s)) => {
-                draft.ts = Some(jsonx::rfc3339(&format!("{at}.observedAt"), s)?)
+                draft.ts = Some(jsonx::rfc3339(|| format!("{at}.observedAt"), s)?)
             }
             Some(other) => {
                 return Err(Failure::new(
@@ -464,7 +464,7 @@ fn relationship_target(object: &Value) -> Option<String> {
 
 fn read_time(at: &str, value: &Value) -> Result<Timestamp, Failure> {
     match value {
-        Value::String(s) => jsonx::rfc3339(at, s),
+        Value::String(s) => jsonx::rfc3339(|| at.to_owned(), s),
         Value::Object(obj) if obj.contains_key("@value") => read_time(at, &obj["@value"]),
         other => Err(Failure::new(
             RejectReason::InvalidTimestamp,
@@ -495,7 +495,7 @@ fn point(at: &str, geometry: &Value) -> Result<Option<(f64, f64)>, Failure> {
     };
     match (coords[0].as_f64(), coords[1].as_f64()) {
         (Some(lon), Some(lat)) => {
-            jsonx::check_position(at, lat, lon)?;
+            jsonx::check_position(|| at.to_owned(), lat, lon)?;
             Ok(Some((lat, lon)))
         }
         _ => Err(Failure::new(

@@ -138,7 +138,8 @@ fn latency(
             break;
         }
         if next_probe == probes
-            && now > start + Duration::from_millis(interval_ms * probes as u64) + deadline_after_last
+            && now
+                > start + Duration::from_millis(interval_ms * probes as u64) + deadline_after_last
         {
             break;
         }

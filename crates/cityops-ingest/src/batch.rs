@@ -65,30 +65,56 @@ pub struct BatchBuilder {
     started: Option<Instant>,
 }
 
-/// Estimated bytes of an event row: the strings plus the fixed columns and allocation headers.
+/// Heap cost of one string beyond its bytes: allocator header and rounding.
+const ALLOCATION_OVERHEAD: usize = 16;
+
+fn string_bytes(s: &str) -> usize {
+    if s.is_empty() {
+        0
+    } else {
+        s.len() + ALLOCATION_OVERHEAD
+    }
+}
+
+/// Estimated memory of an event row: the struct, its strings and their allocations.
 pub fn event_row_bytes(row: &EventRow) -> usize {
     let attrs: usize = row
         .attr_keys
         .iter()
         .chain(&row.attr_values)
-        .map(|s| s.len() + 24)
+        .map(|s| string_bytes(s) + std::mem::size_of::<String>())
         .sum();
-    200 + row.feed.len()
-        + row.domain.len()
-        + row.entity_id.len()
-        + row.entity_type.len()
-        + row.metric.len()
-        + row.text.as_ref().map_or(0, String::len)
-        + row.unit.len()
-        + row.district.len()
-        + row.ward.len()
-        + row.source_topic.len()
+    std::mem::size_of::<EventRow>()
+        + [
+            &row.feed,
+            &row.domain,
+            &row.entity_id,
+            &row.entity_type,
+            &row.metric,
+            &row.unit,
+            &row.district,
+            &row.ward,
+            &row.quality,
+            &row.source_kind,
+            &row.source_topic,
+        ]
+        .iter()
+        .map(|s| string_bytes(s))
+        .sum::<usize>()
+        + row.text.as_deref().map_or(0, string_bytes)
         + attrs
 }
 
-/// Estimated bytes of a reject row.
+/// Estimated memory of a reject row.
 pub fn reject_row_bytes(row: &RejectRow) -> usize {
-    150 + row.feed.len() + row.message.len() + row.raw.len() + row.source_topic.len()
+    std::mem::size_of::<RejectRow>()
+        + string_bytes(&row.feed)
+        + string_bytes(&row.reason)
+        + string_bytes(&row.message)
+        + row.raw.len()
+        + ALLOCATION_OVERHEAD
+        + string_bytes(&row.source_kind)
+        + string_bytes(&row.source_topic)
 }
 
 impl BatchBuilder {

@@ -293,8 +293,8 @@ impl Pipeline {
                     .with_label_values(&[SOURCE, feed])
                     .inc_by(events.len() as f64);
                 let rows = events
-                    .iter()
-                    .map(|e| EventRow::new(e, &row_source))
+                    .into_iter()
+                    .map(|e| EventRow::from_event(e, &row_source))
                     .collect();
                 self.builder.add_events(&key, record.offset, rows);
             }
