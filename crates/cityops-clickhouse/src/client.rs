@@ -24,7 +24,11 @@ impl ClickHouse {
         let mut client = clickhouse::Client::default()
             .with_url(&config.url)
             .with_user(&config.user)
-            .with_validation(false);
+            .with_validation(false)
+            .with_compression(match config.compression {
+                cityops_config::ClickHouseCompression::Lz4 => clickhouse::Compression::Lz4,
+                cityops_config::ClickHouseCompression::None => clickhouse::Compression::None,
+            });
         if let Some(password) = &config.password {
             client = client.with_password(password.expose());
         }

@@ -8,6 +8,7 @@
 mod client;
 mod migrations;
 mod retention;
+mod rowbinary;
 mod rows;
 mod store;
 mod version;
@@ -20,6 +21,7 @@ pub use migrations::{
     ttl_statements,
 };
 pub use retention::{RetentionAction, RetentionReport, apply_retention, plan_drops};
+pub use rowbinary::{decode_events, encode_event};
 pub use rows::{AlertEventRow, EventRow, RejectRow, RowSource, TableColumns};
 pub use store::{
     FailureClass, INGEST_QUERY_ID_PREFIX, REFUSED_REASON, StoredOffsets, classify, error_code,

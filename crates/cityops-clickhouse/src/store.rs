@@ -128,6 +128,24 @@ impl ClickHouse {
         insert.end().await
     }
 
+    /// Inserts `events` rows already in RowBinary (see [`crate::encode_event`]) in one INSERT
+    /// tagged `query_id`, failing after `timeout`.
+    pub async fn insert_rowbinary(
+        &self,
+        table: &str,
+        rows: bytes::Bytes,
+        query_id: &str,
+        timeout: Duration,
+    ) -> Result<(), clickhouse::error::Error> {
+        let mut insert = self
+            .client()
+            .with_setting("query_id", query_id)
+            .insert_formatted_with(format!("INSERT INTO {table} FORMAT RowBinary"))
+            .with_timeouts(Some(timeout), Some(timeout));
+        insert.send(rows).await?;
+        insert.end().await
+    }
+
     /// Query ids of ingest inserts (see [`INGEST_QUERY_ID_PREFIX`]) the server is running now.
     pub async fn running_ingest_queries(&self) -> Result<Vec<String>, Error> {
         let sql = format!(

@@ -24,7 +24,8 @@ pub use ingest::{IngestConfig, KafkaConfig};
 pub use problem::{Problem, Problems};
 pub use secret::Secret;
 pub use sections::{
-    ClickHouseConfig, LabelsConfig, LogFormat, RejectsConfig, TelemetryConfig, check_log_filter,
+    ClickHouseCompression, ClickHouseConfig, LabelsConfig, LogFormat, RejectsConfig,
+    TelemetryConfig, check_log_filter,
 };
 pub use topic::{TopicPattern, is_label_name};
 

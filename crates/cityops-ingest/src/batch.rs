@@ -2,7 +2,8 @@
 //! events are stored all together or not at all) and the next offset of every partition they
 //! cover. Pure: no I/O.
 
-use cityops_clickhouse::{EventRow, RejectRow};
+use cityops_clickhouse::{RejectRow, RowSource, encode_event};
+use cityops_event::Event;
 use std::collections::BTreeMap;
 use std::ops::Range;
 use std::time::Instant;
@@ -13,8 +14,12 @@ pub type PartitionKey = (String, i32);
 /// Rows of one message inside [`Batch::events`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MessageRows {
-    /// Row range in `events`.
-    pub rows: Range<usize>,
+    /// Its RowBinary bytes in `events`.
+    pub bytes: Range<usize>,
+    /// How many rows they hold.
+    pub rows: u32,
+    /// Index of its feed in the config (for per-feed metrics).
+    pub feed: u16,
 }
 
 /// Decoded rows ready for ClickHouse.
@@ -24,15 +29,17 @@ pub struct Batch {
     pub seq: u64,
     /// Rebalance generation it was read in; batches of an older generation are abandoned.
     pub generation: u64,
-    /// Event rows, message after message in source order.
-    pub events: Vec<EventRow>,
+    /// `events` rows in RowBinary, message after message in source order.
+    pub events: bytes::Bytes,
+    /// How many rows `events` holds.
+    pub event_rows: usize,
     /// Rows of each message that produced events, in order.
     pub messages: Vec<MessageRows>,
     /// Rejects of messages that could not be decoded, in source order.
     pub rejects: Vec<RejectRow>,
     /// Per partition, the offset after the last message of this batch (what to commit).
     pub next_offsets: BTreeMap<PartitionKey, i64>,
-    /// Estimated memory of the rows.
+    /// Memory of the rows (RowBinary bytes, reject rows estimated).
     pub bytes: usize,
     /// Messages read into this batch (stored or skipped as already stored).
     pub message_count: u64,
@@ -62,10 +69,12 @@ pub struct BatchBuilder {
     limits: Limits,
     next_seq: u64,
     current: Batch,
+    /// The RowBinary of `current` while it is built.
+    events: Vec<u8>,
     started: Option<Instant>,
 }
 
-/// Heap cost of one string beyond its bytes: allocator header and rounding.
+/// Heap cost of one allocation beyond its bytes: allocator header and rounding.
 const ALLOCATION_OVERHEAD: usize = 16;
 
 fn string_bytes(s: &str) -> usize {
@@ -74,35 +83,6 @@ fn string_bytes(s: &str) -> usize {
     } else {
         s.len() + ALLOCATION_OVERHEAD
     }
-}
-
-/// Estimated memory of an event row: the struct, its strings and their allocations.
-pub fn event_row_bytes(row: &EventRow) -> usize {
-    let attrs: usize = row
-        .attr_keys
-        .iter()
-        .chain(&row.attr_values)
-        .map(|s| string_bytes(s) + std::mem::size_of::<String>())
-        .sum();
-    std::mem::size_of::<EventRow>()
-        + [
-            &row.feed,
-            &row.domain,
-            &row.entity_id,
-            &row.entity_type,
-            &row.metric,
-            &row.unit,
-            &row.district,
-            &row.ward,
-            &row.quality,
-            &row.source_kind,
-            &row.source_topic,
-        ]
-        .iter()
-        .map(|s| string_bytes(s))
-        .sum::<usize>()
-        + row.text.as_deref().map_or(0, string_bytes)
-        + attrs
 }
 
 /// Estimated memory of a reject row.
@@ -124,6 +104,7 @@ impl BatchBuilder {
             limits,
             next_seq: 1,
             current: empty(0, 0),
+            events: Vec::new(),
             started: None,
         }
     }
@@ -141,17 +122,29 @@ impl BatchBuilder {
         }
     }
 
-    /// Adds the event rows of the message at `offset` of `key`.
-    pub fn add_events(&mut self, key: &PartitionKey, offset: i64, rows: Vec<EventRow>) {
+    /// Adds the events of the message at `offset` of `key`, decoded by feed number `feed`.
+    pub fn add_events(
+        &mut self,
+        key: &PartitionKey,
+        offset: i64,
+        feed: u16,
+        events: &[Event],
+        source: &RowSource<'_>,
+    ) {
         self.touch(key, offset);
-        if rows.is_empty() {
+        if events.is_empty() {
             return;
         }
-        let start = self.current.events.len();
-        self.current.bytes += rows.iter().map(event_row_bytes).sum::<usize>();
-        self.current.events.extend(rows);
+        let start = self.events.len();
+        for event in events {
+            encode_event(&mut self.events, event, source);
+        }
+        self.current.bytes += self.events.len() - start;
+        self.current.event_rows += events.len();
         self.current.messages.push(MessageRows {
-            rows: start..self.current.events.len(),
+            bytes: start..self.events.len(),
+            rows: u32::try_from(events.len()).unwrap_or(u32::MAX),
+            feed,
         });
     }
 
@@ -169,7 +162,7 @@ impl BatchBuilder {
 
     /// Whether the batch reached its row or byte limit.
     pub fn full(&self) -> bool {
-        self.current.events.len() + self.current.rejects.len() >= self.limits.max_rows
+        self.current.event_rows + self.current.rejects.len() >= self.limits.max_rows
             || self.current.bytes >= self.limits.max_bytes
     }
 
@@ -200,9 +193,10 @@ impl BatchBuilder {
         let seq = self.next_seq;
         self.next_seq += 1;
         self.started = None;
-        let capacity = self.current.events.len();
+        let capacity = self.events.capacity();
+        let events = std::mem::replace(&mut self.events, Vec::with_capacity(capacity));
         let mut batch = std::mem::replace(&mut self.current, empty(0, 0));
-        self.current.events.reserve(capacity);
+        batch.events = events.into();
         batch.seq = seq;
         batch.generation = generation;
         batch
@@ -211,6 +205,7 @@ impl BatchBuilder {
     /// Drops what was collected (its messages will be read again by the next owner).
     pub fn discard(&mut self) {
         self.current = empty(0, 0);
+        self.events.clear();
         self.started = None;
     }
 }
@@ -219,7 +214,8 @@ fn empty(seq: u64, generation: u64) -> Batch {
     Batch {
         seq,
         generation,
-        events: Vec::new(),
+        events: bytes::Bytes::new(),
+        event_rows: 0,
         messages: Vec::new(),
         rejects: Vec::new(),
         next_offsets: BTreeMap::new(),
@@ -309,15 +305,14 @@ mod tests {
     use std::time::Duration;
     use uuid::Uuid;
 
-    fn row(offset: i64) -> EventRow {
-        EventRow {
+    fn event(i: u32) -> Event {
+        Event {
             event_id: Uuid::nil(),
-            ts: 0,
-            ts_ms: 0,
-            ingested_at: 0,
+            ts: cityops_event::Timestamp::from_millis(1_764_000_000_000).unwrap(),
+            ingested_at: cityops_event::Timestamp::from_millis(1_764_000_000_000).unwrap(),
             feed: "f".into(),
-            domain: "d".into(),
-            entity_id: "e".into(),
+            domain: cityops_event::Domain::Other,
+            entity_id: format!("e{i}"),
             entity_type: "t".into(),
             metric: "m".into(),
             value: Some(1.0),
@@ -327,14 +322,20 @@ mod tests {
             ward: String::new(),
             lat: None,
             lon: None,
-            attr_keys: vec![],
-            attr_values: vec![],
-            quality: "good".into(),
-            source_kind: "kafka".into(),
-            source_topic: "t".into(),
-            source_partition: 0,
-            source_offset: offset,
+            attrs: Default::default(),
+            quality: cityops_event::Quality::Good,
         }
+    }
+
+    fn add(b: &mut BatchBuilder, key: &PartitionKey, offset: i64, n: u32) {
+        let source = RowSource {
+            kind: "kafka",
+            topic: &key.0,
+            partition: key.1,
+            offset,
+        };
+        let events: Vec<Event> = (0..n).map(event).collect();
+        b.add_events(key, offset, 0, &events, &source);
     }
 
     fn limits(max_rows: usize) -> Limits {
@@ -350,17 +351,24 @@ mod tests {
         let mut b = BatchBuilder::new(limits(10));
         let p0 = ("t".to_owned(), 0);
         let p1 = ("t".to_owned(), 1);
-        b.add_events(&p0, 5, vec![row(5), row(5), row(5)]);
+        add(&mut b, &p0, 5, 3);
         b.add_skipped(&p1, 9);
-        b.add_events(&p0, 6, vec![row(6)]);
+        add(&mut b, &p0, 6, 1);
         assert!(!b.full());
         let batch = b.take(3);
         assert_eq!(batch.seq, 1);
         assert_eq!(batch.generation, 3);
-        assert_eq!(
-            batch.messages,
-            vec![MessageRows { rows: 0..3 }, MessageRows { rows: 3..4 }]
-        );
+        assert_eq!(batch.event_rows, 4);
+        assert_eq!(batch.messages.len(), 2);
+        assert_eq!(batch.messages[0].rows, 3);
+        assert_eq!(batch.messages[1].bytes.end, batch.events.len());
+        let rows = cityops_clickhouse::decode_events(&batch.events).unwrap();
+        assert_eq!(rows.len(), 4);
+        assert_eq!(rows[3].source_offset, 6);
+        let first =
+            cityops_clickhouse::decode_events(&batch.events[batch.messages[0].bytes.clone()])
+                .unwrap();
+        assert_eq!(first.len(), 3);
         assert_eq!(batch.next_offsets[&p0], 7);
         assert_eq!(batch.next_offsets[&p1], 10);
         assert_eq!(batch.message_count, 3);
@@ -373,16 +381,16 @@ mod tests {
         let mut b = BatchBuilder::new(limits(2));
         let p = ("t".to_owned(), 0);
         assert!(b.until_due(Instant::now()).is_none());
-        b.add_events(&p, 0, vec![row(0)]);
+        add(&mut b, &p, 0, 1);
         assert!(!b.full());
-        b.add_events(&p, 1, vec![row(1)]);
+        add(&mut b, &p, 1, 1);
         assert!(b.full());
         let mut small = BatchBuilder::new(Limits {
             max_rows: 100,
             max_bytes: 10,
             linger: Duration::ZERO,
         });
-        small.add_events(&p, 0, vec![row(0)]);
+        add(&mut small, &p, 0, 1);
         assert!(small.full());
         assert!(small.due(Instant::now()));
     }

@@ -5,7 +5,7 @@
 use crate::batch::{Batch, BatchBuilder, Limits, PartitionKey, ReplayFilter};
 use crate::writer::{DECODE_REJECT_INDEX, Writer, WriterSettings, Written, feed_label};
 use crate::{Error, IngestMetrics};
-use cityops_clickhouse::{ClickHouse, EventRow, RejectRow, RowSource};
+use cityops_clickhouse::{ClickHouse, RejectRow, RowSource};
 use cityops_config::{Config, SourceKind};
 use cityops_event::{EventId, SourceCoordinates, Timestamp};
 use cityops_feeds::{FeedSet, Message, Outcome};
@@ -44,6 +44,8 @@ struct Done {
 /// thread, inside `poll`).
 struct Pipeline {
     feeds: FeedSet,
+    /// Feed names in config order: a message's feed is kept as its number.
+    feed_names: Vec<String>,
     builder: BatchBuilder,
     filter: ReplayFilter,
     /// Whether `filter` is valid for the current assignment.
@@ -292,11 +294,14 @@ impl Pipeline {
                     .events
                     .with_label_values(&[SOURCE, feed])
                     .inc_by(events.len() as f64);
-                let rows = events
-                    .into_iter()
-                    .map(|e| EventRow::from_event(e, &row_source))
-                    .collect();
-                self.builder.add_events(&key, record.offset, rows);
+                let feed_number = self
+                    .feed_names
+                    .iter()
+                    .position(|name| events.first().is_some_and(|e| &e.feed == name))
+                    .and_then(|i| u16::try_from(i).ok())
+                    .unwrap_or(u16::MAX);
+                self.builder
+                    .add_events(&key, record.offset, feed_number, &events, &row_source);
             }
             Outcome::Reject(reject) => {
                 let feed = feed_label(reject.feed.as_deref().unwrap_or(""));
@@ -390,6 +395,7 @@ pub fn run(
             retry_max: Duration::from_millis(settings.retry_max_ms),
             max_raw_bytes: config.rejects.max_raw_bytes,
             source_kind: SOURCE,
+            feed_names: config.feeds.iter().map(|f| f.name.clone()).collect(),
         },
         metrics.clone(),
         readiness.register("clickhouse"),
@@ -424,6 +430,7 @@ pub fn run(
     let shared = Arc::new(Shared {
         pipeline: Mutex::new(Pipeline {
             feeds,
+            feed_names: config.feeds.iter().map(|f| f.name.clone()).collect(),
             builder: BatchBuilder::new(Limits {
                 max_rows: settings.batch_max_rows,
                 max_bytes: settings.batch_max_bytes,

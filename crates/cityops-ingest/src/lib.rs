@@ -11,8 +11,7 @@ mod writer;
 
 pub use backoff::Backoff;
 pub use batch::{
-    Batch, BatchBuilder, Limits, MessageRows, PartitionKey, ReplayFilter, Stored, event_row_bytes,
-    reject_row_bytes,
+    Batch, BatchBuilder, Limits, MessageRows, PartitionKey, ReplayFilter, Stored, reject_row_bytes,
 };
 pub use metrics::{IngestMetrics, NO_FEED};
 pub use writer::{Writer, WriterSettings, Written};

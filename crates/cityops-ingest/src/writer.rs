@@ -7,10 +7,12 @@ use crate::IngestMetrics;
 use crate::backoff::Backoff;
 use crate::batch::Batch;
 use cityops_clickhouse::{
-    ClickHouse, EventRow, FailureClass, INGEST_QUERY_ID_PREFIX, REFUSED_REASON, RejectRow, classify,
+    ClickHouse, FailureClass, INGEST_QUERY_ID_PREFIX, REFUSED_REASON, RejectRow, classify,
+    decode_events,
 };
 use cityops_event::{EventId, SourceCoordinates};
 use cityops_telemetry::ReadinessHandle;
+use std::ops::Range;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -28,6 +30,8 @@ pub struct WriterSettings {
     pub max_raw_bytes: usize,
     /// `kafka` or `mqtt`.
     pub source_kind: &'static str,
+    /// Feed names by their number in the config ([`crate::MessageRows::feed`]).
+    pub feed_names: Vec<String>,
 }
 
 /// Whether a batch was stored.
@@ -41,23 +45,30 @@ pub enum Written {
 }
 
 /// Rows of one table, for one INSERT.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 enum Rows<'a> {
-    Events(&'a [EventRow]),
+    /// The rows of messages `range` of the batch.
+    Events {
+        batch: &'a Batch,
+        range: Range<usize>,
+    },
     Rejects(&'a [RejectRow]),
 }
 
 impl Rows<'_> {
     fn table(&self) -> &'static str {
         match self {
-            Rows::Events(_) => "events",
+            Rows::Events { .. } => "events",
             Rows::Rejects(_) => "rejects",
         }
     }
 
     fn len(&self) -> usize {
         match self {
-            Rows::Events(r) => r.len(),
+            Rows::Events { batch, range } => batch.messages[range.clone()]
+                .iter()
+                .map(|m| m.rows as usize)
+                .sum(),
             Rows::Rejects(r) => r.len(),
         }
     }
@@ -142,22 +153,20 @@ impl Writer {
 
     async fn store_events(&mut self, batch: &Batch) -> Result<(), Abandon> {
         // A stack of message ranges, left half on top: rows reach the table in source order.
-        let mut work: Vec<std::ops::Range<usize>> = Vec::with_capacity(16);
+        let mut work: Vec<Range<usize>> = Vec::with_capacity(16);
         work.push(0..batch.messages.len());
         while let Some(range) = work.pop() {
             if range.is_empty() {
                 continue;
             }
-            let rows =
-                batch.messages[range.start].rows.start..batch.messages[range.end - 1].rows.end;
-            match self
-                .insert(batch, Rows::Events(&batch.events[rows.clone()]), false)
-                .await?
-            {
+            let rows = Rows::Events {
+                batch,
+                range: range.clone(),
+            };
+            match self.insert(batch, rows, false).await? {
                 Attempt::Stored => {}
                 Attempt::Refused(error) if range.len() == 1 => {
-                    self.store_refused(batch, &batch.events[rows], &error)
-                        .await?;
+                    self.store_refused(batch, range.start, &error).await?;
                 }
                 Attempt::Refused(_) => {
                     let mid = range.start + range.len() / 2;
@@ -174,13 +183,21 @@ impl Writer {
     async fn store_refused(
         &mut self,
         batch: &Batch,
-        rows: &[EventRow],
+        message: usize,
         error: &str,
     ) -> Result<(), Abandon> {
+        let rows = match decode_events(&batch.events[batch.messages[message].bytes.clone()]) {
+            Ok(rows) => rows,
+            Err(problem) => {
+                // Our own encoding: cannot happen short of a bug; keep the batch rather than drop.
+                tracing::error!(problem, "cannot read back a refused message's rows");
+                Vec::new()
+            }
+        };
         let Some(first) = rows.first() else {
             return Ok(());
         };
-        let raw = serde_json::to_vec(rows).unwrap_or_default();
+        let raw = serde_json::to_vec(&rows).unwrap_or_default();
         let raw_len = raw.len();
         let mut kept = raw;
         kept.truncate(self.settings.max_raw_bytes);
@@ -264,10 +281,17 @@ impl Writer {
             self.inserts += 1;
             let query_id = format!("{INGEST_QUERY_ID_PREFIX}{}-{}", self.session, self.inserts);
             let started = Instant::now();
-            let result = match rows {
-                Rows::Events(r) => {
+            let result = match &rows {
+                Rows::Events { batch, range } => {
+                    let bytes = batch.messages[range.start].bytes.start
+                        ..batch.messages[range.end - 1].bytes.end;
                     self.clickhouse
-                        .insert_tagged("events", r, &query_id, self.settings.insert_timeout)
+                        .insert_rowbinary(
+                            "events",
+                            batch.events.slice(bytes),
+                            &query_id,
+                            self.settings.insert_timeout,
+                        )
                         .await
                 }
                 Rows::Rejects(r) => {
@@ -279,7 +303,7 @@ impl Writer {
             drop(guard);
             let error = match result {
                 Ok(()) => {
-                    self.stored(rows, started.elapsed());
+                    self.stored(&rows, started.elapsed());
                     return Ok(Attempt::Stored);
                 }
                 Err(error) => error,
@@ -299,8 +323,8 @@ impl Writer {
             self.pause().await;
             // The failed INSERT may have landed (a timeout after the server took it all):
             // look before writing it again.
-            if self.landed(rows, &query_id).await {
-                self.stored(rows, started.elapsed());
+            if self.landed(&rows, &query_id).await {
+                self.stored(&rows, started.elapsed());
                 return Ok(Attempt::Stored);
             }
         }
@@ -327,7 +351,7 @@ impl Writer {
         }
     }
 
-    fn stored(&mut self, rows: Rows<'_>, took: Duration) {
+    fn stored(&mut self, rows: &Rows<'_>, took: Duration) {
         if let Some(since) = self.failing_since.take() {
             tracing::info!(
                 down_for_s = since.elapsed().as_secs(),
@@ -347,20 +371,31 @@ impl Writer {
             .with_label_values(&[table])
             .observe(rows.len() as f64);
         let mut per_feed: Vec<(&str, u64)> = Vec::new();
-        let feeds: Box<dyn Iterator<Item = &str>> = match rows {
-            Rows::Events(r) => Box::new(r.iter().map(|row| row.feed.as_str())),
-            Rows::Rejects(r) => Box::new(r.iter().map(|row| row.feed.as_str())),
-        };
-        for feed in feeds {
+        fn count<'a>(per_feed: &mut Vec<(&'a str, u64)>, feed: &'a str, n: u64) {
+            // Few feeds: a scan beats a map.
+            let feed = feed_label(feed);
             match per_feed.iter_mut().find(|(f, _)| *f == feed) {
-                Some((_, n)) => *n += 1,
-                None => per_feed.push((feed, 1)),
+                Some((_, total)) => *total += n,
+                None => per_feed.push((feed, n)),
             }
+        }
+        match rows {
+            Rows::Events { batch, range } => {
+                for m in &batch.messages[range.clone()] {
+                    let name = self
+                        .settings
+                        .feed_names
+                        .get(usize::from(m.feed))
+                        .map_or("", String::as_str);
+                    count(&mut per_feed, name, u64::from(m.rows));
+                }
+            }
+            Rows::Rejects(r) => r.iter().for_each(|row| count(&mut per_feed, &row.feed, 1)),
         }
         for (feed, n) in per_feed {
             self.metrics
                 .rows_inserted
-                .with_label_values(&[table, feed_label(feed)])
+                .with_label_values(&[table, feed])
                 .inc_by(n as f64);
         }
     }
@@ -368,7 +403,7 @@ impl Writer {
     /// Whether the INSERT `query_id` of `rows` is stored: waits for the server to finish it,
     /// then looks up its first row by the table's sort key. An INSERT below ClickHouse's block
     /// size is stored whole or not at all, so one row answers for all.
-    async fn landed(&self, rows: Rows<'_>, query_id: &str) -> bool {
+    async fn landed(&self, rows: &Rows<'_>, query_id: &str) -> bool {
         let running = self
             .clickhouse
             .wait_until_finished(&[query_id.to_owned()], self.settings.insert_timeout)
@@ -377,10 +412,17 @@ impl Writer {
             return false;
         }
         let found = match rows {
-            Rows::Events(r) => match r.first() {
-                Some(row) => self.clickhouse.event_stored(row).await,
-                None => Ok(true),
-            },
+            Rows::Events { batch, range } => {
+                let first = batch
+                    .messages
+                    .get(range.start)
+                    .and_then(|m| decode_events(&batch.events[m.bytes.clone()]).ok())
+                    .and_then(|rows| rows.into_iter().next());
+                match first {
+                    Some(row) => self.clickhouse.event_stored(&row).await,
+                    None => Ok(true),
+                }
+            }
             Rows::Rejects(r) => match r.first() {
                 Some(row) => self.clickhouse.reject_stored(row).await,
                 None => Ok(true),

@@ -168,6 +168,33 @@ async fn row_types_match_system_columns_and_round_trip_through_rowbinary() {
             .is_some_and(|t| t.contains("Rác thải tồn đọng"))
     }));
 
+    // The ingest's own RowBinary writer gives the same rows as the client's serializer.
+    let source = RowSource {
+        topic: "danang.citizen.reports.raw",
+        ..source
+    };
+    let mut bytes = Vec::new();
+    for event in &events {
+        cityops_clickhouse::encode_event(&mut bytes, event, &source);
+    }
+    ch.insert_rowbinary(
+        "events",
+        bytes.into(),
+        "cityops-ingest-test",
+        std::time::Duration::from_secs(30),
+    )
+    .await
+    .unwrap();
+    let raw_back: Vec<EventRow> = ch
+        .client()
+        .query("SELECT ?fields FROM cityops.events WHERE source_topic = 'danang.citizen.reports.raw' ORDER BY metric DESC")
+        .fetch_all()
+        .await
+        .unwrap();
+    let mut expected: Vec<EventRow> = events.iter().map(|e| EventRow::new(e, &source)).collect();
+    expected.sort_by(|a, b| b.metric.cmp(&a.metric));
+    assert_eq!(raw_back, expected);
+
     let reject = RejectRow {
         reject_id: uuid::Uuid::from_u128(0x1234_5678_9abc_4def_8123_4567_89ab_cdef),
         received_at: 1_795_651_200,
