@@ -13,7 +13,7 @@ source deploy/local/lib.sh
 N=${BENCH_MESSAGES:-2000000}
 LATENCY_RATE=${BENCH_LATENCY_EVENTS_PER_S:-100000}
 TOPICS=danang.citizen.reports,danang.dvc.dossiers,danang.transport.bus-gps,danang.health.beds
-FEEDS=citizen_reports,public_service_dossiers,bus_gps,hospital_beds
+FEEDS=${BENCH_FEEDS:-citizen_reports,public_service_dossiers,bus_gps,hospital_beds}
 
 cargo build --release --quiet -p cityops --bin cityops
 cargo build --release --quiet -p cityops-ingest --example kafka_bench

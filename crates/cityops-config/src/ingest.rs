@@ -172,7 +172,7 @@ fn default_linger_ms() -> u64 {
 }
 
 fn default_max_in_flight_bytes() -> usize {
-    64 * 1024 * 1024
+    48 * 1024 * 1024
 }
 
 fn default_insert_timeout_ms() -> u64 {
