@@ -5,13 +5,14 @@
 #   (a) a bare rdkafka consumer counting the messages (the baseline),
 #   (b) `cityops ingest` end to end into ClickHouse (a database of its own), with every
 #       guarantee on: messages/s, rows/s, CPU seconds per million messages, peak RSS,
-#   (c) publish-to-queryable latency p50/p99 with probes, under a paced background load.
+#   (c) publish-to-queryable latency p50/p99 with probes, under a paced background load, once
+#       ClickHouse has merged the bulk load's parts.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source deploy/local/lib.sh
 
 N=${BENCH_MESSAGES:-2000000}
-LATENCY_RATE=${BENCH_LATENCY_EVENTS_PER_S:-100000}
+LATENCY_RATE=${BENCH_LATENCY_EVENTS_PER_S:-50000}
 TOPICS=danang.citizen.reports,danang.dvc.dossiers,danang.transport.bus-gps,danang.health.beds
 FEEDS=${BENCH_FEEDS:-citizen_reports,public_service_dossiers,bus_gps,hospital_beds}
 
@@ -69,6 +70,12 @@ result=$(python3 deploy/bench/watch_ingest.py "$ingest" "http://127.0.0.1:$mport
   cat "$work/ingest.log"; exit 1; }
 say "  $result"
 
+# The bulk load leaves ClickHouse merging its parts for a while; latency is measured after that.
+for _ in $(seq 240); do
+  merges=$(curl -s "http://127.0.0.1:$CH_HTTP_PORT/" --data-binary "SELECT count() FROM system.merges")
+  [ "$merges" = 0 ] && break
+  sleep 0.5
+done
 say "(c) publish-to-queryable latency, 400 probes 50 ms apart, over a paced load of $LATENCY_RATE events/s:"
 "$BIN" sim --seed 2 --rate "$LATENCY_RATE" --duration 40s --feeds "$FEEDS" --to-kafka "$bootstrap" 2>"$work/load.log" &
 pids+=($!)
