@@ -761,12 +761,8 @@ async fn sigterm_mid_load_stores_commits_and_leaves_so_the_next_run_reads_nothin
     let load = good_load(30_000);
     let first = load.messages[..20_000].to_vec();
     let rest = load.messages[20_000..].to_vec();
-    let producer = produce_in_background(
-        rig.kafka.bootstrap(),
-        first,
-        10,
-        Duration::from_millis(300),
-    );
+    let producer =
+        produce_in_background(rig.kafka.bootstrap(), first, 10, Duration::from_millis(300));
     let mut ingest = rig.ingest("first");
     rig.wait_for_rows(10_000.0, Duration::from_secs(60)).await;
     // Lag is reported from librdkafka's statistics (every 5 s).
@@ -777,7 +773,8 @@ async fn sigterm_mid_load_stores_commits_and_leaves_so_the_next_run_reads_nothin
         metrics = ingest.metrics().await;
     }
     assert!(
-        metrics.contains("cityops_ingest_kafka_lag_messages{partition=\"0\",topic=\"proof.reports\"}"),
+        metrics
+            .contains("cityops_ingest_kafka_lag_messages{partition=\"0\",topic=\"proof.reports\"}"),
         "{metrics}"
     );
     let code = ingest.terminate(Duration::from_secs(30));
