@@ -189,6 +189,8 @@ impl Shared {
 impl GroupEvents for Shared {
     fn revoking(&self) -> Vec<NextOffset> {
         self.metrics.rebalances.with_label_values(&["revoke"]).inc();
+        // Partitions that move away must not keep reporting their last lag from here.
+        self.metrics.kafka_lag.reset();
         let mut p = self.lock();
         self.drain(&mut p, self.rebalance_deadline, "rebalance");
         p.checked = false;
@@ -250,7 +252,8 @@ impl Pipeline {
     /// Decodes one record into the batch being built (or skips it if already stored).
     fn add(&mut self, record: Record<'_>, metrics: &IngestMetrics, max_raw_bytes: usize) {
         if !self.checked {
-            // Cancelled before the assignment check finished: it is read again next time.
+            // Only when shutdown cancelled the assignment check: nothing after it is stored or
+            // committed, so the message is read again next time.
             return;
         }
         let key: PartitionKey = (record.topic.to_owned(), record.partition);
