@@ -79,7 +79,8 @@ done
 say "(c) publish-to-queryable latency, 400 probes 50 ms apart, over a paced load of $LATENCY_RATE events/s:"
 "$BIN" sim --seed 2 --rate "$LATENCY_RATE" --duration 40s --feeds "$FEEDS" --to-kafka "$bootstrap" 2>"$work/load.log" &
 pids+=($!)
-latency=$("$BENCH" latency "$bootstrap" "$CITYOPS_CLICKHOUSE_URL" bench_kafka 400 50)
+latency=$("$BENCH" latency "$bootstrap" "$CITYOPS_CLICKHOUSE_URL" bench_kafka 400 50 2>"$work/latency.log")
+[ -s "$work/latency.log" ] && sed "s/^/  /" "$work/latency.log"
 say "  $latency"
 kill -TERM "$ingest"; wait "$ingest" || true
 

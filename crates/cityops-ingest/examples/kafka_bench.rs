@@ -92,13 +92,16 @@ fn latency(
     let mut producer =
         cityops_kafka::Producer::new(&cityops_kafka::ProducerSettings::new(bootstrap))?;
     let mut sent: BTreeMap<String, Instant> = BTreeMap::new();
+    let mut sent_wall: BTreeMap<String, String> = BTreeMap::new();
     let mut seen: BTreeMap<String, Duration> = BTreeMap::new();
     let start = Instant::now();
     let mut next_probe = 0usize;
     let deadline_after_last = Duration::from_secs(30);
     loop {
-        let due = start + Duration::from_millis(interval_ms * next_probe as u64);
-        if next_probe < probes && Instant::now() >= due {
+        // Every probe that is due (a slow query can make several due at once).
+        while next_probe < probes
+            && Instant::now() >= start + Duration::from_millis(interval_ms * next_probe as u64)
+        {
             let id = format!("{run}{next_probe:05}");
             let now = time::OffsetDateTime::now_utc()
                 .format(&time::format_description::well_known::Rfc3339)?;
@@ -115,6 +118,11 @@ fn latency(
             )?;
             // Publish time: when the broker acknowledged it.
             producer.flush(Duration::from_secs(10))?;
+            sent_wall.insert(
+                id.clone(),
+                time::OffsetDateTime::now_utc()
+                    .format(&time::format_description::well_known::Rfc3339)?,
+            );
             sent.insert(id, Instant::now());
             next_probe += 1;
         }
@@ -137,13 +145,18 @@ fn latency(
         if seen.len() == probes {
             break;
         }
-        if next_probe == probes
-            && now
-                > start + Duration::from_millis(interval_ms * probes as u64) + deadline_after_last
-        {
+        // Sending can fall behind the schedule (each probe waits for its acknowledgement and a
+        // query): the wait runs from the last probe actually sent.
+        let last_sent = sent.values().max().copied().unwrap_or(start);
+        if next_probe == probes && now > last_sent + deadline_after_last {
             break;
         }
         std::thread::sleep(Duration::from_millis(10));
+    }
+    for (id, at) in &sent_wall {
+        if !seen.contains_key(id) {
+            eprintln!("probe {id} acknowledged at {at} was not seen in ClickHouse");
+        }
     }
     let mut latencies: Vec<f64> = seen.values().map(|d| d.as_secs_f64() * 1000.0).collect();
     latencies.sort_by(f64::total_cmp);
