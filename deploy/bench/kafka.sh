@@ -71,11 +71,14 @@ result=$(python3 deploy/bench/watch_ingest.py "$ingest" "http://127.0.0.1:$mport
 say "  $result"
 
 # The bulk load leaves ClickHouse merging its parts for a while; latency is measured after that.
-for _ in $(seq 240); do
+waited=0
+while [ "$waited" -lt 600 ]; do
   merges=$(curl -s "http://127.0.0.1:$CH_HTTP_PORT/" --data-binary "SELECT count() FROM system.merges")
   [ "$merges" = 0 ] && break
-  sleep 0.5
+  sleep 1
+  waited=$((waited + 1))
 done
+say "  (ClickHouse merged the bulk load's parts for ${waited} s before this; $merges merges still running)"
 say "(c) publish-to-queryable latency, 400 probes 50 ms apart, over a paced load of $LATENCY_RATE events/s:"
 "$BIN" sim --seed 2 --rate "$LATENCY_RATE" --duration 40s --feeds "$FEEDS" --to-kafka "$bootstrap" 2>"$work/load.log" &
 pids+=($!)

@@ -64,12 +64,58 @@ fn count(bootstrap: &str, topics: &str, want: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Queries ClickHouse for the run's probes until `done`, noting when each first shows up.
+fn poll_probes(
+    url: &str,
+    database: &str,
+    run: &str,
+    seen: &std::sync::Mutex<BTreeMap<String, Instant>>,
+    done: &std::sync::atomic::AtomicBool,
+) {
+    let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        return;
+    };
+    let config = cityops_config::ClickHouseConfig {
+        url: url.to_owned(),
+        database: database.to_owned(),
+        ..Default::default()
+    };
+    let clickhouse = match runtime.block_on(cityops_clickhouse::ClickHouse::connect(&config)) {
+        Ok(c) => c,
+        Err(error) => {
+            eprintln!("{error}");
+            return;
+        }
+    };
+    let sql = format!(
+        "SELECT DISTINCT entity_id FROM {database}.events WHERE feed = 'citizen_reports' AND entity_id LIKE '{run}%'"
+    );
+    while !done.load(std::sync::atomic::Ordering::Relaxed) {
+        match runtime.block_on(clickhouse.fetch::<Seen>(&sql, "find probes")) {
+            Ok(rows) => {
+                let now = Instant::now();
+                if let Ok(mut seen) = seen.lock() {
+                    for row in rows {
+                        seen.entry(row.entity_id).or_insert(now);
+                    }
+                }
+            }
+            Err(error) => eprintln!("{error}"),
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 #[derive(serde::Deserialize, clickhouse::Row)]
 struct Seen {
     entity_id: String,
 }
 
-/// Probes: one citizen report every `interval_ms`, each found by polling ClickHouse.
+/// Probes: one citizen report every `interval_ms`, acknowledged one by one, while a second
+/// thread polls ClickHouse and notes when each first shows up.
 fn latency(
     bootstrap: &str,
     url: &str,
@@ -77,88 +123,56 @@ fn latency(
     probes: usize,
     interval_ms: u64,
 ) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()?;
-    let clickhouse = runtime.block_on(cityops_clickhouse::ClickHouse::connect(
-        &cityops_config::ClickHouseConfig {
-            url: url.to_owned(),
-            database: database.to_owned(),
-            ..Default::default()
-        },
-    ))?;
     let run = format!("probe-{}-", std::process::id());
+    let seen: Arc<std::sync::Mutex<BTreeMap<String, Instant>>> = Arc::default();
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let poller = {
+        let (seen, done, run) = (Arc::clone(&seen), Arc::clone(&done), run.clone());
+        let (url, database) = (url.to_owned(), database.to_owned());
+        std::thread::spawn(move || poll_probes(&url, &database, &run, &seen, &done))
+    };
     let mut producer =
         cityops_kafka::Producer::new(&cityops_kafka::ProducerSettings::new(bootstrap))?;
-    let mut sent: BTreeMap<String, Instant> = BTreeMap::new();
-    let mut sent_wall: BTreeMap<String, String> = BTreeMap::new();
-    let mut seen: BTreeMap<String, Duration> = BTreeMap::new();
+    let mut acked: BTreeMap<String, (Instant, String)> = BTreeMap::new();
     let start = Instant::now();
-    let mut next_probe = 0usize;
-    let deadline_after_last = Duration::from_secs(30);
-    loop {
-        // Every probe that is due (a slow query can make several due at once).
-        while next_probe < probes
-            && Instant::now() >= start + Duration::from_millis(interval_ms * next_probe as u64)
-        {
-            let id = format!("{run}{next_probe:05}");
-            let now = time::OffsetDateTime::now_utc()
-                .format(&time::format_description::well_known::Rfc3339)?;
-            let payload = serde_json::json!({
-                "report_id": id, "district": "Hải Châu", "ward": "Thạch Thang",
-                "location": {"lat": 16.0748, "lon": 108.2210}, "updated_at": now,
-                "channel": "app", "category": "lighting", "status": "received",
-                "content": "Đèn đường không sáng (probe)"
-            });
-            producer.send(
-                "danang.citizen.reports",
-                Some(&id),
-                &serde_json::to_vec(&payload)?,
-            )?;
-            // Publish time: when the broker acknowledged it.
-            producer.flush(Duration::from_secs(10))?;
-            sent_wall.insert(
-                id.clone(),
-                time::OffsetDateTime::now_utc()
-                    .format(&time::format_description::well_known::Rfc3339)?,
-            );
-            sent.insert(id, Instant::now());
-            next_probe += 1;
-        }
-        let sql = format!(
-            "SELECT DISTINCT entity_id FROM {database}.events WHERE feed = 'citizen_reports' AND entity_id LIKE '{run}%'"
-        );
-        let rows: Vec<Seen> = match runtime.block_on(clickhouse.fetch(&sql, "find probes")) {
-            Ok(rows) => rows,
-            Err(error) => {
-                eprintln!("{error}");
-                Vec::new()
-            }
-        };
-        let now = Instant::now();
-        for row in rows {
-            if let Some(at) = sent.get(&row.entity_id) {
-                seen.entry(row.entity_id).or_insert(now - *at);
-            }
-        }
-        if seen.len() == probes {
-            break;
-        }
-        // Sending can fall behind the schedule (each probe waits for its acknowledgement and a
-        // query): the wait runs from the last probe actually sent.
-        let last_sent = sent.values().max().copied().unwrap_or(start);
-        if next_probe == probes && now > last_sent + deadline_after_last {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(10));
+    for n in 0..probes {
+        let due = start + Duration::from_millis(interval_ms * n as u64);
+        std::thread::sleep(due.saturating_duration_since(Instant::now()));
+        let id = format!("{run}{n:05}");
+        let now = time::OffsetDateTime::now_utc()
+            .format(&time::format_description::well_known::Rfc3339)?;
+        let payload = serde_json::json!({
+            "report_id": id, "district": "Hải Châu", "ward": "Thạch Thang",
+            "location": {"lat": 16.0748, "lon": 108.2210}, "updated_at": now,
+            "channel": "app", "category": "lighting", "status": "received",
+            "content": "Đèn đường không sáng (probe)"
+        });
+        producer.send(
+            "danang.citizen.reports",
+            Some(&id),
+            &serde_json::to_vec(&payload)?,
+        )?;
+        // Publish time: when the broker acknowledged it.
+        producer.flush(Duration::from_secs(10))?;
+        acked.insert(id, (Instant::now(), now));
     }
-    for (id, at) in &sent_wall {
-        if !seen.contains_key(id) {
-            eprintln!("probe {id} acknowledged at {at} was not seen in ClickHouse");
+    // Wait for the stragglers, at most 30 s after the last probe.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline && seen.lock().map_or(0, |s| s.len()) < probes {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = poller.join();
+    let seen = seen.lock().map(|s| s.clone()).unwrap_or_default();
+    let mut found = Vec::new();
+    for (id, (at, wall)) in &acked {
+        match seen.get(id) {
+            // Seen by a query that started before the acknowledgement returned: 0.
+            Some(first) => found.push(first.saturating_duration_since(*at)),
+            None => eprintln!("probe {id} acknowledged at {wall} was not seen in ClickHouse"),
         }
     }
-    let mut latencies: Vec<f64> = seen.values().map(|d| d.as_secs_f64() * 1000.0).collect();
+    let mut latencies: Vec<f64> = found.iter().map(|d| d.as_secs_f64() * 1000.0).collect();
     latencies.sort_by(f64::total_cmp);
     let pick = |q: f64| {
         latencies

@@ -107,7 +107,12 @@ impl Shared {
                     if left.is_zero() {
                         return;
                     }
-                    p.from_writer.recv_timeout(left).ok()
+                    match p.from_writer.recv_timeout(left) {
+                        Ok(done) => Some(done),
+                        Err(mpsc::RecvTimeoutError::Timeout) => None,
+                        // The writer is gone: nothing more will be stored.
+                        Err(mpsc::RecvTimeoutError::Disconnected) => return,
+                    }
                 }
                 _ => p.from_writer.try_recv().ok(),
             };
@@ -250,7 +255,7 @@ impl GroupEvents for Shared {
 
 impl Pipeline {
     /// Decodes one record into the batch being built (or skips it if already stored).
-    fn add(&mut self, record: Record<'_>, metrics: &IngestMetrics, max_raw_bytes: usize) {
+    fn add(&mut self, record: Record<'_>, metrics: &IngestMetrics) {
         if !self.checked {
             // Only when shutdown cancelled the assignment check: nothing after it is stored or
             // committed, so the message is read again next time.
@@ -325,7 +330,6 @@ impl Pipeline {
                     .rejects
                     .with_label_values(&[SOURCE, feed, reject.reason.as_str()])
                     .inc();
-                let _ = max_raw_bytes;
                 let row = RejectRow {
                     reject_id: EventId {
                         feed: reject.feed.as_deref().unwrap_or(""),
@@ -471,7 +475,6 @@ pub fn run(
         "consuming"
     );
     let max_in_flight = settings.max_in_flight_bytes;
-    let max_raw = config.rejects.max_raw_bytes;
     let mut consume_errors = 0u64;
     while !cancel.is_cancelled() {
         let timeout = {
@@ -517,7 +520,7 @@ pub fn run(
                 })
         };
         match consumer.poll(timeout, |record| {
-            shared.lock().add(record, &metrics, max_raw);
+            shared.lock().add(record, &metrics);
         }) {
             None | Some(Ok(())) => {}
             Some(Err(error)) => {
