@@ -38,7 +38,7 @@ pub struct Batch {
     /// Rejects of messages that could not be decoded, in source order.
     pub rejects: Vec<RejectRow>,
     /// Per partition, the offset after the last message of this batch (what to commit).
-    pub next_offsets: BTreeMap<PartitionKey, i64>,
+    pub next_offsets: Vec<(PartitionKey, i64)>,
     /// Memory of the rows (RowBinary bytes, reject rows estimated).
     pub bytes: usize,
     /// Messages read into this batch (stored or skipped as already stored).
@@ -109,29 +109,29 @@ impl BatchBuilder {
         }
     }
 
-    fn touch(&mut self, key: &PartitionKey, offset: i64) {
+    fn touch(&mut self, topic: &str, partition: i32, offset: i64) {
         if self.started.is_none() {
             self.started = Some(Instant::now());
         }
         self.current.message_count += 1;
-        match self.current.next_offsets.get_mut(key) {
-            Some(next) => *next = (*next).max(offset + 1),
-            None => {
-                self.current.next_offsets.insert(key.clone(), offset + 1);
-            }
+        // A batch covers few partitions: a scan, and no key built per message.
+        let found = self
+            .current
+            .next_offsets
+            .iter_mut()
+            .find(|((t, p), _)| *p == partition && t == topic);
+        match found {
+            Some((_, next)) => *next = (*next).max(offset + 1),
+            None => self
+                .current
+                .next_offsets
+                .push(((topic.to_owned(), partition), offset + 1)),
         }
     }
 
     /// Adds the events of the message at `offset` of `key`, decoded by feed number `feed`.
-    pub fn add_events(
-        &mut self,
-        key: &PartitionKey,
-        offset: i64,
-        feed: u16,
-        events: &[Event],
-        source: &RowSource<'_>,
-    ) {
-        self.touch(key, offset);
+    pub fn add_events(&mut self, feed: u16, events: &[Event], source: &RowSource<'_>) {
+        self.touch(source.topic, source.partition, source.offset);
         if events.is_empty() {
             return;
         }
@@ -148,16 +148,16 @@ impl BatchBuilder {
         });
     }
 
-    /// Adds the reject of the message at `offset` of `key`.
-    pub fn add_reject(&mut self, key: &PartitionKey, offset: i64, row: RejectRow) {
-        self.touch(key, offset);
+    /// Adds the reject of a message (its source coordinates are in the row).
+    pub fn add_reject(&mut self, row: RejectRow) {
+        self.touch(&row.source_topic, row.source_partition, row.source_offset);
         self.current.bytes += reject_row_bytes(&row);
         self.current.rejects.push(row);
     }
 
     /// Records a message that is skipped (already stored) so that its offset is committed.
-    pub fn add_skipped(&mut self, key: &PartitionKey, offset: i64) {
-        self.touch(key, offset);
+    pub fn add_skipped(&mut self, topic: &str, partition: i32, offset: i64) {
+        self.touch(topic, partition, offset);
     }
 
     /// Whether the batch reached its row or byte limit.
@@ -218,7 +218,7 @@ fn empty(seq: u64, generation: u64) -> Batch {
         event_rows: 0,
         messages: Vec::new(),
         rejects: Vec::new(),
-        next_offsets: BTreeMap::new(),
+        next_offsets: Vec::new(),
         bytes: 0,
         message_count: 0,
     }
@@ -335,7 +335,7 @@ mod tests {
             offset,
         };
         let events: Vec<Event> = (0..n).map(event).collect();
-        b.add_events(key, offset, 0, &events, &source);
+        b.add_events(0, &events, &source);
     }
 
     fn limits(max_rows: usize) -> Limits {
@@ -352,7 +352,7 @@ mod tests {
         let p0 = ("t".to_owned(), 0);
         let p1 = ("t".to_owned(), 1);
         add(&mut b, &p0, 5, 3);
-        b.add_skipped(&p1, 9);
+        b.add_skipped(&p1.0, p1.1, 9);
         add(&mut b, &p0, 6, 1);
         assert!(!b.full());
         let batch = b.take(3);
@@ -369,8 +369,7 @@ mod tests {
             cityops_clickhouse::decode_events(&batch.events[batch.messages[0].bytes.clone()])
                 .unwrap();
         assert_eq!(first.len(), 3);
-        assert_eq!(batch.next_offsets[&p0], 7);
-        assert_eq!(batch.next_offsets[&p1], 10);
+        assert_eq!(batch.next_offsets, vec![(p0, 7), (p1, 10)]);
         assert_eq!(batch.message_count, 3);
         assert!(!b.has_messages());
         assert_eq!(b.take(3).seq, 2);

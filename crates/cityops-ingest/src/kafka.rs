@@ -35,7 +35,7 @@ struct Done {
     seq: u64,
     generation: u64,
     stored: bool,
-    next_offsets: BTreeMap<PartitionKey, i64>,
+    next_offsets: Vec<(PartitionKey, i64)>,
     bytes: usize,
     messages: u64,
 }
@@ -46,6 +46,8 @@ struct Pipeline {
     feeds: FeedSet,
     /// Feed names in config order: a message's feed is kept as its number.
     feed_names: Vec<String>,
+    /// Counters by feed number, made on first use; the last is for messages of no feed.
+    counters: Vec<Option<FeedCounters>>,
     builder: BatchBuilder,
     filter: ReplayFilter,
     /// Whether `filter` is valid for the current assignment.
@@ -253,7 +255,44 @@ impl GroupEvents for Shared {
     }
 }
 
+/// The per-message counters of one feed, resolved once: a labelled lookup per message costs
+/// more than the rest of the bookkeeping.
+struct FeedCounters {
+    messages: prometheus::Counter,
+    payload_bytes: prometheus::Counter,
+    events: prometheus::Counter,
+    replayed: prometheus::Counter,
+}
+
+impl FeedCounters {
+    fn new(metrics: &IngestMetrics, feed: &str) -> Self {
+        let labels = [SOURCE, feed];
+        FeedCounters {
+            messages: metrics.messages.with_label_values(&labels),
+            payload_bytes: metrics.payload_bytes.with_label_values(&labels),
+            events: metrics.events.with_label_values(&labels),
+            replayed: metrics.replayed.with_label_values(&labels),
+        }
+    }
+}
+
 impl Pipeline {
+    /// The number of a feed in the config; messages of no feed get the last number.
+    fn feed_number(&self, feed: &str) -> u16 {
+        let i = self
+            .feed_names
+            .iter()
+            .position(|name| name == feed)
+            .unwrap_or(self.feed_names.len());
+        // Configs have far fewer than 65,535 feeds (validation would be the place to say so).
+        u16::try_from(i).unwrap_or(u16::MAX).min(self.no_feed())
+    }
+
+    /// The number kept for messages of no feed.
+    fn no_feed(&self) -> u16 {
+        u16::try_from(self.feed_names.len()).unwrap_or(u16::MAX)
+    }
+
     /// Decodes one record into the batch being built (or skips it if already stored).
     fn add(&mut self, record: Record<'_>, metrics: &IngestMetrics) {
         if !self.checked {
@@ -261,7 +300,6 @@ impl Pipeline {
             // committed, so the message is read again next time.
             return;
         }
-        let key: PartitionKey = (record.topic.to_owned(), record.partition);
         let coordinates = SourceCoordinates::Kafka {
             topic: record.topic.to_owned(),
             partition: record.partition,
@@ -281,54 +319,61 @@ impl Pipeline {
             partition: record.partition,
             offset: record.offset,
         };
+        let payload_bytes = record.payload.len() as f64;
         match outcome {
             Outcome::Events(events) => {
-                let feed = events.first().map_or("", |e| e.feed.as_str());
-                let feed = feed_label(feed);
-                metrics.messages.with_label_values(&[SOURCE, feed]).inc();
-                metrics
-                    .payload_bytes
-                    .with_label_values(&[SOURCE, feed])
-                    .inc_by(record.payload.len() as f64);
+                let feed = self.feed_number(events.first().map_or("", |e| e.feed.as_str()));
+                let i = usize::from(feed);
+                let counters = self.counters[i].get_or_insert_with(|| {
+                    FeedCounters::new(
+                        metrics,
+                        self.feed_names
+                            .get(i)
+                            .map_or(crate::NO_FEED, String::as_str),
+                    )
+                });
+                counters.messages.inc();
+                counters.payload_bytes.inc_by(payload_bytes);
                 if self
                     .filter
                     .events_stored(record.topic, record.partition, record.offset)
                 {
-                    metrics.replayed.with_label_values(&[SOURCE, feed]).inc();
-                    self.builder.add_skipped(&key, record.offset);
+                    counters.replayed.inc();
+                    self.builder
+                        .add_skipped(record.topic, record.partition, record.offset);
                     return;
                 }
-                metrics
-                    .events
-                    .with_label_values(&[SOURCE, feed])
-                    .inc_by(events.len() as f64);
-                let feed_number = self
-                    .feed_names
-                    .iter()
-                    .position(|name| events.first().is_some_and(|e| &e.feed == name))
-                    .and_then(|i| u16::try_from(i).ok())
-                    .unwrap_or(u16::MAX);
-                self.builder
-                    .add_events(&key, record.offset, feed_number, &events, &row_source);
+                counters.events.inc_by(events.len() as f64);
+                self.builder.add_events(feed, &events, &row_source);
             }
             Outcome::Reject(reject) => {
-                let feed = feed_label(reject.feed.as_deref().unwrap_or(""));
-                metrics.messages.with_label_values(&[SOURCE, feed]).inc();
-                metrics
-                    .payload_bytes
-                    .with_label_values(&[SOURCE, feed])
-                    .inc_by(record.payload.len() as f64);
+                let i = usize::from(self.feed_number(reject.feed.as_deref().unwrap_or("")));
+                let counters = self.counters[i].get_or_insert_with(|| {
+                    FeedCounters::new(
+                        metrics,
+                        self.feed_names
+                            .get(i)
+                            .map_or(crate::NO_FEED, String::as_str),
+                    )
+                });
+                counters.messages.inc();
+                counters.payload_bytes.inc_by(payload_bytes);
                 if self
                     .filter
                     .reject_stored(record.topic, record.partition, record.offset)
                 {
-                    metrics.replayed.with_label_values(&[SOURCE, feed]).inc();
-                    self.builder.add_skipped(&key, record.offset);
+                    counters.replayed.inc();
+                    self.builder
+                        .add_skipped(record.topic, record.partition, record.offset);
                     return;
                 }
                 metrics
                     .rejects
-                    .with_label_values(&[SOURCE, feed, reject.reason.as_str()])
+                    .with_label_values(&[
+                        SOURCE,
+                        feed_label(reject.feed.as_deref().unwrap_or("")),
+                        reject.reason.as_str(),
+                    ])
                     .inc();
                 let row = RejectRow {
                     reject_id: EventId {
@@ -353,7 +398,7 @@ impl Pipeline {
                     source_partition: record.partition,
                     source_offset: record.offset,
                 };
-                self.builder.add_reject(&key, record.offset, row);
+                self.builder.add_reject(row);
             }
         }
     }
@@ -438,6 +483,7 @@ pub fn run(
         pipeline: Mutex::new(Pipeline {
             feeds,
             feed_names: config.feeds.iter().map(|f| f.name.clone()).collect(),
+            counters: (0..=config.feeds.len()).map(|_| None).collect(),
             builder: BatchBuilder::new(Limits {
                 max_rows: settings.batch_max_rows,
                 max_bytes: settings.batch_max_bytes,
