@@ -803,3 +803,33 @@ async fn sigterm_mid_load_stores_commits_and_leaves_so_the_next_run_reads_nothin
         0.0
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inserts_that_time_out_but_land_are_not_written_twice() {
+    // INSERTs of 40,000 rows take ClickHouse longer than 100 ms: the client gives up on most of
+    // them while the server finishes them. The look-up before each retry must find them.
+    let rig = Rig::start(false, "insert_timeout_ms = 100\n").await;
+    let text = std::fs::read_to_string(&rig.config)
+        .unwrap()
+        .replace("batch_max_rows = 5000\n", "batch_max_rows = 40000\n")
+        .replace("linger_ms = 200\n", "linger_ms = 2000\n");
+    std::fs::write(&rig.config, text).unwrap();
+    let load = good_load(40_000);
+    let bootstrap = rig.kafka.bootstrap();
+    let messages = load.messages.clone();
+    tokio::task::spawn_blocking(move || produce(&bootstrap, &messages))
+        .await
+        .unwrap();
+    let mut ingest = rig.ingest("ingest");
+    let n = rig.wait_for_rows(80_000.0, Duration::from_secs(120)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(n, 80_000.0, "{}", ingest.log_text());
+    rig.assert_rows_equal_source(&load.expected).await;
+    let retries = metric_sum(
+        &ingest.metrics().await,
+        "cityops_ingest_insert_failures_total",
+        &["action=\"retry\""],
+    );
+    eprintln!("{retries} INSERTs timed out and were looked up before a retry");
+    assert_eq!(ingest.terminate(Duration::from_secs(60)), Some(0));
+}
