@@ -68,6 +68,8 @@ struct Shared {
     runtime: tokio::runtime::Handle,
     cancel: CancellationToken,
     generation: Arc<AtomicU64>,
+    /// Set when batches were abandoned since the last assignment check.
+    abandoned: std::sync::atomic::AtomicBool,
     in_flight: Arc<AtomicUsize>,
     gate: Arc<tokio::sync::Mutex<()>>,
     metrics: IngestMetrics,
@@ -159,6 +161,7 @@ impl Shared {
         }
         let left = target - p.done_seq;
         self.generation.fetch_add(1, Ordering::SeqCst);
+        self.abandoned.store(true, Ordering::SeqCst);
         self.metrics
             .abandoned_batches
             .with_label_values(&[moment])
@@ -177,6 +180,12 @@ impl Shared {
     /// running (a previous owner killed mid-INSERT).
     async fn check(&self) -> Result<ReplayFilter, cityops_clickhouse::Error> {
         let _gate = self.gate.lock().await;
+        // An INSERT this process gave up on at a rebalance deadline may start late on a busy
+        // server: give it the same grace as a retry. (A killed owner's partitions move only
+        // after the session timeout, which is longer.)
+        if self.abandoned.swap(false, Ordering::SeqCst) {
+            tokio::time::sleep(crate::writer::LANDED_GRACE).await;
+        }
         let running = self.clickhouse.running_ingest_queries().await?;
         let left = self
             .clickhouse
@@ -503,6 +512,7 @@ pub fn run(
         runtime: runtime.clone(),
         cancel: cancel.clone(),
         generation,
+        abandoned: std::sync::atomic::AtomicBool::new(false),
         in_flight: Arc::new(AtomicUsize::new(0)),
         gate,
         metrics: metrics.clone(),

@@ -265,7 +265,9 @@ impl Writer {
     }
 
     /// One INSERT, retried until stored, refused, or the batch is abandoned. Refusals of the
-    /// rejects table are retried too: a reject is never dropped.
+    /// rejects table are retried too: a reject is never dropped. After a failure whose outcome
+    /// is unknown (a timeout, a broken connection) nothing is sent again until a look-up has
+    /// said the failed INSERT did not land.
     async fn insert(
         &mut self,
         batch: &Batch,
@@ -273,7 +275,26 @@ impl Writer {
         retry_refusals: bool,
     ) -> Result<Attempt, Abandon> {
         let table = rows.table();
+        let mut unresolved: Option<(String, Instant)> = None;
         loop {
+            if let Some((query_id, started)) = unresolved.take() {
+                match self.landed(&rows, &query_id).await {
+                    Some(true) => {
+                        self.stored(&rows, started.elapsed());
+                        return Ok(Attempt::Stored);
+                    }
+                    Some(false) => {}
+                    None => {
+                        // Cannot tell yet (ClickHouse unreachable): ask again later.
+                        if self.abandoned(batch) {
+                            return Err(Abandon);
+                        }
+                        unresolved = Some((query_id, started));
+                        self.pause().await;
+                        continue;
+                    }
+                }
+            }
             let guard = self.gate.clone().lock_owned().await;
             if self.abandoned(batch) {
                 return Err(Abandon);
@@ -309,6 +330,7 @@ impl Writer {
                 Err(error) => error,
             };
             if classify(&error) == FailureClass::Refused && !retry_refusals {
+                // The server answered with a refusal: nothing of this INSERT was stored.
                 self.metrics
                     .insert_failures
                     .with_label_values(&[table, "split"])
@@ -320,13 +342,8 @@ impl Writer {
                 .with_label_values(&[table, "retry"])
                 .inc();
             self.failing(table, rows.len(), &error);
+            unresolved = Some((query_id, started));
             self.pause().await;
-            // The failed INSERT may have landed (a timeout after the server took it all):
-            // look before writing it again.
-            if self.landed(&rows, &query_id).await {
-                self.stored(&rows, started.elapsed());
-                return Ok(Attempt::Stored);
-            }
         }
     }
 
@@ -400,16 +417,31 @@ impl Writer {
         }
     }
 
-    /// Whether the INSERT `query_id` of `rows` is stored: waits for the server to finish it,
-    /// then looks up its first row by the table's sort key. An INSERT below ClickHouse's block
-    /// size is stored whole or not at all, so one row answers for all.
-    async fn landed(&self, rows: &Rows<'_>, query_id: &str) -> bool {
-        let running = self
-            .clickhouse
-            .wait_until_finished(&[query_id.to_owned()], self.settings.insert_timeout)
-            .await;
-        if !matches!(running, Ok(ref left) if left.is_empty()) {
-            return false;
+    /// Whether the INSERT `query_id` of `rows` is stored; `None` when ClickHouse cannot tell
+    /// now. First waits until the server can no longer run it: seen running and then gone, or
+    /// not seen for [`LANDED_GRACE`] (a request the client gave up on may start late on a busy
+    /// server). Then looks up its first row by the table's sort key: an INSERT below
+    /// ClickHouse's block size is stored whole or not at all, so one row answers for all.
+    async fn landed(&self, rows: &Rows<'_>, query_id: &str) -> Option<bool> {
+        let waiting = Instant::now();
+        let mut seen = false;
+        let mut said = Instant::now();
+        loop {
+            let running = self.clickhouse.running_ingest_queries().await.ok()?;
+            if running.iter().any(|q| q == query_id) {
+                seen = true;
+                if said.elapsed() >= Duration::from_secs(30) {
+                    tracing::warn!(
+                        query_id,
+                        waiting_s = waiting.elapsed().as_secs(),
+                        "a failed INSERT still runs on the server; waiting for it before retrying"
+                    );
+                    said = Instant::now();
+                }
+            } else if seen || waiting.elapsed() >= LANDED_GRACE {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let found = match rows {
             Rows::Events { batch, range } => {
@@ -428,9 +460,13 @@ impl Writer {
                 None => Ok(true),
             },
         };
-        found.unwrap_or(false)
+        found.ok()
     }
 }
+
+/// How long a failed INSERT that the server has not started is waited for before it is taken
+/// as never arriving.
+pub const LANDED_GRACE: Duration = Duration::from_secs(3);
 
 /// Event index used for the id of a decode reject (no event has it).
 pub const DECODE_REJECT_INDEX: u32 = u32::MAX;
