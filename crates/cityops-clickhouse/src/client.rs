@@ -105,18 +105,34 @@ impl ClickHouse {
         })
     }
 
-    /// Runs a query returning rows of `T`.
+    /// Runs a query returning rows of `T`. Tables are named with their database: this
+    /// client is not bound to one (it runs before the database exists, in `migrate`).
     pub async fn fetch<T>(&self, sql: &str, what: &str) -> Result<Vec<T>, Error>
     where
         T: clickhouse::RowOwned + clickhouse::RowRead,
     {
-        self.client
-            .query(sql)
-            .fetch_all::<T>()
-            .await
-            .map_err(|source| Error::Query {
-                what: what.to_owned(),
-                source,
-            })
+        fetch_with(&self.client, sql, what).await
     }
+
+    /// Like [`ClickHouse::fetch`], with unqualified table names in the cityops database.
+    pub(crate) async fn fetch_here<T>(&self, sql: &str, what: &str) -> Result<Vec<T>, Error>
+    where
+        T: clickhouse::RowOwned + clickhouse::RowRead,
+    {
+        fetch_with(&self.client(), sql, what).await
+    }
+}
+
+async fn fetch_with<T>(client: &clickhouse::Client, sql: &str, what: &str) -> Result<Vec<T>, Error>
+where
+    T: clickhouse::RowOwned + clickhouse::RowRead,
+{
+    client
+        .query(sql)
+        .fetch_all::<T>()
+        .await
+        .map_err(|source| Error::Query {
+            what: what.to_owned(),
+            source,
+        })
 }

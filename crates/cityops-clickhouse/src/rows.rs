@@ -139,38 +139,6 @@ impl EventRow {
     }
 }
 
-impl EventRow {
-    /// The row for `event`, taking its strings instead of copying them (the ingest hot path).
-    pub fn from_event(event: Event, source: &RowSource<'_>) -> Self {
-        let (attr_keys, attr_values) = event.attrs.into_iter().unzip();
-        EventRow {
-            event_id: event.event_id,
-            ts: event.ts.unix_seconds(),
-            ts_ms: event.ts.subsec_millis(),
-            ingested_at: event.ingested_at.unix_seconds(),
-            feed: event.feed,
-            domain: event.domain.as_str().to_owned(),
-            entity_id: event.entity_id,
-            entity_type: event.entity_type,
-            metric: event.metric,
-            value: event.value,
-            text: event.text,
-            unit: event.unit,
-            district: event.district,
-            ward: event.ward,
-            lat: event.lat,
-            lon: event.lon,
-            attr_keys,
-            attr_values,
-            quality: event.quality.as_str().to_owned(),
-            source_kind: source.kind.to_owned(),
-            source_topic: source.topic.to_owned(),
-            source_partition: source.partition,
-            source_offset: source.offset,
-        }
-    }
-}
-
 /// A row of `rejects`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, clickhouse::Row)]
 pub struct RejectRow {

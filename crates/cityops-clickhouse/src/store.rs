@@ -243,31 +243,8 @@ impl ClickHouse {
         self.count(&sql).await
     }
 
-    /// Like [`ClickHouse::fetch`], with unqualified table names in the cityops database.
-    async fn fetch_here<T>(&self, sql: &str, what: &str) -> Result<Vec<T>, Error>
-    where
-        T: clickhouse::RowOwned + clickhouse::RowRead,
-    {
-        self.client()
-            .query(sql)
-            .fetch_all::<T>()
-            .await
-            .map_err(|source| Error::Query {
-                what: what.to_owned(),
-                source,
-            })
-    }
-
     async fn count(&self, sql: &str) -> Result<bool, Error> {
-        let rows: Vec<CountRow> = self
-            .client()
-            .query(sql)
-            .fetch_all()
-            .await
-            .map_err(|source| Error::Query {
-                what: "look up a stored row".into(),
-                source,
-            })?;
+        let rows: Vec<CountRow> = self.fetch_here(sql, "look up a stored row").await?;
         Ok(rows.first().is_some_and(|r| r.n > 0))
     }
 

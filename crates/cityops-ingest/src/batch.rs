@@ -246,25 +246,18 @@ impl ReplayFilter {
         events: &BTreeMap<PartitionKey, i64>,
         rejects: &BTreeMap<PartitionKey, i64>,
     ) -> Self {
-        let mut stored: BTreeMap<PartitionKey, Stored> = BTreeMap::new();
-        for (key, &offset) in events {
-            stored
-                .entry(key.clone())
-                .or_insert(Stored {
-                    events: -1,
-                    rejects: -1,
-                })
-                .events = offset;
-        }
-        for (key, &offset) in rejects {
-            stored
-                .entry(key.clone())
-                .or_insert(Stored {
-                    events: -1,
-                    rejects: -1,
-                })
-                .rejects = offset;
-        }
+        let stored = events
+            .keys()
+            .chain(rejects.keys())
+            .map(|key| {
+                let highest = |table: &BTreeMap<PartitionKey, i64>| *table.get(key).unwrap_or(&-1);
+                let offsets = Stored {
+                    events: highest(events),
+                    rejects: highest(rejects),
+                };
+                (key.clone(), offsets)
+            })
+            .collect();
         ReplayFilter { stored }
     }
 

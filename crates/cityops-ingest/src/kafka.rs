@@ -5,7 +5,7 @@
 use crate::batch::{Batch, BatchBuilder, Limits, PartitionKey, ReplayFilter};
 use crate::writer::{DECODE_REJECT_INDEX, Writer, WriterSettings, Written, feed_label};
 use crate::{Error, IngestMetrics};
-use cityops_clickhouse::{ClickHouse, RejectRow, RowSource};
+use cityops_clickhouse::{ClickHouse, RowSource};
 use cityops_config::{Config, SourceKind};
 use cityops_event::{EventId, SourceCoordinates, Timestamp};
 use cityops_feeds::{FeedSet, Message, Outcome};
@@ -293,13 +293,19 @@ impl Pipeline {
             .iter()
             .position(|name| name == feed)
             .unwrap_or(self.feed_names.len());
-        // Configs have far fewer than 65,535 feeds (validation would be the place to say so).
-        u16::try_from(i).unwrap_or(u16::MAX).min(self.no_feed())
+        // Configs have far fewer than 65,535 feeds.
+        u16::try_from(i).unwrap_or(u16::MAX)
     }
 
-    /// The number kept for messages of no feed.
-    fn no_feed(&self) -> u16 {
-        u16::try_from(self.feed_names.len()).unwrap_or(u16::MAX)
+    /// The counters of feed number `feed` (messages of no feed share the last), made on first
+    /// use.
+    fn counters(&mut self, feed: u16, metrics: &IngestMetrics) -> &FeedCounters {
+        let i = usize::from(feed).min(self.feed_names.len());
+        let name = self
+            .feed_names
+            .get(i)
+            .map_or(crate::NO_FEED, String::as_str);
+        self.counters[i].get_or_insert_with(|| FeedCounters::new(metrics, name))
     }
 
     /// Decodes one record into the batch being built (or skips it if already stored).
@@ -328,54 +334,34 @@ impl Pipeline {
             partition: record.partition,
             offset: record.offset,
         };
-        let payload_bytes = record.payload.len() as f64;
+        let (feed_name, stored) = match &outcome {
+            Outcome::Events(events) => (
+                events.first().map_or("", |e| e.feed.as_str()),
+                self.filter
+                    .events_stored(record.topic, record.partition, record.offset),
+            ),
+            Outcome::Reject(reject) => (
+                reject.feed.as_deref().unwrap_or(""),
+                self.filter
+                    .reject_stored(record.topic, record.partition, record.offset),
+            ),
+        };
+        let feed = self.feed_number(feed_name);
+        let counters = self.counters(feed, metrics);
+        counters.messages.inc();
+        counters.payload_bytes.inc_by(record.payload.len() as f64);
+        if stored {
+            counters.replayed.inc();
+            self.builder
+                .add_skipped(record.topic, record.partition, record.offset);
+            return;
+        }
         match outcome {
             Outcome::Events(events) => {
-                let feed = self.feed_number(events.first().map_or("", |e| e.feed.as_str()));
-                let i = usize::from(feed);
-                let counters = self.counters[i].get_or_insert_with(|| {
-                    FeedCounters::new(
-                        metrics,
-                        self.feed_names
-                            .get(i)
-                            .map_or(crate::NO_FEED, String::as_str),
-                    )
-                });
-                counters.messages.inc();
-                counters.payload_bytes.inc_by(payload_bytes);
-                if self
-                    .filter
-                    .events_stored(record.topic, record.partition, record.offset)
-                {
-                    counters.replayed.inc();
-                    self.builder
-                        .add_skipped(record.topic, record.partition, record.offset);
-                    return;
-                }
                 counters.events.inc_by(events.len() as f64);
                 self.builder.add_events(feed, &events, &row_source);
             }
             Outcome::Reject(reject) => {
-                let i = usize::from(self.feed_number(reject.feed.as_deref().unwrap_or("")));
-                let counters = self.counters[i].get_or_insert_with(|| {
-                    FeedCounters::new(
-                        metrics,
-                        self.feed_names
-                            .get(i)
-                            .map_or(crate::NO_FEED, String::as_str),
-                    )
-                });
-                counters.messages.inc();
-                counters.payload_bytes.inc_by(payload_bytes);
-                if self
-                    .filter
-                    .reject_stored(record.topic, record.partition, record.offset)
-                {
-                    counters.replayed.inc();
-                    self.builder
-                        .add_skipped(record.topic, record.partition, record.offset);
-                    return;
-                }
                 metrics
                     .rejects
                     .with_label_values(&[
@@ -384,30 +370,17 @@ impl Pipeline {
                         reject.reason.as_str(),
                     ])
                     .inc();
-                let row = RejectRow {
-                    reject_id: EventId {
-                        feed: reject.feed.as_deref().unwrap_or(""),
-                        coordinates: Some(&coordinates),
-                        entity_id: "",
-                        metric: reject.reason.as_str(),
-                        ts_millis: 0,
-                        index: DECODE_REJECT_INDEX,
-                    }
-                    .derive(),
-                    received_at: now.unix_seconds(),
-                    received_ms: now.subsec_millis(),
-                    feed: reject.feed.clone().unwrap_or_default(),
-                    reason: reject.reason.as_str().to_owned(),
-                    message: reject.message.clone(),
-                    raw_len: u32::try_from(reject.raw_len).unwrap_or(u32::MAX),
-                    raw_truncated: u8::from(reject.raw_truncated()),
-                    raw: reject.raw,
-                    source_kind: SOURCE.to_owned(),
-                    source_topic: record.topic.to_owned(),
-                    source_partition: record.partition,
-                    source_offset: record.offset,
-                };
-                self.builder.add_reject(row);
+                let reject_id = EventId {
+                    feed: reject.feed.as_deref().unwrap_or(""),
+                    coordinates: Some(&coordinates),
+                    entity_id: "",
+                    metric: reject.reason.as_str(),
+                    ts_millis: 0,
+                    index: DECODE_REJECT_INDEX,
+                }
+                .derive();
+                self.builder
+                    .add_reject(crate::reject_row(reject, reject_id, now, &row_source));
             }
         }
     }
@@ -589,23 +562,20 @@ pub fn run(
     }
     tracing::info!("stopping: storing what was read, committing, leaving the group");
     let deadline = Duration::from_millis(settings.shutdown_deadline_ms);
-    let drained = {
+    {
         let mut p = shared.lock();
-        let drained = shared.drain(&mut p, deadline, "shutdown");
+        p.summary.drained = shared.drain(&mut p, deadline, "shutdown");
         let commits = Shared::take_commits(&mut p);
         if let Err(error) = consumer.commit(&commits, true) {
             tracing::warn!(%error, "final commit failed; stored messages will be skipped when read again");
         }
-        p.summary.drained = drained;
-        drained
-    };
+    }
     consumer.leave(Duration::from_secs(5));
+    // The consumer's context held the other reference to `shared`: dropping both closes the
+    // writer's channel, which ends the writer (an abandoned batch ends at its next step).
     drop(consumer);
-    let mut summary = shared.lock().summary.clone();
-    summary.drained = drained;
-    // Closing the channel ends the writer; an abandoned batch ends at its next retry.
-    let (closed_tx, _) = tokio::sync::mpsc::unbounded_channel();
-    shared.lock().to_writer = closed_tx;
+    let summary = shared.lock().summary.clone();
+    drop(shared);
     let _ =
         runtime.block_on(async { tokio::time::timeout(Duration::from_secs(5), writer_task).await });
     Ok(summary)

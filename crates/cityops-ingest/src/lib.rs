@@ -7,6 +7,7 @@ mod backoff;
 mod batch;
 pub mod kafka;
 mod metrics;
+mod rows;
 mod writer;
 
 pub use backoff::Backoff;
@@ -14,6 +15,7 @@ pub use batch::{
     Batch, BatchBuilder, Limits, MessageRows, PartitionKey, ReplayFilter, Stored, reject_row_bytes,
 };
 pub use metrics::{IngestMetrics, NO_FEED};
+pub use rows::reject_row;
 pub use writer::{Writer, WriterSettings, Written};
 
 /// What can stop an ingest from starting.

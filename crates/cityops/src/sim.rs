@@ -609,30 +609,22 @@ impl Store {
                 );
             }
             cityops_feeds::Outcome::Reject(reject) => {
-                self.rejects.push(cityops_clickhouse::RejectRow {
-                    // Deterministic, like event ids: the same simulated message gives the same id.
-                    reject_id: cityops_event::EventId {
-                        feed: reject.feed.as_deref().unwrap_or(""),
-                        coordinates: None,
-                        entity_id: &message.topic,
-                        metric: reject.reason.as_str(),
-                        ts_millis: message.sent_at.as_millis(),
-                        index: 0,
-                    }
-                    .derive(),
-                    received_at: message.sent_at.unix_seconds(),
-                    received_ms: message.sent_at.subsec_millis(),
-                    feed: reject.feed.clone().unwrap_or_default(),
-                    reason: reject.reason.as_str().to_owned(),
-                    message: reject.message.clone(),
-                    raw_len: u32::try_from(reject.raw_len).unwrap_or(u32::MAX),
-                    raw_truncated: u8::from(reject.raw_truncated()),
-                    raw: reject.raw,
-                    source_kind: "sim".into(),
-                    source_topic: message.topic.clone(),
-                    source_partition: -1,
-                    source_offset: -1,
-                })
+                // Deterministic, like event ids: the same simulated message gives the same id.
+                let reject_id = cityops_event::EventId {
+                    feed: reject.feed.as_deref().unwrap_or(""),
+                    coordinates: None,
+                    entity_id: &message.topic,
+                    metric: reject.reason.as_str(),
+                    ts_millis: message.sent_at.as_millis(),
+                    index: 0,
+                }
+                .derive();
+                self.rejects.push(cityops_ingest::reject_row(
+                    reject,
+                    reject_id,
+                    message.sent_at,
+                    &row_source,
+                ));
             }
         }
         self.progress.set_position(
