@@ -5,7 +5,9 @@
 #   (a) a bare rdkafka consumer counting the messages (the baseline),
 #   (b) `cityops ingest` end to end into ClickHouse (a database of its own), with every
 #       guarantee on: messages/s, rows/s, CPU seconds per million messages, peak RSS,
-#   (c) publish-to-queryable latency p50/p99 with probes, under a paced background load, once
+#   (c) the same ingest into a Null-engine `events` table: the ingest's own ceiling, with
+#       ClickHouse's cost of storing rows taken out,
+#   (d) publish-to-queryable latency p50/p99 with probes, under a paced background load, once
 #       ClickHouse has merged the bulk load's parts.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -79,7 +81,32 @@ while [ "$waited" -lt 600 ]; do
   waited=$((waited + 1))
 done
 say "  (ClickHouse merged the bulk load's parts for ${waited} s before this; $merges merges still running)"
-say "(c) publish-to-queryable latency, 400 probes 50 ms apart, over a paced load of $LATENCY_RATE events/s:"
+
+# The ingest's own ceiling: the same messages, the same guarantees, into an `events` table of
+# the Null engine (ClickHouse parses every RowBinary row, then discards it, no view attached),
+# so that what ClickHouse spends storing rows is out of the measurement.
+say "(c) the same ingest into a Null events table (ClickHouse parses, stores nothing):"
+null_db=bench_kafka_null
+sql() { curl -sf "http://127.0.0.1:$CH_HTTP_PORT/" --data-binary "$1" >/dev/null; }
+sql "DROP DATABASE IF EXISTS $null_db"
+CITYOPS_CLICKHOUSE_DATABASE=$null_db "$BIN" migrate --config deploy/config/cityops.toml --quiet
+for view in events_1m_entity_mv events_1m_district_mv events_1m_status_mv; do
+  sql "DROP TABLE $null_db.$view"
+done
+sql "DROP TABLE $null_db.events"
+sql "CREATE TABLE $null_db.events AS bench_kafka.events ENGINE = Null"
+nport=$(free_port)
+CITYOPS_CLICKHOUSE_DATABASE=$null_db CITYOPS_KAFKA_GROUP=bench-null-$$ \
+  "$BIN" ingest --config deploy/config/cityops.toml --listen-addr "127.0.0.1:$nport" 2>"$work/null.log" &
+null_ingest=$!
+pids+=($null_ingest)
+null_result=$(python3 deploy/bench/watch_ingest.py "$null_ingest" "http://127.0.0.1:$nport/metrics" "$N") || {
+  cat "$work/null.log"; exit 1; }
+kill -TERM "$null_ingest"; wait "$null_ingest" || true
+sql "DROP DATABASE $null_db"
+say "  $null_result"
+
+say "(d) publish-to-queryable latency, 400 probes 50 ms apart, over a paced load of $LATENCY_RATE events/s:"
 "$BIN" sim --seed 2 --rate "$LATENCY_RATE" --duration 40s --feeds "$FEEDS" --to-kafka "$bootstrap" 2>"$work/load.log" &
 pids+=($!)
 latency=$("$BENCH" latency "$bootstrap" "$CITYOPS_CLICKHOUSE_URL" bench_kafka 400 50 2>"$work/latency.log")
@@ -87,15 +114,19 @@ latency=$("$BENCH" latency "$bootstrap" "$CITYOPS_CLICKHOUSE_URL" bench_kafka 40
 say "  $latency"
 kill -TERM "$ingest"; wait "$ingest" || true
 
-python3 - "$baseline" "$result" <<'PY'
+python3 - "$baseline" "$result" "$null_result" <<'PY'
 import sys
 def parse(line):
     return {k: float(v) for k, v in (f.split("=") for f in line.split()[1:])}
-a, b = parse(sys.argv[1]), parse(sys.argv[2])
+a, b, c = parse(sys.argv[1]), parse(sys.argv[2]), parse(sys.argv[3])
 base = a["messages"] / a["seconds"]
-ingest = b["messages_per_s"]
-print(f"summary: baseline {base:,.0f} messages/s; ingest {ingest:,.0f} messages/s "
-      f"({b['rows_per_s']:,.0f} rows/s); ingest / baseline = {ingest / base:.3f}; "
-      f"{b['cpu_s_per_million_messages']:.2f} CPU-s per million messages; "
-      f"peak RSS {b['peak_rss_bytes'] / 1048576:.0f} MiB")
+def line(what, r):
+    ingest = r["messages_per_s"]
+    return (f"{what} {ingest:,.0f} messages/s ({r['rows_per_s']:,.0f} rows/s), "
+            f"ingest / baseline = {ingest / base:.3f}, "
+            f"{r['cpu_s_per_million_messages']:.2f} CPU-s per million messages, "
+            f"peak RSS {r['peak_rss_bytes'] / 1048576:.0f} MiB")
+print(f"summary: baseline {base:,.0f} messages/s")
+print("summary: " + line("ingest into ClickHouse", b))
+print("summary: " + line("ingest into a Null table", c))
 PY

@@ -1,12 +1,12 @@
 //! The JSON mapping decoder: picks fields by JSON Pointer, one event per mapped field.
 
+use crate::borrowed::Json;
 use crate::draft::{DecodeCtx, Draft};
 use crate::feed::too_many;
-use crate::jsonx::{self, as_id, as_number, as_text, type_name};
+use crate::jsonx;
 use crate::reject::{Failure, RejectReason};
 use cityops_config::{FieldMapping, JsonMappingConfig, TsFormat, ValueKind};
 use cityops_event::{Attrs, Quality, Timestamp};
-use serde_json::Value;
 
 /// Epoch numbers at or above this are read as milliseconds by `ts_format = "auto"` (10^11 s is
 /// the year 5138, 10^11 ms is 1973).
@@ -17,14 +17,14 @@ pub(crate) fn decode(
     payload: &[u8],
     ctx: &DecodeCtx<'_>,
 ) -> Result<Vec<Draft>, Failure> {
-    let root = jsonx::parse(payload)?;
+    let root = Json::parse(payload)?;
     let mut drafts = Vec::new();
     match &m.records {
         None => decode_record(m, &root, &root, None, &mut drafts)?,
         Some(pointer) => {
-            let records = match jsonx::pointer(&root, pointer) {
-                Some(Value::Array(items)) => items,
-                Some(Value::Null) | None => {
+            let records = match root.pointer(pointer) {
+                Some(Json::Array(items)) => items,
+                Some(Json::Null) | None => {
                     return Err(Failure::new(
                         RejectReason::MissingField,
                         format!("records {pointer}: not found"),
@@ -35,7 +35,7 @@ pub(crate) fn decode(
                         RejectReason::WrongType,
                         format!(
                             "records {pointer}: expected an array, got {}",
-                            type_name(other)
+                            other.type_name()
                         ),
                     ));
                 }
@@ -52,18 +52,18 @@ pub(crate) fn decode(
 }
 
 /// Where a pointer leads: `^/x` from the payload root, `/x` from the record.
-struct Scope<'v> {
-    root: &'v Value,
-    record: &'v Value,
+struct Scope<'v, 'a> {
+    root: &'v Json<'a>,
+    record: &'v Json<'a>,
     /// The records pointer and the record's index, for messages (`None` for the root).
     at: Option<(&'v str, usize)>,
 }
 
-impl<'v> Scope<'v> {
-    fn get(&self, pointer: &str) -> Option<&'v Value> {
+impl<'v, 'a> Scope<'v, 'a> {
+    fn get(&self, pointer: &str) -> Option<&'v Json<'a>> {
         let found = match pointer.strip_prefix('^') {
-            Some(abs) => jsonx::pointer(self.root, abs),
-            None => jsonx::pointer(self.record, pointer),
+            Some(abs) => self.root.pointer(abs),
+            None => self.record.pointer(pointer),
         };
         found.filter(|v| !v.is_null())
     }
@@ -83,13 +83,13 @@ impl<'v> Scope<'v> {
         let Some(p) = pointer else { return Ok(None) };
         match self.get(p) {
             None => Ok(None),
-            Some(v) => as_id(v).map(Some).ok_or_else(|| {
+            Some(v) => v.as_id().map(Some).ok_or_else(|| {
                 Failure::new(
                     RejectReason::WrongType,
                     format!(
                         "{} ({what}): expected a non-empty string or an integer, got {}",
                         self.name(p),
-                        jsonx::preview(v)
+                        v.preview()
                     ),
                 )
             }),
@@ -99,13 +99,13 @@ impl<'v> Scope<'v> {
     fn number(&self, pointer: &str, what: &str) -> Result<Option<f64>, Failure> {
         match self.get(pointer) {
             None => Ok(None),
-            Some(v) => as_number(v).map(Some).ok_or_else(|| {
+            Some(v) => v.as_number().map(Some).ok_or_else(|| {
                 Failure::new(
                     RejectReason::WrongType,
                     format!(
                         "{} ({what}): expected a number, got {}",
                         self.name(pointer),
-                        jsonx::preview(v)
+                        v.preview()
                     ),
                 )
             }),
@@ -115,8 +115,8 @@ impl<'v> Scope<'v> {
 
 fn decode_record(
     m: &JsonMappingConfig,
-    root: &Value,
-    record: &Value,
+    root: &Json<'_>,
+    record: &Json<'_>,
     at: Option<(&str, usize)>,
     out: &mut Vec<Draft>,
 ) -> Result<(), Failure> {
@@ -153,15 +153,15 @@ fn decode_record(
     };
     let record_quality = match &m.quality {
         None => Quality::Good,
-        Some(q) => match scope.get(&q.pointer).and_then(as_text) {
-            Some(status) if q.bad.contains(&status) => Quality::Bad,
-            Some(status) if q.suspect.contains(&status) => Quality::Suspect,
+        Some(q) => match scope.get(&q.pointer).and_then(Json::as_text_cow) {
+            Some(status) if q.bad.iter().any(|b| *b == *status) => Quality::Bad,
+            Some(status) if q.suspect.iter().any(|s| *s == *status) => Quality::Suspect,
             _ => Quality::Good,
         },
     };
     let mut attrs = Attrs::new();
     for (name, p) in &m.attrs {
-        if let Some(v) = scope.get(p).and_then(as_text) {
+        if let Some(v) = scope.get(p).and_then(Json::as_text) {
             attrs.insert(name.clone(), v);
         }
     }
@@ -209,7 +209,7 @@ fn worse(a: Quality, b: Quality) -> Quality {
 
 fn read_value(
     field: &FieldMapping,
-    raw: &Value,
+    raw: &Json<'_>,
     name: &dyn Fn() -> String,
 ) -> Result<(Option<f64>, Option<String>, Quality), Failure> {
     let wrong = |expected: &str| {
@@ -219,13 +219,13 @@ fn read_value(
                 "{} (metric {}): expected {expected}, got {}",
                 name(),
                 field.metric,
-                jsonx::preview(raw)
+                raw.preview()
             ),
         )
     };
     match field.kind {
         ValueKind::Number => {
-            let n = as_number(raw).ok_or_else(|| wrong("a number"))?;
+            let n = raw.as_number().ok_or_else(|| wrong("a number"))?;
             let v = n * field.scale + field.offset;
             if !v.is_finite() {
                 return Err(Failure::new(
@@ -252,24 +252,25 @@ fn read_value(
             ))
         }
         ValueKind::Bool => match raw {
-            Value::Bool(b) => Ok((Some(if *b { 1.0 } else { 0.0 }), None, Quality::Good)),
+            Json::Bool(b) => Ok((Some(if *b { 1.0 } else { 0.0 }), None, Quality::Good)),
             _ => Err(wrong("true or false")),
         },
-        ValueKind::String => as_text(raw)
+        ValueKind::String => raw
+            .as_text()
             .map(|t| (None, Some(t), Quality::Good))
             .ok_or_else(|| wrong("a string")),
     }
 }
 
-fn read_ts(name: &dyn Fn() -> String, v: &Value, format: TsFormat) -> Result<Timestamp, Failure> {
+fn read_ts(
+    name: &dyn Fn() -> String,
+    v: &Json<'_>,
+    format: TsFormat,
+) -> Result<Timestamp, Failure> {
     let wrong = |expected: &str| {
         Failure::new(
             RejectReason::InvalidTimestamp,
-            format!(
-                "{} (ts): expected {expected}, got {}",
-                name(),
-                jsonx::preview(v)
-            ),
+            format!("{} (ts): expected {expected}, got {}", name(), v.preview()),
         )
     };
     let from_number = |n: f64, millis: bool| {
@@ -287,17 +288,19 @@ fn read_ts(name: &dyn Fn() -> String, v: &Value, format: TsFormat) -> Result<Tim
     };
     match format {
         TsFormat::Rfc3339 => match v {
-            Value::String(s) => jsonx::rfc3339(name, s),
+            Json::String(s) => jsonx::rfc3339(name, s),
             _ => Err(wrong("an RFC 3339 string")),
         },
-        TsFormat::EpochS => from_number(as_number(v).ok_or_else(|| wrong("epoch seconds"))?, false),
+        TsFormat::EpochS => {
+            from_number(v.as_number().ok_or_else(|| wrong("epoch seconds"))?, false)
+        }
         TsFormat::EpochMs => from_number(
-            as_number(v).ok_or_else(|| wrong("epoch milliseconds"))?,
+            v.as_number().ok_or_else(|| wrong("epoch milliseconds"))?,
             true,
         ),
-        TsFormat::Auto => match (v, as_number(v)) {
+        TsFormat::Auto => match (v, v.as_number()) {
             (_, Some(n)) => from_number(n, n.abs() >= AUTO_MS_THRESHOLD),
-            (Value::String(s), None) => jsonx::rfc3339(name, s),
+            (Json::String(s), None) => jsonx::rfc3339(name, s),
             _ => Err(wrong("an RFC 3339 string or epoch seconds/milliseconds")),
         },
     }

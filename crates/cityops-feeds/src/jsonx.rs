@@ -1,5 +1,5 @@
 //! Small JSON helpers shared by the JSON-based decoders: parsing with the right reject reason,
-//! type names for messages, and lenient scalar reads.
+//! type names and previews for messages, times and positions.
 
 use crate::reject::{Failure, RejectReason};
 use cityops_event::Timestamp;
@@ -50,34 +50,6 @@ pub(crate) fn preview(v: &Value) -> String {
     s
 }
 
-/// Reads a number, accepting numeric strings (many devices quote their numbers).
-pub(crate) fn as_number(v: &Value) -> Option<f64> {
-    match v {
-        Value::Number(n) => n.as_f64(),
-        Value::String(s) => s.trim().parse::<f64>().ok().filter(|f| f.is_finite()),
-        _ => None,
-    }
-}
-
-/// Reads a scalar as text: strings as they are, numbers and booleans rendered.
-pub(crate) fn as_text(v: &Value) -> Option<String> {
-    match v {
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        Value::Bool(b) => Some(b.to_string()),
-        _ => None,
-    }
-}
-
-/// Reads an identifier: a non-empty string or an integer.
-pub(crate) fn as_id(v: &Value) -> Option<String> {
-    match v {
-        Value::String(s) if !s.is_empty() => Some(s.clone()),
-        Value::Number(n) if n.is_i64() || n.is_u64() => Some(n.to_string()),
-        _ => None,
-    }
-}
-
 /// Reads an RFC 3339 string as a timestamp; `field` names it in the failure (built only then:
 /// names are formatted on the hot path otherwise).
 pub(crate) fn rfc3339(field: impl Fn() -> String, text: &str) -> Result<Timestamp, Failure> {
@@ -105,75 +77,4 @@ pub(crate) fn check_position(
         ));
     }
     Ok(())
-}
-
-/// `value.pointer(pointer)` (RFC 6901) without allocating for tokens that have no `~` escape:
-/// it runs for every mapped field of every message.
-pub(crate) fn pointer<'v>(value: &'v Value, pointer: &str) -> Option<&'v Value> {
-    if pointer.is_empty() {
-        return Some(value);
-    }
-    let rest = pointer.strip_prefix('/')?;
-    let mut target = value;
-    for token in rest.split('/') {
-        let unescaped;
-        let key = if token.contains('~') {
-            unescaped = token.replace("~1", "/").replace("~0", "~");
-            unescaped.as_str()
-        } else {
-            token
-        };
-        target = match target {
-            Value::Object(map) => map.get(key)?,
-            Value::Array(items) => {
-                // RFC 6901: decimal, no leading zeros, no sign.
-                if key.is_empty()
-                    || (key.len() > 1 && key.starts_with('0'))
-                    || !key.bytes().all(|b| b.is_ascii_digit())
-                {
-                    return None;
-                }
-                items.get(key.parse::<usize>().ok()?)?
-            }
-            _ => return None,
-        };
-    }
-    Some(target)
-}
-
-#[cfg(test)]
-mod pointer_tests {
-    use super::pointer;
-    use proptest::prelude::*;
-    use serde_json::json;
-
-    #[test]
-    fn resolves_like_serde_json() {
-        let v = json!({"a": {"b/c": [10, {"~x": 2}]}, "": 1, "0": "zero"});
-        for p in [
-            "",
-            "/a",
-            "/a/b~1c",
-            "/a/b~1c/0",
-            "/a/b~1c/1/~0x",
-            "/",
-            "/0",
-            "/a/b~1c/01",
-            "/a/b~1c/-1",
-            "/a/b~1c/9",
-            "a",
-            "/a/x/y",
-        ] {
-            assert_eq!(pointer(&v, p), v.pointer(p), "{p}");
-        }
-    }
-
-    proptest! {
-        #[test]
-        fn agrees_with_serde_json_on_arbitrary_pointers(tokens in proptest::collection::vec("[a-c0-2~/]{0,3}", 0..4)) {
-            let v = json!({"a": [1, {"b": 2, "~": 3, "/": 4}], "0": {"1": 5}, "": {"": 6}, "c~1": 7});
-            let p: String = tokens.iter().map(|t| format!("/{t}")).collect();
-            prop_assert_eq!(pointer(&v, &p), v.pointer(&p));
-        }
-    }
 }

@@ -7,6 +7,7 @@
 //!
 //! [`Event`]: cityops_event::Event
 
+mod borrowed;
 mod draft;
 mod feed;
 mod json_mapping;
