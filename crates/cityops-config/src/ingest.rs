@@ -28,6 +28,11 @@ pub struct KafkaConfig {
     /// process's memory.
     #[serde(default = "default_queued_max_bytes")]
     pub queued_max_bytes: u32,
+    /// `fetch.queue.backoff.ms`: how long librdkafka waits before fetching again once the
+    /// prefetch queue was full. librdkafka's own 1,000 ms left the ingest idle for most of
+    /// each second once it read faster than the queue refilled (measured in BENCHMARKS.md).
+    #[serde(default = "default_fetch_queue_backoff_ms")]
+    pub fetch_queue_backoff_ms: u32,
     /// Further librdkafka settings (`security.protocol`, `sasl.mechanism`, ...), passed as
     /// they are. Put secrets here with `${ENV}`; values are never logged.
     #[serde(default)]
@@ -47,15 +52,19 @@ fn default_session_timeout_ms() -> u32 {
 }
 
 fn default_fetch_max_bytes() -> u32 {
-    8 * 1024 * 1024
+    4 * 1024 * 1024
 }
 
 fn default_max_partition_fetch_bytes() -> u32 {
-    1024 * 1024
+    512 * 1024
 }
 
 fn default_queued_max_bytes() -> u32 {
-    16 * 1024 * 1024
+    8 * 1024 * 1024
+}
+
+fn default_fetch_queue_backoff_ms() -> u32 {
+    10
 }
 
 impl Default for KafkaConfig {
@@ -67,13 +76,15 @@ impl Default for KafkaConfig {
             fetch_max_bytes: default_fetch_max_bytes(),
             max_partition_fetch_bytes: default_max_partition_fetch_bytes(),
             queued_max_bytes: default_queued_max_bytes(),
+            fetch_queue_backoff_ms: default_fetch_queue_backoff_ms(),
             settings: BTreeMap::new(),
         }
     }
 }
 
-/// Settings the ingest owns itself; they would fight ours if set through `settings`.
-const OWNED_SETTINGS: [&str; 8] = [
+/// Settings the ingest owns itself or sets from typed keys; ours would silently win over the
+/// same setting in `settings`.
+const OWNED_SETTINGS: [&str; 12] = [
     "bootstrap.servers",
     "group.id",
     "enable.auto.commit",
@@ -82,6 +93,10 @@ const OWNED_SETTINGS: [&str; 8] = [
     "session.timeout.ms",
     "partition.assignment.strategy",
     "statistics.interval.ms",
+    "fetch.max.bytes",
+    "max.partition.fetch.bytes",
+    "queued.max.messages.kbytes",
+    "fetch.queue.backoff.ms",
 ];
 
 impl KafkaConfig {
@@ -112,6 +127,12 @@ impl KafkaConfig {
         }
         if self.queued_max_bytes < 1024 {
             problems.push("kafka.queued_max_bytes", "must be at least 1024");
+        }
+        if self.fetch_queue_backoff_ms > 300_000 {
+            problems.push(
+                "kafka.fetch_queue_backoff_ms",
+                format!("{} is above 300000", self.fetch_queue_backoff_ms),
+            );
         }
         for key in self.settings.keys() {
             if OWNED_SETTINGS.contains(&key.as_str()) {

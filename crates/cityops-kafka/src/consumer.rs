@@ -169,6 +169,10 @@ impl<E: GroupEvents> GroupConsumer<E> {
                 "queued.max.messages.kbytes",
                 (config.queued_max_bytes / 1024).max(1).to_string(),
             )
+            .set(
+                "fetch.queue.backoff.ms",
+                config.fetch_queue_backoff_ms.to_string(),
+            )
             .set("statistics.interval.ms", "5000");
         let inner: BaseConsumer<Context<E>> = client
             .create_with_context(Context { events })
