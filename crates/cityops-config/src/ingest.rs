@@ -60,7 +60,7 @@ fn default_max_partition_fetch_bytes() -> u32 {
 }
 
 fn default_queued_max_bytes() -> u32 {
-    8 * 1024 * 1024
+    4 * 1024 * 1024
 }
 
 fn default_fetch_queue_backoff_ms() -> u32 {
