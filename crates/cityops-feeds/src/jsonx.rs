@@ -5,8 +5,10 @@ use crate::reject::{Failure, RejectReason};
 use cityops_event::Timestamp;
 use serde_json::Value;
 
-/// Parses a payload as UTF-8 JSON, telling `invalid_utf8` from `invalid_json`.
-pub(crate) fn parse(payload: &[u8]) -> Result<Value, Failure> {
+/// Parses a payload as UTF-8 JSON (into a `Value`, or the borrowed tree), telling
+/// `invalid_utf8` from `invalid_json`. One UTF-8 pass over the whole payload, then a parse that
+/// trusts it: measured faster than `from_slice`, which checks every string as it reads it.
+pub(crate) fn parse<'a, T: serde::Deserialize<'a>>(payload: &'a [u8]) -> Result<T, Failure> {
     let text = std::str::from_utf8(payload).map_err(|e| {
         Failure::new(
             RejectReason::InvalidUtf8,

@@ -42,7 +42,7 @@ pub(crate) fn decode(
     payload: &[u8],
     ctx: &DecodeCtx<'_>,
 ) -> Result<Vec<Draft>, Failure> {
-    let root = jsonx::parse(payload)?;
+    let root: Value = jsonx::parse(payload)?;
     let (entities, notified_at) = match &root {
         Value::Object(obj) if obj.get("type").and_then(Value::as_str) == Some("Notification") => {
             let notified_at = match obj.get("notifiedAt") {

@@ -148,7 +148,7 @@ pub(crate) fn decode(
 }
 
 fn read_json(payload: &[u8], max_events: usize) -> Result<Vec<RawRecord>, Failure> {
-    let root = jsonx::parse(payload)?;
+    let root: Json = jsonx::parse(payload)?;
     let Json::Array(items) = root else {
         return Err(Failure::new(
             RejectReason::WrongType,
