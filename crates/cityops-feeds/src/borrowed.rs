@@ -5,7 +5,7 @@
 //! keeps its last value, numbers keep their integer or float form, and `preview` renders through
 //! `Value` so that reject messages are byte-identical to the ones the goldens hold.
 
-use crate::reject::{Failure, RejectReason};
+use crate::reject::Failure;
 use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Number, Value};
 use std::borrow::Cow;
