@@ -33,6 +33,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
+sql() { curl -sf "http://127.0.0.1:$CH_HTTP_PORT/" --data-binary "$1"; }
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 # A broker of its own: empty topics, nothing else producing.
@@ -48,7 +49,7 @@ grep -v '^#' deploy/local/kafka-topics.txt | while read -r topic partitions; do
 done
 bootstrap=127.0.0.1:$port
 
-say "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(. /etc/os-release; echo "$PRETTY_NAME"); broker Tansu (memory) and ClickHouse $(curl -s "http://127.0.0.1:$CH_HTTP_PORT/" --data-binary 'SELECT version()') on this machine"
+say "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(. /etc/os-release; echo "$PRETTY_NAME"); broker Tansu (memory) and ClickHouse $(sql "SELECT version()") on this machine"
 say "producing $N messages of the Kafka feeds with cityops sim ..."
 "$BIN" sim --seed 1 --start 2026-11-26T00:00:00Z --duration 3650d --rate 1500000 --unpaced \
   --count "$N" --feeds "$FEEDS" --to-kafka "$bootstrap" 2>"$work/sim.log"
@@ -62,7 +63,7 @@ say "(b) cityops ingest end to end:"
 export CITYOPS_CLICKHOUSE_DATABASE=bench_kafka CITYOPS_KAFKA_BOOTSTRAP=$bootstrap
 export CITYOPS_KAFKA_GROUP=bench-ingest-$$ CITYOPS_CLICKHOUSE_URL=http://127.0.0.1:$CH_HTTP_PORT
 export CITYOPS_LOG_LEVEL=warn
-curl -sf "http://127.0.0.1:$CH_HTTP_PORT/" --data-binary "DROP DATABASE IF EXISTS bench_kafka" >/dev/null
+sql "DROP DATABASE IF EXISTS bench_kafka" >/dev/null
 "$BIN" migrate --config deploy/config/cityops.toml --quiet
 mport=$(free_port)
 "$BIN" ingest --config deploy/config/cityops.toml --listen-addr "127.0.0.1:$mport" 2>"$work/ingest.log" &
@@ -75,7 +76,7 @@ say "  $result"
 # The bulk load leaves ClickHouse merging its parts for a while; latency is measured after that.
 waited=0
 while [ "$waited" -lt 600 ]; do
-  merges=$(curl -s "http://127.0.0.1:$CH_HTTP_PORT/" --data-binary "SELECT count() FROM system.merges")
+  merges=$(sql "SELECT count() FROM system.merges")
   [ "$merges" = 0 ] && break
   sleep 1
   waited=$((waited + 1))
@@ -87,14 +88,13 @@ say "  (ClickHouse merged the bulk load's parts for ${waited} s before this; $me
 # so that what ClickHouse spends storing rows is out of the measurement.
 say "(c) the same ingest into a Null events table (ClickHouse parses, stores nothing):"
 null_db=bench_kafka_null
-sql() { curl -sf "http://127.0.0.1:$CH_HTTP_PORT/" --data-binary "$1" >/dev/null; }
-sql "DROP DATABASE IF EXISTS $null_db"
+sql "DROP DATABASE IF EXISTS $null_db" >/dev/null
 CITYOPS_CLICKHOUSE_DATABASE=$null_db "$BIN" migrate --config deploy/config/cityops.toml --quiet
-for view in events_1m_entity_mv events_1m_district_mv events_1m_status_mv; do
-  sql "DROP TABLE $null_db.$view"
+for view in $(sql "SELECT name FROM system.tables WHERE database = '$null_db' AND engine = 'MaterializedView'"); do
+  sql "DROP TABLE $null_db.$view" >/dev/null
 done
-sql "DROP TABLE $null_db.events"
-sql "CREATE TABLE $null_db.events AS bench_kafka.events ENGINE = Null"
+sql "DROP TABLE $null_db.events" >/dev/null
+sql "CREATE TABLE $null_db.events AS bench_kafka.events ENGINE = Null" >/dev/null
 nport=$(free_port)
 CITYOPS_CLICKHOUSE_DATABASE=$null_db CITYOPS_KAFKA_GROUP=bench-null-$$ \
   "$BIN" ingest --config deploy/config/cityops.toml --listen-addr "127.0.0.1:$nport" 2>"$work/null.log" &
@@ -103,7 +103,7 @@ pids+=($null_ingest)
 null_result=$(python3 deploy/bench/watch_ingest.py "$null_ingest" "http://127.0.0.1:$nport/metrics" "$N") || {
   cat "$work/null.log"; exit 1; }
 kill -TERM "$null_ingest"; wait "$null_ingest" || true
-sql "DROP DATABASE $null_db"
+sql "DROP DATABASE $null_db" >/dev/null
 say "  $null_result"
 
 say "(d) publish-to-queryable latency, 400 probes 50 ms apart, over a paced load of $LATENCY_RATE events/s:"

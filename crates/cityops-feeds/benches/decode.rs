@@ -1,5 +1,5 @@
 //! Decoder throughput against a baseline in the same process: parsing the same payloads into
-//! `serde_json::Value` (what a decoder built on `Value` has to do at least). Run with `make bench`.
+//! `serde_json::Value`. Run with `make bench`.
 
 use cityops_config::{Config, SourceKind};
 use cityops_feeds::{FeedSet, Message, Outcome};

@@ -87,15 +87,10 @@ impl<'a> Json<'a> {
 
     /// Reads a scalar as text: strings as they are, numbers and booleans rendered.
     pub(crate) fn as_text(&self) -> Option<String> {
-        match self {
-            Json::String(s) => Some(s.to_string()),
-            Json::Number(n) => Some(n.to_string()),
-            Json::Bool(b) => Some(b.to_string()),
-            _ => None,
-        }
+        self.as_text_cow().map(Cow::into_owned)
     }
 
-    /// Reads a scalar as text without copying a string, for comparisons.
+    /// `as_text` without copying a string, for comparisons.
     pub(crate) fn as_text_cow(&self) -> Option<Cow<'_, str>> {
         match self {
             Json::String(s) => Some(Cow::Borrowed(s)),
