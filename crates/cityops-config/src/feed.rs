@@ -69,6 +69,17 @@ pub struct FeedConfig {
     /// `ts_out_of_range` (a device clock set to local time instead of UTC shows up here).
     #[serde(default = "defaults::max_future_ms")]
     pub max_future_ms: u64,
+    /// MQTT stall watchdog: if this feed receives nothing for this long while the
+    /// connections look healthy, the ingest reconnects and subscribes again (a broker that
+    /// lost the subscription, a proxy that stopped forwarding). Set it well above the feed's
+    /// longest normal silence; unset, the feed is not watched.
+    #[serde(default)]
+    pub stall_timeout_ms: Option<u64>,
+    /// Attribute (from `attrs` of the decoder) that carries a per-device message sequence
+    /// number: the MQTT ingest counts and logs numbers that never arrive (messages lost
+    /// before the broker, or dropped by it).
+    #[serde(default)]
+    pub sequence_attr: Option<String>,
     /// How payloads become events.
     pub decoder: DecoderConfig,
 }
@@ -319,6 +330,24 @@ impl FeedConfig {
                 "max_events_per_payload",
                 format!("{} is outside 1..=1000000", self.max_events_per_payload),
             );
+        }
+        if let Some(timeout) = self.stall_timeout_ms {
+            if self.source != SourceKind::Mqtt {
+                problems.at(path, "stall_timeout_ms", "only MQTT feeds are watched for stalls");
+            } else if timeout < 1_000 {
+                problems.at(path, "stall_timeout_ms", format!("{timeout} is below 1000"));
+            }
+        }
+        if let Some(attr) = &self.sequence_attr {
+            if self.source != SourceKind::Mqtt {
+                problems.at(path, "sequence_attr", "only the MQTT ingest checks sequences");
+            } else if !is_label_name(attr) {
+                problems.at(
+                    path,
+                    "sequence_attr",
+                    format!("{attr:?} is not an attribute name"),
+                );
+            }
         }
         let decoder_path = join_path(path, "decoder");
         match &self.decoder {

@@ -9,6 +9,7 @@
 mod env;
 mod feed;
 mod ingest;
+mod mqtt;
 mod problem;
 mod secret;
 mod sections;
@@ -21,6 +22,7 @@ pub use feed::{
     validate_json_pointer,
 };
 pub use ingest::{IngestConfig, KafkaConfig};
+pub use mqtt::{MqttConfig, MqttProtocol, MqttTlsConfig, SpoolConfig};
 pub use problem::{Problem, Problems};
 pub use secret::Secret;
 pub use sections::{
@@ -46,6 +48,8 @@ pub struct Config {
     pub labels: LabelsConfig,
     /// `[kafka]`: the cluster and consumer group `cityops ingest` reads.
     pub kafka: KafkaConfig,
+    /// `[mqtt]`: the broker and sessions `cityops ingest` subscribes with, and its spool.
+    pub mqtt: MqttConfig,
     /// `[ingest]`: batching, memory bound and retries of `cityops ingest`.
     pub ingest: IngestConfig,
     /// `[[feeds]]`: one entry per feed.
@@ -70,12 +74,13 @@ fn render(problems: &[Problem]) -> String {
         .join("\n")
 }
 
-const SECTIONS: [&str; 7] = [
+const SECTIONS: [&str; 8] = [
     "telemetry",
     "rejects",
     "clickhouse",
     "labels",
     "kafka",
+    "mqtt",
     "ingest",
     "feeds",
 ];
@@ -126,6 +131,7 @@ impl Config {
                 "clickhouse" => section(&key, value, &mut problems, &mut config.clickhouse),
                 "labels" => section(&key, value, &mut problems, &mut config.labels),
                 "kafka" => section(&key, value, &mut problems, &mut config.kafka),
+                "mqtt" => section(&key, value, &mut problems, &mut config.mqtt),
                 "ingest" => section(&key, value, &mut problems, &mut config.ingest),
                 "feeds" => feed_positions = feeds(value, &mut problems, &mut config.feeds),
                 other => problems.push(
@@ -149,6 +155,7 @@ impl Config {
         self.clickhouse.validate(problems);
         self.labels.validate(problems);
         self.kafka.validate(problems);
+        self.mqtt.validate(problems);
         self.ingest.validate(problems);
         let mut names = BTreeMap::new();
         let mut topics = BTreeMap::new();
@@ -174,25 +181,44 @@ impl Config {
 
     /// Reads `*_file` secrets (relative paths are relative to `base`, the config's folder).
     pub fn resolve_secrets(&mut self, base: &Path) -> Result<(), Vec<Problem>> {
-        if let Some(file) = self.clickhouse.password_file.take() {
+        let mut problems = Vec::new();
+        let slots = [
+            (
+                "clickhouse.password_file",
+                &mut self.clickhouse.password_file,
+                &mut self.clickhouse.password,
+            ),
+            (
+                "mqtt.password_file",
+                &mut self.mqtt.password_file,
+                &mut self.mqtt.password,
+            ),
+        ];
+        for (path, file_slot, secret_slot) in slots {
+            let Some(file) = file_slot.take() else {
+                continue;
+            };
             let full = base.join(&file);
             match std::fs::read_to_string(&full) {
                 Ok(text) => {
                     let value = text.strip_suffix('\n').unwrap_or(&text);
                     let value = value.strip_suffix('\r').unwrap_or(value);
-                    self.clickhouse.password = Some(Secret::new(value));
+                    *secret_slot = Some(Secret::new(value));
                 }
                 Err(e) => {
-                    let problem = Problem::new(
-                        "clickhouse.password_file",
+                    problems.push(Problem::new(
+                        path,
                         format!("cannot read {}: {e}", full.display()),
-                    );
-                    self.clickhouse.password_file = Some(file);
-                    return Err(vec![problem]);
+                    ));
+                    *file_slot = Some(file);
                 }
             }
         }
-        Ok(())
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems)
+        }
     }
 }
 

@@ -24,6 +24,8 @@ pub enum SourceCoordinates {
     Spool {
         /// Topic the message arrived on.
         topic: String,
+        /// The spool's id (the `source_partition` of its rows), unique per ingest process.
+        spool: i32,
         /// Spool sequence number, unique per spool and never reused.
         seq: u64,
     },
@@ -80,11 +82,12 @@ impl EventId<'_> {
                 h.update(&partition.to_le_bytes());
                 h.update(&offset.to_le_bytes());
             }
-            Some(SourceCoordinates::Spool { topic, seq }) => {
+            Some(SourceCoordinates::Spool { topic, spool, seq }) => {
                 h.update(b"spool");
                 h.update(SEP);
                 h.update(topic.as_bytes());
                 h.update(SEP);
+                h.update(&spool.to_le_bytes());
                 h.update(&seq.to_le_bytes());
             }
             None => {
@@ -147,6 +150,12 @@ mod tests {
         };
         let s = SourceCoordinates::Spool {
             topic: "t".into(),
+            spool: 7,
+            seq: 1,
+        };
+        let s2 = SourceCoordinates::Spool {
+            topic: "t".into(),
+            spool: 8,
             seq: 1,
         };
         let ids = [
@@ -154,6 +163,7 @@ mod tests {
             id(Some(&k), 1, 1),
             id(Some(&k2), 0, 1),
             id(Some(&s), 0, 1),
+            id(Some(&s2), 0, 1),
             id(None, 0, 1),
             id(None, 0, 2),
             id(None, 1, 1),

@@ -295,6 +295,11 @@ impl FeedSet {
         self.feeds.iter().find(|f| f.reads(source, topic))
     }
 
+    /// The position (in config order) of the first feed that reads `topic` from `source`.
+    pub fn position(&self, source: SourceKind, topic: &str) -> Option<usize> {
+        self.feeds.iter().position(|f| f.reads(source, topic))
+    }
+
     /// Decodes a message with the first feed that reads its topic. Never panics; every failure
     /// is a [`Reject`] carrying the raw payload.
     pub fn decode(&self, msg: &Message<'_>) -> Outcome {

@@ -8,7 +8,8 @@ use std::collections::BTreeMap;
 use std::ops::Range;
 use std::time::Instant;
 
-/// A partition of a source: Kafka topic and partition (MQTT uses its spool as partition 0).
+/// A partition of a source: Kafka topic and partition; MQTT's spool is one partition (topic
+/// `""`, partition = the spool's id) whatever topics its messages came on.
 pub type PartitionKey = (String, i32);
 
 /// Rows of one message inside [`Batch::events`].
@@ -72,6 +73,8 @@ pub struct BatchBuilder {
     /// The RowBinary of `current` while it is built.
     events: Vec<u8>,
     started: Option<Instant>,
+    /// Whether partitions are told apart by topic too (Kafka) or by number only (the spool).
+    per_topic: bool,
 }
 
 /// Heap cost of one allocation beyond its bytes: allocator header and rounding.
@@ -98,7 +101,7 @@ pub fn reject_row_bytes(row: &RejectRow) -> usize {
 }
 
 impl BatchBuilder {
-    /// An empty builder.
+    /// An empty builder whose partitions are (topic, partition), as in Kafka.
     pub fn new(limits: Limits) -> Self {
         BatchBuilder {
             limits,
@@ -106,10 +109,21 @@ impl BatchBuilder {
             current: empty(0, 0),
             events: Vec::new(),
             started: None,
+            per_topic: true,
+        }
+    }
+
+    /// An empty builder whose partitions are numbers only (topic `""`): the MQTT spool, whose
+    /// messages come on many topics but are numbered by one sequence.
+    pub fn by_partition(limits: Limits) -> Self {
+        BatchBuilder {
+            per_topic: false,
+            ..BatchBuilder::new(limits)
         }
     }
 
     fn touch(&mut self, topic: &str, partition: i32, offset: i64) {
+        let topic = if self.per_topic { topic } else { "" };
         if self.started.is_none() {
             self.started = Some(Instant::now());
         }

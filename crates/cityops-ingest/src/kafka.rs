@@ -3,12 +3,12 @@
 //! gives at-least-once from broker to table with no duplicate rows.
 
 use crate::batch::{Batch, BatchBuilder, Limits, PartitionKey, ReplayFilter};
-use crate::writer::{DECODE_REJECT_INDEX, Writer, WriterSettings, Written, feed_label};
+use crate::pipeline::{Decoder, Done, Received, write_batches};
+use crate::writer::{Writer, WriterSettings};
 use crate::{Error, IngestMetrics};
-use cityops_clickhouse::{ClickHouse, RowSource};
+use cityops_clickhouse::ClickHouse;
 use cityops_config::{Config, SourceKind};
-use cityops_event::{EventId, SourceCoordinates, Timestamp};
-use cityops_feeds::{FeedSet, Message, Outcome};
+use cityops_event::SourceCoordinates;
 use cityops_kafka::{GroupConsumer, GroupEvents, NextOffset, Record, TopicPartition};
 use cityops_telemetry::Readiness;
 use std::collections::BTreeMap;
@@ -30,24 +30,11 @@ pub struct Summary {
     pub drained: bool,
 }
 
-/// A batch the writer finished.
-struct Done {
-    seq: u64,
-    generation: u64,
-    stored: bool,
-    next_offsets: Vec<(PartitionKey, i64)>,
-    bytes: usize,
-    messages: u64,
-}
 
 /// State of the polling thread, shared with the rebalance callbacks (which run on the same
 /// thread, inside `poll`).
 struct Pipeline {
-    feeds: FeedSet,
-    /// Feed names in config order: a message's feed is kept as its number.
-    feed_names: Vec<String>,
-    /// Counters by feed number, made on first use; the last is for messages of no feed.
-    counters: Vec<Option<FeedCounters>>,
+    decoder: Decoder,
     builder: BatchBuilder,
     filter: ReplayFilter,
     /// Whether `filter` is valid for the current assignment.
@@ -264,50 +251,7 @@ impl GroupEvents for Shared {
     }
 }
 
-/// The per-message counters of one feed, resolved once: a labelled lookup per message costs
-/// more than the rest of the bookkeeping.
-struct FeedCounters {
-    messages: prometheus::Counter,
-    payload_bytes: prometheus::Counter,
-    events: prometheus::Counter,
-    replayed: prometheus::Counter,
-}
-
-impl FeedCounters {
-    fn new(metrics: &IngestMetrics, feed: &str) -> Self {
-        let labels = [SOURCE, feed];
-        FeedCounters {
-            messages: metrics.messages.with_label_values(&labels),
-            payload_bytes: metrics.payload_bytes.with_label_values(&labels),
-            events: metrics.events.with_label_values(&labels),
-            replayed: metrics.replayed.with_label_values(&labels),
-        }
-    }
-}
-
 impl Pipeline {
-    /// The number of a feed in the config; messages of no feed get the last number.
-    fn feed_number(&self, feed: &str) -> u16 {
-        let i = self
-            .feed_names
-            .iter()
-            .position(|name| name == feed)
-            .unwrap_or(self.feed_names.len());
-        // Configs have far fewer than 65,535 feeds.
-        u16::try_from(i).unwrap_or(u16::MAX)
-    }
-
-    /// The counters of feed number `feed` (messages of no feed share the last), made on first
-    /// use.
-    fn counters(&mut self, feed: u16, metrics: &IngestMetrics) -> &FeedCounters {
-        let i = usize::from(feed).min(self.feed_names.len());
-        let name = self
-            .feed_names
-            .get(i)
-            .map_or(crate::NO_FEED, String::as_str);
-        self.counters[i].get_or_insert_with(|| FeedCounters::new(metrics, name))
-    }
-
     /// Decodes one record into the batch being built (or skips it if already stored).
     fn add(&mut self, record: Record<'_>, metrics: &IngestMetrics) {
         if !self.checked {
@@ -320,77 +264,18 @@ impl Pipeline {
             partition: record.partition,
             offset: record.offset,
         };
-        let now = now();
-        let outcome = self.feeds.decode(&Message {
-            source: SourceKind::Kafka,
+        let received = Received {
             topic: record.topic,
             payload: record.payload,
-            received_at: now,
-            coordinates: Some(&coordinates),
-        });
-        let row_source = RowSource {
-            kind: SOURCE,
-            topic: record.topic,
+            received_at: crate::pipeline::now(),
+            coordinates: &coordinates,
             partition: record.partition,
             offset: record.offset,
+            key_topic: record.topic,
         };
-        let (feed_name, stored) = match &outcome {
-            Outcome::Events(events) => (
-                events.first().map_or("", |e| e.feed.as_str()),
-                self.filter
-                    .events_stored(record.topic, record.partition, record.offset),
-            ),
-            Outcome::Reject(reject) => (
-                reject.feed.as_deref().unwrap_or(""),
-                self.filter
-                    .reject_stored(record.topic, record.partition, record.offset),
-            ),
-        };
-        let feed = self.feed_number(feed_name);
-        let counters = self.counters(feed, metrics);
-        counters.messages.inc();
-        counters.payload_bytes.inc_by(record.payload.len() as f64);
-        if stored {
-            counters.replayed.inc();
-            self.builder
-                .add_skipped(record.topic, record.partition, record.offset);
-            return;
-        }
-        match outcome {
-            Outcome::Events(events) => {
-                counters.events.inc_by(events.len() as f64);
-                self.builder.add_events(feed, &events, &row_source);
-            }
-            Outcome::Reject(reject) => {
-                metrics
-                    .rejects
-                    .with_label_values(&[
-                        SOURCE,
-                        feed_label(reject.feed.as_deref().unwrap_or("")),
-                        reject.reason.as_str(),
-                    ])
-                    .inc();
-                let reject_id = EventId {
-                    feed: reject.feed.as_deref().unwrap_or(""),
-                    coordinates: Some(&coordinates),
-                    entity_id: "",
-                    metric: reject.reason.as_str(),
-                    ts_millis: 0,
-                    index: DECODE_REJECT_INDEX,
-                }
-                .derive();
-                self.builder
-                    .add_reject(crate::reject_row(reject, reject_id, now, &row_source));
-            }
-        }
+        self.decoder
+            .add(&received, &mut self.builder, &self.filter, metrics, |_, _| {});
     }
-}
-
-fn now() -> Timestamp {
-    let ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64);
-    Timestamp::from_millis(ms).unwrap_or(Timestamp::MIN)
 }
 
 /// Runs Kafka ingest until `cancel`: blocks the calling thread (the polling thread) and runs
@@ -404,24 +289,19 @@ pub fn run(
     runtime: tokio::runtime::Handle,
     cancel: CancellationToken,
 ) -> Result<Summary, Error> {
+    let decoder = Decoder::new(config, SourceKind::Kafka)?;
     let topics: Vec<String> = config
         .feeds
         .iter()
         .filter(|f| f.source == SourceKind::Kafka)
         .map(|f| f.topic.clone())
         .collect();
-    if topics.is_empty() {
-        return Err(Error::NoFeeds("kafka"));
-    }
-    let feeds = FeedSet::new(&config.feeds, config.rejects.max_raw_bytes)
-        .map_err(Error::Feeds)?
-        .with_label_names(&config.labels);
     let settings = &config.ingest;
     let generation = Arc::new(AtomicU64::new(1));
     let gate = Arc::new(tokio::sync::Mutex::new(()));
-    let (to_writer, mut batches) = tokio::sync::mpsc::unbounded_channel::<Batch>();
+    let (to_writer, batches) = tokio::sync::mpsc::unbounded_channel::<Batch>();
     let (done_tx, from_writer) = mpsc::channel::<Done>();
-    let mut writer = Writer::new(
+    let writer = Writer::new(
         clickhouse.clone(),
         WriterSettings {
             insert_timeout: Duration::from_millis(settings.insert_timeout_ms),
@@ -436,36 +316,10 @@ pub fn run(
         Arc::clone(&generation),
         Arc::clone(&gate),
     );
-    let writer_task = runtime.spawn(async move {
-        writer.check_health().await;
-        loop {
-            let batch = match tokio::time::timeout(Duration::from_secs(5), batches.recv()).await {
-                Ok(Some(batch)) => batch,
-                Ok(None) => return,
-                Err(_) => {
-                    writer.check_health().await;
-                    continue;
-                }
-            };
-            let written = writer.write(&batch).await;
-            let done = Done {
-                seq: batch.seq,
-                generation: batch.generation,
-                stored: written == Written::Stored,
-                messages: batch.message_count,
-                bytes: batch.bytes,
-                next_offsets: batch.next_offsets,
-            };
-            if done_tx.send(done).is_err() {
-                return;
-            }
-        }
-    });
+    let writer_task = runtime.spawn(write_batches(writer, batches, done_tx));
     let shared = Arc::new(Shared {
         pipeline: Mutex::new(Pipeline {
-            feeds,
-            feed_names: config.feeds.iter().map(|f| f.name.clone()).collect(),
-            counters: (0..=config.feeds.len()).map(|_| None).collect(),
+            decoder,
             builder: BatchBuilder::new(Limits {
                 max_rows: settings.batch_max_rows,
                 max_bytes: settings.batch_max_bytes,

@@ -7,6 +7,7 @@ mod backoff;
 mod batch;
 pub mod kafka;
 mod metrics;
+mod pipeline;
 mod rows;
 mod writer;
 

@@ -1,5 +1,11 @@
-//! MQTT for cityops, built on rumqttc. Today it owns the QoS 1 publisher the simulator and
-//! benchmarks use; the ingest source (issue 6) joins it here.
+//! MQTT for cityops, built on rumqttc: the QoS 1 publisher the simulator and benchmarks use,
+//! and the ingest's subscribing sessions (`subscriber`).
+
+mod subscriber;
+
+pub use subscriber::{
+    Delivery, Protocol, ReconnectDelay, Subscriber, SubscriberEvent, SubscriberOptions, Tls,
+};
 
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use std::sync::Arc;

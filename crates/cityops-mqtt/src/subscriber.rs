@@ -1,0 +1,646 @@
+//! The ingest's MQTT sessions: one task per connection, manual acknowledgements bound to the
+//! connection they belong to, reconnects with a delay the caller chooses, resubscription on
+//! every session the broker lost (or on demand, for the stall watchdog), and the broker's
+//! `$SYS` counters.
+//!
+//! Every connection attempt gets a fresh rumqttc client and event loop, numbered by an
+//! *epoch*. A delivery carries its epoch and [`Subscriber::ack`] sends the PUBACK only through
+//! the client of that epoch: an acknowledgement can therefore never reach a later connection,
+//! where the broker may have given the same packet id to another message. The broker resends
+//! what was not acknowledged (with DUP set) on the next connection instead.
+
+use bytes::Bytes;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// MQTT protocol version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// MQTT 5.
+    V5,
+    /// MQTT 3.1.1.
+    V311,
+}
+
+/// TLS material, already read from files.
+#[derive(Clone)]
+pub struct Tls {
+    /// PEM of the CA(s) that signed the broker's certificate.
+    pub ca_pem: Vec<u8>,
+    /// PEM client certificate and key, for brokers that require them.
+    pub client: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+/// Delays between reconnect attempts of one connection (the caller's capped, jittered
+/// backoff: rumqttc alone would reconnect at once, forever).
+pub trait ReconnectDelay: Send + Sync + 'static {
+    /// The delay before the next attempt.
+    fn next_delay(&mut self) -> Duration;
+    /// Called once a connection is accepted.
+    fn reset(&mut self);
+}
+
+/// How to connect and what to subscribe to.
+pub struct SubscriberOptions {
+    /// Broker host.
+    pub host: String,
+    /// Broker port.
+    pub port: u16,
+    /// Protocol version.
+    pub protocol: Protocol,
+    /// Client id prefix; connection `n` is `<client_id>-<n>`.
+    pub client_id: String,
+    /// Number of connections (sessions).
+    pub connections: u16,
+    /// Shared-subscription group, if subscriptions are shared.
+    pub shared_group: Option<String>,
+    /// Topic filters (without `$share/...`), subscribed at QoS 1 on every connection.
+    pub filters: Vec<String>,
+    /// MQTT 5 session expiry.
+    pub session_expiry: Duration,
+    /// Keep-alive interval.
+    pub keep_alive: Duration,
+    /// MQTT 5 Receive Maximum.
+    pub receive_maximum: u16,
+    /// Largest packet accepted.
+    pub max_packet_bytes: u32,
+    /// Time to wait for a CONNACK.
+    pub connect_timeout: Duration,
+    /// User name and password.
+    pub credentials: Option<(String, String)>,
+    /// TLS, or plain TCP.
+    pub tls: Option<Tls>,
+    /// Subscribe to `$SYS/broker/#` counters on connection 0.
+    pub sys_topics: bool,
+    /// Makes the reconnect delay policy of connection `n`.
+    pub reconnect_delay: Box<dyn Fn(u16) -> Box<dyn ReconnectDelay> + Send + Sync>,
+}
+
+/// One message the broker delivered.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    /// Connection number it arrived on.
+    pub connection: u16,
+    /// The connection attempt it arrived on (see [`Subscriber::ack`]).
+    pub epoch: u64,
+    /// Packet identifier (0 for QoS 0).
+    pub pkid: u16,
+    /// QoS of the delivery (0 or 1).
+    pub qos: u8,
+    /// The broker resends a message it had sent before.
+    pub dup: bool,
+    /// Sent because it was retained, not live.
+    pub retain: bool,
+    /// Topic.
+    pub topic: String,
+    /// Payload.
+    pub payload: Bytes,
+}
+
+/// What the connections report.
+#[derive(Debug, Clone)]
+pub enum SubscriberEvent {
+    /// A message to store (and then acknowledge).
+    Message(Delivery),
+    /// A connection was accepted.
+    Connected {
+        /// Connection number.
+        connection: u16,
+        /// Whether the broker still had the session (its subscriptions and queued messages).
+        session_present: bool,
+        /// Whether the filters were subscribed (again) on this connection.
+        subscribed: bool,
+    },
+    /// A connection ended or could not be made; it is retried after a delay.
+    Disconnected {
+        /// Connection number.
+        connection: u16,
+        /// What went wrong.
+        error: String,
+        /// Delay before the next attempt.
+        retry_in: Duration,
+    },
+    /// The broker refused a subscription.
+    SubscribeRefused {
+        /// Connection number.
+        connection: u16,
+        /// The filter and the broker's reason.
+        detail: String,
+    },
+    /// A `$SYS` counter of the broker.
+    BrokerStat {
+        /// Topic below `$SYS/broker/`, e.g. `publish/messages/dropped`.
+        name: String,
+        /// Its value.
+        value: f64,
+    },
+}
+
+/// The client of the current attempt of one connection.
+type AckSlot = Mutex<Option<(u64, Client)>>;
+
+struct Connection {
+    slot: Arc<AckSlot>,
+    connected_since: Arc<Mutex<Option<Instant>>>,
+    task: JoinHandle<()>,
+}
+
+/// The running connections.
+pub struct Subscriber {
+    connections: Vec<Connection>,
+    reconnect: watch::Sender<u64>,
+    cancel: CancellationToken,
+    failed_acks: Arc<AtomicU64>,
+}
+
+impl Subscriber {
+    /// Starts the connections; their events go to `events` (bounded: a slow consumer holds
+    /// the connections back, and the broker holds the messages).
+    pub fn start(
+        options: SubscriberOptions,
+        events: mpsc::Sender<SubscriberEvent>,
+        cancel: CancellationToken,
+    ) -> Subscriber {
+        let (reconnect, reconnect_rx) = watch::channel(0u64);
+        let options = Arc::new(options);
+        let failed_acks = Arc::new(AtomicU64::new(0));
+        let connections = (0..options.connections.max(1))
+            .map(|n| {
+                let slot = Arc::new(Mutex::new(None));
+                let connected_since = Arc::new(Mutex::new(None));
+                let task = tokio::spawn(run_connection(ConnectionTask {
+                    n,
+                    options: Arc::clone(&options),
+                    events: events.clone(),
+                    slot: Arc::clone(&slot),
+                    connected_since: Arc::clone(&connected_since),
+                    reconnect: reconnect_rx.clone(),
+                    cancel: cancel.clone(),
+                    delay: (options.reconnect_delay)(n),
+                }));
+                Connection {
+                    slot,
+                    connected_since,
+                    task,
+                }
+            })
+            .collect();
+        Subscriber {
+            connections,
+            reconnect,
+            cancel,
+            failed_acks,
+        }
+    }
+
+    /// Sends the PUBACK of a delivery, if its connection attempt is still the current one
+    /// (otherwise the broker sends the message again on the new connection). Returns whether
+    /// it was handed to the connection.
+    pub fn ack(&self, connection: u16, epoch: u64, pkid: u16) -> bool {
+        let Some(c) = self.connections.get(usize::from(connection)) else {
+            return false;
+        };
+        let slot = c.slot.lock().unwrap_or_else(PoisonError::into_inner);
+        match &*slot {
+            Some((current, client)) if *current == epoch => match client.try_ack(pkid) {
+                Ok(()) => true,
+                Err(_) => {
+                    self.failed_acks.fetch_add(1, Ordering::Relaxed);
+                    false
+                }
+            },
+            _ => false,
+        }
+    }
+
+    /// PUBACKs that could not be queued (the connection's request queue full or closed).
+    pub fn failed_acks(&self) -> u64 {
+        self.failed_acks.load(Ordering::Relaxed)
+    }
+
+    /// Drops every connection and connects again, subscribing whatever the broker says about
+    /// the session: the stall watchdog's remedy.
+    pub fn reconnect_all(&self) {
+        self.reconnect.send_modify(|n| *n += 1);
+    }
+
+    /// How long every connection has been up; `None` if any is down.
+    pub fn all_connected_for(&self, now: Instant) -> Option<Duration> {
+        self.connections
+            .iter()
+            .map(|c| {
+                c.connected_since
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .map(|since| now.saturating_duration_since(since))
+            })
+            .try_fold(Duration::MAX, |shortest, up| up.map(|up| shortest.min(up)))
+    }
+
+    /// Connections currently up.
+    pub fn connected(&self) -> usize {
+        self.connections
+            .iter()
+            .filter(|c| {
+                c.connected_since
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .is_some()
+            })
+            .count()
+    }
+
+    /// Disconnects cleanly (the sessions stay at the broker) and waits for the tasks.
+    pub async fn shutdown(self, deadline: Duration) {
+        self.cancel.cancel();
+        for c in self.connections {
+            let abort = c.task.abort_handle();
+            if tokio::time::timeout(deadline, c.task).await.is_err() {
+                abort.abort();
+            }
+        }
+    }
+}
+
+struct ConnectionTask {
+    n: u16,
+    options: Arc<SubscriberOptions>,
+    events: mpsc::Sender<SubscriberEvent>,
+    slot: Arc<AckSlot>,
+    connected_since: Arc<Mutex<Option<Instant>>>,
+    reconnect: watch::Receiver<u64>,
+    cancel: CancellationToken,
+    delay: Box<dyn ReconnectDelay>,
+}
+
+/// What one poll of the event loop gave.
+enum Polled {
+    ConnAck { session_present: bool },
+    Publish(Delivery),
+    SubAck { refused: Vec<String> },
+    Disconnect(String),
+    Other,
+}
+
+#[derive(Clone)]
+enum Client {
+    V4(rumqttc::AsyncClient),
+    V5(rumqttc::v5::AsyncClient),
+}
+
+enum EventLoop {
+    V4(rumqttc::EventLoop),
+    V5(Box<rumqttc::v5::EventLoop>),
+}
+
+impl Client {
+    fn try_ack(&self, pkid: u16) -> Result<(), String> {
+        match self {
+            Client::V4(c) => {
+                let mut p = rumqttc::Publish::new("", rumqttc::QoS::AtLeastOnce, Vec::new());
+                p.pkid = pkid;
+                c.try_ack(&p).map_err(|e| e.to_string())
+            }
+            Client::V5(c) => {
+                let mut p = rumqttc::v5::mqttbytes::v5::Publish::new(
+                    "",
+                    rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
+                    Vec::new(),
+                    None,
+                );
+                p.pkid = pkid;
+                c.try_ack(&p).map_err(|e| e.to_string())
+            }
+        }
+    }
+
+    fn try_subscribe(&self, filters: &[(String, u8)]) -> Result<(), String> {
+        match self {
+            Client::V4(c) => {
+                let filters = filters.iter().map(|(f, qos)| {
+                    let qos = if *qos == 0 {
+                        rumqttc::QoS::AtMostOnce
+                    } else {
+                        rumqttc::QoS::AtLeastOnce
+                    };
+                    rumqttc::SubscribeFilter::new(f.clone(), qos)
+                });
+                c.try_subscribe_many(filters).map_err(|e| e.to_string())
+            }
+            Client::V5(c) => {
+                use rumqttc::v5::mqttbytes::{QoS, v5::Filter};
+                let filters = filters.iter().map(|(f, qos)| {
+                    let qos = if *qos == 0 {
+                        QoS::AtMostOnce
+                    } else {
+                        QoS::AtLeastOnce
+                    };
+                    Filter::new(f.clone(), qos)
+                });
+                c.try_subscribe_many(filters).map_err(|e| e.to_string())
+            }
+        }
+    }
+
+    fn try_disconnect(&self) {
+        let _ = match self {
+            Client::V4(c) => c.try_disconnect().map_err(|e| e.to_string()),
+            Client::V5(c) => c.try_disconnect().map_err(|e| e.to_string()),
+        };
+    }
+}
+
+impl EventLoop {
+    async fn poll(&mut self, connection: u16, epoch: u64) -> Result<Polled, String> {
+        match self {
+            EventLoop::V4(l) => {
+                use rumqttc::{Event, Packet};
+                match l.poll().await.map_err(|e| e.to_string())? {
+                    Event::Incoming(Packet::ConnAck(ack)) => Ok(Polled::ConnAck {
+                        session_present: ack.session_present,
+                    }),
+                    Event::Incoming(Packet::Publish(p)) => Ok(Polled::Publish(Delivery {
+                        connection,
+                        epoch,
+                        pkid: p.pkid,
+                        qos: p.qos as u8,
+                        dup: p.dup,
+                        retain: p.retain,
+                        topic: p.topic,
+                        payload: p.payload,
+                    })),
+                    Event::Incoming(Packet::SubAck(ack)) => Ok(Polled::SubAck {
+                        refused: ack
+                            .return_codes
+                            .iter()
+                            .enumerate()
+                            .filter(|(_, c)| matches!(c, rumqttc::SubscribeReasonCode::Failure))
+                            .map(|(i, _)| format!("filter #{i}: failure"))
+                            .collect(),
+                    }),
+                    Event::Incoming(Packet::Disconnect) => {
+                        Ok(Polled::Disconnect("the broker disconnected".into()))
+                    }
+                    _ => Ok(Polled::Other),
+                }
+            }
+            EventLoop::V5(l) => {
+                use rumqttc::v5::mqttbytes::v5::{Packet, SubscribeReasonCode};
+                use rumqttc::v5::{Event, Incoming};
+                match l.poll().await.map_err(|e| e.to_string())? {
+                    Event::Incoming(Incoming::ConnAck(ack)) => Ok(Polled::ConnAck {
+                        session_present: ack.session_present,
+                    }),
+                    Event::Incoming(Packet::Publish(p)) => Ok(Polled::Publish(Delivery {
+                        connection,
+                        epoch,
+                        pkid: p.pkid,
+                        qos: p.qos as u8,
+                        dup: p.dup,
+                        retain: p.retain,
+                        topic: String::from_utf8_lossy(&p.topic).into_owned(),
+                        payload: p.payload,
+                    })),
+                    Event::Incoming(Packet::SubAck(ack)) => Ok(Polled::SubAck {
+                        refused: ack
+                            .return_codes
+                            .iter()
+                            .enumerate()
+                            .filter(|(_, c)| !matches!(c, SubscribeReasonCode::Success(_)))
+                            .map(|(i, c)| format!("filter #{i}: {c:?}"))
+                            .collect(),
+                    }),
+                    Event::Incoming(Packet::Disconnect(d)) => Ok(Polled::Disconnect(format!(
+                        "the broker disconnected: {:?}",
+                        d.reason_code
+                    ))),
+                    _ => Ok(Polled::Other),
+                }
+            }
+        }
+    }
+}
+
+impl ConnectionTask {
+    fn client_id(&self) -> String {
+        format!("{}-{}", self.options.client_id, self.n)
+    }
+
+    /// The filters this connection subscribes to, with their QoS.
+    fn filters(&self) -> Vec<(String, u8)> {
+        let o = &self.options;
+        let mut filters: Vec<(String, u8)> = o
+            .filters
+            .iter()
+            .map(|f| match &o.shared_group {
+                Some(group) => (format!("$share/{group}/{f}"), 1),
+                None => (f.clone(), 1),
+            })
+            .collect();
+        if o.sys_topics && self.n == 0 {
+            filters.push(("$SYS/broker/#".into(), 0));
+        }
+        filters
+    }
+
+    fn new_client(&self) -> (Client, EventLoop) {
+        let o = &self.options;
+        // Acknowledgements and subscribes go through this queue; it must hold a full window.
+        let capacity = usize::from(o.receive_maximum) * 2 + 256;
+        let transport = o.tls.as_ref().map(|tls| {
+            rumqttc::Transport::tls_with_config(rumqttc::TlsConfiguration::Simple {
+                ca: tls.ca_pem.clone(),
+                alpn: None,
+                client_auth: tls.client.clone(),
+            })
+        });
+        match o.protocol {
+            Protocol::V311 => {
+                let mut m = rumqttc::MqttOptions::new(self.client_id(), &o.host, o.port);
+                m.set_keep_alive(o.keep_alive)
+                    .set_clean_session(false)
+                    .set_manual_acks(true)
+                    .set_max_packet_size(o.max_packet_bytes as usize, o.max_packet_bytes as usize);
+                if let Some((user, password)) = &o.credentials {
+                    m.set_credentials(user, password);
+                }
+                if let Some(t) = transport {
+                    m.set_transport(t);
+                }
+                let (client, mut l) = rumqttc::AsyncClient::new(m, capacity);
+                let mut network = rumqttc::NetworkOptions::new();
+                network.set_connection_timeout(o.connect_timeout.as_secs().max(1));
+                l.set_network_options(network);
+                (Client::V4(client), EventLoop::V4(l))
+            }
+            Protocol::V5 => {
+                let mut m = rumqttc::v5::MqttOptions::new(self.client_id(), &o.host, o.port);
+                m.set_keep_alive(o.keep_alive)
+                    .set_clean_start(false)
+                    .set_manual_acks(true)
+                    .set_session_expiry_interval(Some(
+                        u32::try_from(o.session_expiry.as_secs()).unwrap_or(u32::MAX),
+                    ))
+                    .set_receive_maximum(Some(o.receive_maximum))
+                    .set_max_packet_size(Some(o.max_packet_bytes))
+                    .set_connection_timeout(o.connect_timeout.as_secs().max(1));
+                if let Some((user, password)) = &o.credentials {
+                    m.set_credentials(user, password);
+                }
+                if let Some(t) = transport {
+                    m.set_transport(t);
+                }
+                let (client, l) = rumqttc::v5::AsyncClient::new(m, capacity);
+                (Client::V5(client), EventLoop::V5(Box::new(l)))
+            }
+        }
+    }
+
+    fn set_connected(&self, up: bool) {
+        *self
+            .connected_since
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = up.then(Instant::now);
+    }
+
+    async fn emit(&self, event: SubscriberEvent) -> bool {
+        tokio::select! {
+            sent = self.events.send(event) => sent.is_ok(),
+            () = self.cancel.cancelled() => false,
+        }
+    }
+}
+
+/// Why one attempt ended.
+enum Ended {
+    Cancelled,
+    Forced,
+    Failed(String),
+}
+
+async fn run_connection(mut task: ConnectionTask) {
+    let mut epoch = 0u64;
+    let mut force_subscribe = false;
+    loop {
+        epoch += 1;
+        let (client, mut event_loop) = task.new_client();
+        *task.slot.lock().unwrap_or_else(PoisonError::into_inner) = Some((epoch, client.clone()));
+        task.reconnect.mark_unchanged();
+        let ended = attempt(
+            &mut task,
+            &client,
+            &mut event_loop,
+            epoch,
+            force_subscribe,
+        )
+        .await;
+        task.set_connected(false);
+        *task.slot.lock().unwrap_or_else(PoisonError::into_inner) = None;
+        match ended {
+            Ended::Cancelled => {
+                // A clean DISCONNECT keeps the session; give it a moment to go out.
+                client.try_disconnect();
+                let _ = tokio::time::timeout(Duration::from_millis(500), async {
+                    while event_loop.poll(task.n, epoch).await.is_ok() {}
+                })
+                .await;
+                return;
+            }
+            Ended::Forced => {
+                force_subscribe = true;
+                drop(event_loop);
+            }
+            Ended::Failed(error) => {
+                drop(event_loop);
+                let retry_in = task.delay.next_delay();
+                let n = task.n;
+                if !task
+                    .emit(SubscriberEvent::Disconnected {
+                        connection: n,
+                        error,
+                        retry_in,
+                    })
+                    .await
+                {
+                    return;
+                }
+                tokio::select! {
+                    () = task.cancel.cancelled() => return,
+                    () = tokio::time::sleep(retry_in) => {}
+                }
+            }
+        }
+    }
+}
+
+async fn attempt(
+    task: &mut ConnectionTask,
+    client: &Client,
+    event_loop: &mut EventLoop,
+    epoch: u64,
+    mut force_subscribe: bool,
+) -> Ended {
+    loop {
+        let polled = tokio::select! {
+            () = task.cancel.cancelled() => return Ended::Cancelled,
+            changed = task.reconnect.changed() => {
+                if changed.is_err() {
+                    return Ended::Cancelled;
+                }
+                return Ended::Forced;
+            }
+            polled = event_loop.poll(task.n, epoch) => polled,
+        };
+        let event = match polled {
+            Err(error) => return Ended::Failed(error),
+            Ok(Polled::Other) => continue,
+            Ok(Polled::ConnAck { session_present }) => {
+                task.delay.reset();
+                task.set_connected(true);
+                let subscribe = !session_present || force_subscribe;
+                force_subscribe = false;
+                if subscribe && let Err(error) = client.try_subscribe(&task.filters()) {
+                    return Ended::Failed(format!("cannot subscribe: {error}"));
+                }
+                SubscriberEvent::Connected {
+                    connection: task.n,
+                    session_present,
+                    subscribed: subscribe,
+                }
+            }
+            Ok(Polled::SubAck { refused }) => {
+                if refused.is_empty() {
+                    continue;
+                }
+                SubscriberEvent::SubscribeRefused {
+                    connection: task.n,
+                    detail: refused.join("; "),
+                }
+            }
+            Ok(Polled::Disconnect(reason)) => return Ended::Failed(reason),
+            Ok(Polled::Publish(delivery)) => {
+                if let Some(name) = delivery.topic.strip_prefix("$SYS/broker/") {
+                    let value = std::str::from_utf8(&delivery.payload)
+                        .ok()
+                        .and_then(|s| s.trim().parse::<f64>().ok());
+                    match value {
+                        Some(value) => SubscriberEvent::BrokerStat {
+                            name: name.to_owned(),
+                            value,
+                        },
+                        None => continue,
+                    }
+                } else {
+                    SubscriberEvent::Message(delivery)
+                }
+            }
+        };
+        if !task.emit(event).await {
+            return Ended::Cancelled;
+        }
+    }
+}
