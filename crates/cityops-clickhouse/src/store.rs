@@ -217,6 +217,38 @@ impl ClickHouse {
         Ok((collect(events), collect(rejects)))
     }
 
+    /// The highest stored offset of one source partition across all its topics, in `events`
+    /// and in `rejects` (decode rejects only); -1 where none. The MQTT spool is one partition
+    /// whose messages come on many topics.
+    pub async fn stored_partition_offsets(
+        &self,
+        source_kind: &str,
+        partition: i32,
+    ) -> Result<(i64, i64), Error> {
+        let query = |table: &str, extra: &str| {
+            format!(
+                "SELECT '' AS topic, source_partition AS partition, max(source_offset) AS offset \
+                 FROM {table} WHERE source_kind = {kind} AND source_partition = {partition}{extra} \
+                 GROUP BY source_partition",
+                kind = quote(source_kind),
+            )
+        };
+        let highest = |rows: Vec<OffsetRow>| rows.first().map_or(-1, |r| r.offset);
+        let events = self
+            .fetch_here::<OffsetRow>(&query("events", ""), "read stored event offsets")
+            .await?;
+        let rejects = self
+            .fetch_here::<OffsetRow>(
+                &query(
+                    "rejects",
+                    &format!(" AND reason != {}", quote(REFUSED_REASON)),
+                ),
+                "read stored reject offsets",
+            )
+            .await?;
+        Ok((highest(events), highest(rejects)))
+    }
+
     /// Whether `row` is stored, looked up by the table's sort key (cheap).
     pub async fn event_stored(&self, row: &EventRow) -> Result<bool, Error> {
         let sql = format!(

@@ -19,16 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 const SOURCE: &str = "kafka";
 
-/// What a finished run did.
-#[derive(Debug, Default, Clone)]
-pub struct Summary {
-    /// Messages consumed.
-    pub messages: u64,
-    /// Batches stored.
-    pub batches: u64,
-    /// Whether everything read was stored and committed before exit.
-    pub drained: bool,
-}
+pub use crate::pipeline::Summary;
 
 
 /// State of the polling thread, shared with the rebalance callbacks (which run on the same

@@ -1,14 +1,17 @@
 //! The ingest pipeline: decode messages with the feeds, batch the rows, store them in
 //! ClickHouse (retrying, isolating refused rows), and acknowledge to the source only what is
-//! stored. Sources plug in per transport (`kafka`; MQTT follows) and share the batching,
+//! stored. Sources plug in per transport (`kafka`, `mqtt` with its `spool`) and share the batching,
 //! writer and metrics.
 
 mod backoff;
 mod batch;
 pub mod kafka;
 mod metrics;
+pub mod mqtt;
 mod pipeline;
 mod rows;
+mod sequence;
+pub mod spool;
 mod writer;
 
 pub use backoff::Backoff;
@@ -16,6 +19,7 @@ pub use batch::{
     Batch, BatchBuilder, Limits, MessageRows, PartitionKey, ReplayFilter, Stored, reject_row_bytes,
 };
 pub use metrics::{IngestMetrics, NO_FEED};
+pub use pipeline::Summary;
 pub use rows::reject_row;
 pub use writer::{Writer, WriterSettings, Written};
 
@@ -31,4 +35,10 @@ pub enum Error {
     /// The Kafka client could not be created or subscribed.
     #[error(transparent)]
     Kafka(#[from] cityops_kafka::Error),
+    /// The MQTT sessions could not be set up.
+    #[error("mqtt: {0}")]
+    Mqtt(String),
+    /// The spool could not be opened.
+    #[error(transparent)]
+    Spool(#[from] spool::SpoolError),
 }

@@ -39,6 +39,31 @@ pub struct IngestMetrics {
     pub rebalances: CounterVec,
     /// Batches left unstored at a rebalance deadline (their messages are read again).
     pub abandoned_batches: CounterVec,
+    /// MQTT connections up.
+    pub mqtt_connections: Gauge,
+    /// MQTT connections lost or refused (each followed by a delayed reconnect).
+    pub mqtt_connection_errors: prometheus::Counter,
+    /// Subscriptions the broker refused.
+    pub mqtt_subscribe_refusals: prometheus::Counter,
+    /// Stall-watchdog reconnects, by feed.
+    pub mqtt_stalls: CounterVec,
+    /// Deliveries the broker sent again (DUP) that the spool already held: acknowledged, not
+    /// stored twice.
+    pub mqtt_resends: prometheus::Counter,
+    /// Retained messages not stored (`mqtt.store_retained = false`).
+    pub mqtt_retained_skipped: prometheus::Counter,
+    /// Messages missing by their devices' sequence numbers, by feed.
+    pub mqtt_sequence_gaps: CounterVec,
+    /// The broker's own count of messages it dropped (`$SYS/broker/publish/messages/dropped`).
+    pub mqtt_broker_dropped: Gauge,
+    /// Bytes in the spool.
+    pub spool_bytes: Gauge,
+    /// 1 while the spool is at its disk bound (nothing more is acknowledged).
+    pub spool_full: Gauge,
+    /// Messages spooled but not yet stored in ClickHouse.
+    pub spool_backlog: Gauge,
+    /// Duration of each spool sync (write + fdatasync).
+    pub spool_sync_duration: prometheus::Histogram,
 }
 
 impl IngestMetrics {
@@ -122,6 +147,51 @@ impl IngestMetrics {
                 "Batches left unstored at a rebalance or shutdown deadline, by moment; their messages are read again",
                 &["moment"],
             )?,
+            mqtt_connections: m.gauge("mqtt_connections", "MQTT connections up")?,
+            mqtt_connection_errors: m.counter(
+                "mqtt_connection_errors_total",
+                "MQTT connections lost or refused; each is retried after a capped, jittered delay",
+            )?,
+            mqtt_subscribe_refusals: m.counter(
+                "mqtt_subscribe_refusals_total",
+                "Subscriptions the MQTT broker refused",
+            )?,
+            mqtt_stalls: m.counter_vec(
+                "mqtt_stalls_total",
+                "Stall-watchdog reconnects: the feed was silent past its stall_timeout_ms while connected",
+                &["feed"],
+            )?,
+            mqtt_resends: m.counter(
+                "mqtt_resends_total",
+                "Deliveries the broker sent again (DUP) that the spool already held: acknowledged, not stored twice",
+            )?,
+            mqtt_retained_skipped: m.counter(
+                "mqtt_retained_skipped_total",
+                "Retained messages not stored (mqtt.store_retained = false)",
+            )?,
+            mqtt_sequence_gaps: m.counter_vec(
+                "mqtt_sequence_gaps_total",
+                "Messages missing by their devices' sequence numbers (sequence_attr), by feed",
+                &["feed"],
+            )?,
+            mqtt_broker_dropped: m.gauge(
+                "mqtt_broker_dropped_messages",
+                "The broker's count of messages it dropped ($SYS/broker/publish/messages/dropped), broker-wide",
+            )?,
+            spool_bytes: m.gauge("spool_bytes", "Bytes in the MQTT spool")?,
+            spool_full: m.gauge(
+                "spool_full_state",
+                "1 while the MQTT spool is at max_bytes: nothing more is acknowledged (the broker keeps it)",
+            )?,
+            spool_backlog: m.gauge(
+                "spool_backlog_messages",
+                "Messages in the MQTT spool not yet stored in ClickHouse",
+            )?,
+            spool_sync_duration: m.histogram(
+                "spool_sync_duration_seconds",
+                "Duration of each MQTT spool sync (write and fdatasync), which every acknowledgement waits for",
+                vec![0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1],
+            )?,
         })
     }
 }
@@ -151,13 +221,15 @@ mod tests {
         m.kafka_lag.with_label_values(&["t", "0"]).set(1.0);
         m.rebalances.with_label_values(&["assign"]).inc();
         m.abandoned_batches.with_label_values(&["shutdown"]).inc();
+        m.mqtt_stalls.with_label_values(&["f"]).inc();
+        m.mqtt_sequence_gaps.with_label_values(&["f"]).inc();
         let docs = std::fs::read_to_string(concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/../../docs/metrics.md"
         ))
         .unwrap();
         let families = registry.gather();
-        assert_eq!(families.len(), 14, "a metric was added: touch it above");
+        assert_eq!(families.len(), 26, "a metric was added: touch it above");
         for family in families {
             let name = family.name();
             assert!(

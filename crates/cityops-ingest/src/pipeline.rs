@@ -12,6 +12,17 @@ use cityops_feeds::{FeedSet, Message, Outcome};
 use std::sync::mpsc;
 use std::time::Duration;
 
+/// What a finished run did.
+#[derive(Debug, Default, Clone)]
+pub struct Summary {
+    /// Messages consumed.
+    pub messages: u64,
+    /// Batches stored.
+    pub batches: u64,
+    /// Whether everything read was stored (and, for Kafka, committed) before exit.
+    pub drained: bool,
+}
+
 /// A batch the writer finished.
 pub(crate) struct Done {
     pub seq: u64,

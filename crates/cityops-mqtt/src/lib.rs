@@ -54,6 +54,17 @@ pub struct Publisher {
 impl Publisher {
     /// Connects `connections` clients to `host:port` (client ids `<client_id>-<n>`).
     pub fn connect(host: &str, port: u16, client_id: &str, connections: usize) -> Self {
+        Publisher::connect_as(host, port, client_id, connections, None)
+    }
+
+    /// Like [`Publisher::connect`], with a user name and password.
+    pub fn connect_as(
+        host: &str,
+        port: u16,
+        client_id: &str,
+        connections: usize,
+        credentials: Option<(&str, &str)>,
+    ) -> Self {
         let address = format!("{host}:{port}");
         let connections = (0..connections.max(1))
             .map(|n| {
@@ -61,6 +72,9 @@ impl Publisher {
                 options.set_keep_alive(Duration::from_secs(30));
                 options.set_inflight(200);
                 options.set_max_packet_size(1024 * 1024, 1024 * 1024);
+                if let Some((user, password)) = credentials {
+                    options.set_credentials(user, password);
+                }
                 let (client, mut events) = AsyncClient::new(options, 1000);
                 let acked = Arc::new(AtomicU64::new(0));
                 let errors = Arc::new(AtomicU64::new(0));

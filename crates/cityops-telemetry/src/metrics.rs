@@ -147,6 +147,19 @@ impl Metrics {
         self.register(&full, metric)
     }
 
+    /// A histogram with explicit buckets; `name` must end in a unit.
+    pub fn histogram(
+        &self,
+        name: &str,
+        help: &str,
+        buckets: Vec<f64>,
+    ) -> Result<prometheus::Histogram, TelemetryError> {
+        let full = self.full_name(name, Kind::Other)?;
+        let opts = HistogramOpts::new(&full, help).buckets(buckets);
+        let metric = prometheus::Histogram::with_opts(opts).map_err(|e| invalid(&full, e))?;
+        self.register(&full, metric)
+    }
+
     /// A histogram vector with explicit buckets; `name` must end in a unit.
     pub fn histogram_vec(
         &self,

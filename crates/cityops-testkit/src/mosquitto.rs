@@ -17,10 +17,24 @@ fn current_user() -> String {
         .map_or_else(|| "root".to_owned(), |u| u.name)
 }
 
-/// mosquitto on one port.
+/// mosquitto on one port (and a TLS port when secured).
 #[derive(Debug)]
 pub struct MosquittoSpec {
     port: u16,
+    secured: Option<Secured>,
+}
+
+/// What a secured instance adds: a TLS listener and a password file.
+#[derive(Debug, Clone)]
+pub struct Secured {
+    /// The TLS listener's port on 127.0.0.1.
+    pub tls_port: u16,
+    /// PEM of the CA that signed the broker's certificate (for `IP:127.0.0.1`).
+    pub ca_file: std::path::PathBuf,
+    /// The one user the password file knows.
+    pub username: String,
+    /// Its password.
+    pub password: String,
 }
 
 impl ServiceSpec for MosquittoSpec {
@@ -28,7 +42,7 @@ impl ServiceSpec for MosquittoSpec {
     const STOP_GRACE: Duration = Duration::from_secs(10);
     const READY_TIMEOUT: Duration = Duration::from_secs(15);
     fn ready(&self) -> bool {
-        port_open(self.port)
+        port_open(self.port) && self.secured.as_ref().is_none_or(|s| port_open(s.tls_port))
     }
 }
 
@@ -38,12 +52,38 @@ pub type Mosquitto = Instance<MosquittoSpec>;
 impl Mosquitto {
     /// Starts a fresh instance on a free port and waits until it accepts connections.
     pub fn start() -> Self {
+        Mosquitto::launch_with(|_| None, "")
+    }
+
+    /// Starts a fresh instance with `extra` appended to its config (e.g. limits a test
+    /// needs).
+    pub fn start_with_config(extra: &str) -> Self {
+        Mosquitto::launch_with(|_| None, extra)
+    }
+
+    /// Starts an instance that requires a user name and password (a mosquitto password file)
+    /// and also listens with TLS, with a CA and server certificate made by `openssl` for this
+    /// instance.
+    pub fn start_secured() -> Self {
+        Mosquitto::launch_with(secure, "")
+    }
+
+    /// The TLS port, CA file and credentials of a secured instance.
+    pub fn secured(&self) -> Option<&Secured> {
+        self.spec.secured.as_ref()
+    }
+
+    fn launch_with(
+        secure: impl FnOnce(&std::path::Path) -> Option<(Secured, String)>,
+        extra: &str,
+    ) -> Self {
         let binary = require_binary("mosquitto");
         let dir = instance_dir("mosquitto");
         make_dirs(dir.path(), &["conf", "data", "log"]);
         let port = crate::free_port();
         let conf = dir.path().join("conf/mosquitto.conf");
-        let text = render(
+        let secured = secure(dir.path());
+        let mut text = render(
             &template("mosquitto.conf"),
             &[
                 ("MQTT_PORT", port.to_string()),
@@ -52,6 +92,13 @@ impl Mosquitto {
                 ("RUN_USER", current_user()),
             ],
         );
+        if let Some((_, settings)) = &secured {
+            text = text.replace("allow_anonymous true\n", "");
+            text.push_str(settings);
+        }
+        text.push('\n');
+        text.push_str(extra);
+        text.push('\n');
         std::fs::write(&conf, text).expect("write mosquitto.conf");
         let process = ServiceProcess::new(
             "mosquitto",
@@ -60,7 +107,8 @@ impl Mosquitto {
             dir.path(),
             dir.path().join("log/stdout.log"),
         );
-        Instance::launch(dir, MosquittoSpec { port }, process)
+        let secured = secured.map(|(s, _)| s);
+        Instance::launch(dir, MosquittoSpec { port, secured }, process)
     }
 
     /// The MQTT port on 127.0.0.1.
@@ -143,6 +191,69 @@ impl Mosquitto {
             task,
         })
     }
+}
+
+/// Makes the CA, the server certificate (for 127.0.0.1 and localhost) and the password file
+/// of a secured instance in `dir/conf`; returns them with the config lines that use them.
+fn secure(dir: &std::path::Path) -> Option<(Secured, String)> {
+    let openssl = require_binary("openssl");
+    let passwd = require_binary("mosquitto_passwd");
+    let conf = dir.join("conf");
+    let run = |program: &std::path::Path, args: &[&str]| {
+        let out = std::process::Command::new(program)
+            .args(args)
+            .current_dir(&conf)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", program.display()));
+        assert!(
+            out.status.success(),
+            "{} {args:?} failed: {}",
+            program.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    std::fs::write(
+        conf.join("san.ext"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n",
+    )
+    .expect("write san.ext");
+    run(
+        &openssl,
+        &[
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj",
+            "/CN=cityops test CA", "-keyout", "ca.key", "-out", "ca.pem",
+        ],
+    );
+    run(
+        &openssl,
+        &[
+            "req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1", "-keyout",
+            "server.key", "-out", "server.csr",
+        ],
+    );
+    run(
+        &openssl,
+        &[
+            "x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+            "-CAcreateserial", "-days", "2", "-extfile", "san.ext", "-out", "server.pem",
+        ],
+    );
+    let (username, password) = ("cityops-ingest".to_owned(), "s3cret-Đà-Nẵng".to_owned());
+    run(&passwd, &["-b", "-c", "passwords", &username, &password]);
+    let tls_port = crate::free_port();
+    let settings = format!(
+        "allow_anonymous false\npassword_file {conf}/passwords\nlistener {tls_port} 127.0.0.1\ncafile {conf}/ca.pem\ncertfile {conf}/server.pem\nkeyfile {conf}/server.key\n",
+        conf = conf.display()
+    );
+    Some((
+        Secured {
+            tls_port,
+            ca_file: conf.join("ca.pem"),
+            username,
+            password,
+        },
+        settings,
+    ))
 }
 
 /// Messages received on a subscription.

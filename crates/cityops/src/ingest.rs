@@ -1,9 +1,9 @@
-//! `cityops ingest`: consume the config's Kafka feeds into ClickHouse until SIGTERM or Ctrl-C,
-//! serving `/metrics`, `/healthz` and `/readyz`.
+//! `cityops ingest`: consume the config's Kafka and MQTT feeds into ClickHouse until SIGTERM or
+//! Ctrl-C, serving `/metrics`, `/healthz` and `/readyz`.
 
 use anyhow::Context;
 use cityops_clickhouse::ClickHouse;
-use cityops_config::Config;
+use cityops_config::{Config, SourceKind};
 use cityops_ingest::IngestMetrics;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -20,6 +20,10 @@ pub struct Args {
     /// Serve metrics here instead of `telemetry.listen_addr`.
     #[arg(long)]
     listen_addr: Option<SocketAddr>,
+    /// Which sources to consume: `all` (every source the config has feeds of), `kafka` or
+    /// `mqtt`.
+    #[arg(long, default_value = "all", value_parser = ["all", "kafka", "mqtt"])]
+    source: String,
 }
 
 /// Exit 0 after a clean stop (everything read stored and committed), 1 otherwise.
@@ -61,24 +65,72 @@ fn ingest(args: &Args) -> anyhow::Result<bool> {
     let Some(clickhouse) = runtime.block_on(connect(&config, &cancel)) else {
         return Ok(true);
     };
-    let summary = cityops_ingest::kafka::run(
-        &config,
-        clickhouse,
-        metrics,
-        &readiness,
-        runtime.handle().clone(),
-        cancel,
-    )?;
+    let has = |source| config.feeds.iter().any(|f| f.source == source);
+    let kafka = has(SourceKind::Kafka) && args.source != "mqtt";
+    let mqtt = has(SourceKind::Mqtt) && args.source != "kafka";
+    if !kafka && !mqtt {
+        anyhow::bail!("the config has no feed of the chosen source ({}): nothing to consume", args.source);
+    }
+    let config = std::sync::Arc::new(config);
+    // Each source blocks a thread of its own; one failing stops the other.
+    let mqtt_thread = mqtt.then(|| {
+        let (config, clickhouse, metrics, readiness, handle, cancel) = (
+            std::sync::Arc::clone(&config),
+            clickhouse.clone(),
+            metrics.clone(),
+            readiness.clone(),
+            runtime.handle().clone(),
+            cancel.clone(),
+        );
+        std::thread::Builder::new()
+            .name("cityops-mqtt".into())
+            .spawn(move || {
+                let result =
+                    cityops_ingest::mqtt::run(&config, clickhouse, metrics, &readiness, handle, cancel.clone());
+                if result.is_err() {
+                    cancel.cancel();
+                }
+                result
+            })
+    });
+    let mut drained = true;
+    if kafka {
+        let result = cityops_ingest::kafka::run(
+            &config,
+            clickhouse,
+            metrics,
+            &readiness,
+            runtime.handle().clone(),
+            cancel.clone(),
+        );
+        if result.is_err() {
+            cancel.cancel();
+        }
+        drained &= report("kafka", result?);
+    }
+    if let Some(thread) = mqtt_thread {
+        let result = thread
+            .context("cannot start the MQTT thread")?
+            .join()
+            .map_err(|_| anyhow::anyhow!("the MQTT ingest thread panicked"))?;
+        drained &= report("mqtt", result?);
+    }
+    telemetry_stop.cancel();
+    let _ = runtime.block_on(telemetry);
+    runtime.shutdown_timeout(Duration::from_secs(2));
+    Ok(drained)
+}
+
+/// Logs how a source's run ended; returns whether it drained.
+fn report(source: &str, summary: cityops_ingest::Summary) -> bool {
     tracing::info!(
+        source,
         messages = summary.messages,
         batches = summary.batches,
         drained = summary.drained,
         "stopped"
     );
-    telemetry_stop.cancel();
-    let _ = runtime.block_on(telemetry);
-    runtime.shutdown_timeout(Duration::from_secs(2));
-    Ok(summary.drained)
+    summary.drained
 }
 
 /// Connects to ClickHouse, retrying with backoff until it answers or the run is cancelled.

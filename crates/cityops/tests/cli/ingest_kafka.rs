@@ -1,24 +1,15 @@
 //! The proofs of `cityops ingest` from Kafka: real Kafka-protocol broker, real ClickHouse,
 //! the real binary killed and restarted. Every test owns its services.
 
-use cityops_testkit::{ClickHouseServer, KafkaBroker, free_port};
+use crate::ingest_support::{Ingest, base_ms, http_get, metric_sum};
+use cityops_testkit::{ClickHouseServer, KafkaBroker};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// Topics of the three proof feeds, two partitions each.
 const TOPICS: [&str; 3] = ["proof.reports", "proof.dossiers", "proof.buses"];
 const PARTITIONS: u32 = 2;
-
-/// The start of every proof message's time: an hour ago, so every event lands in the window.
-fn base_ms() -> i64 {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64;
-    now - 3_600_000
-}
 
 /// Services, a migrated database and a config for the ingest.
 struct Rig {
@@ -149,16 +140,7 @@ shutdown_deadline_ms = 10000
 
     /// Starts `cityops ingest` with its log in the rig's folder.
     fn ingest(&self, name: &str) -> Ingest {
-        let port = free_port();
-        let log = self.dir.path().join(format!("{name}.log"));
-        let child = Command::new(env!("CARGO_BIN_EXE_cityops"))
-            .args(["ingest", "--config", self.config.to_str().unwrap()])
-            .args(["--listen-addr", &format!("127.0.0.1:{port}")])
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        Ingest { child, port, log }
+        Ingest::spawn(&self.config, self.dir.path(), name)
     }
 
     async fn count(&self, sql: &str) -> f64 {
@@ -210,85 +192,6 @@ shutdown_deadline_ms = 10000
             assert_eq!(stored.get(entity), Some(rows), "rows of {entity}");
         }
     }
-}
-
-/// A running `cityops ingest`.
-struct Ingest {
-    child: Child,
-    port: u16,
-    log: PathBuf,
-}
-
-impl Ingest {
-    fn kill9(&mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-
-    /// SIGTERM, then the exit code.
-    fn terminate(&mut self, timeout: Duration) -> Option<i32> {
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.child.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        )
-        .unwrap();
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status.code();
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!(
-            "ingest did not stop within {timeout:?}:\n{}",
-            self.log_text()
-        );
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    async fn metrics(&self) -> String {
-        http_get(self.port, "/metrics").await.1
-    }
-
-    fn rss_bytes(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .unwrap_or_default();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            .map_or(0, |kb| kb * 1024)
-    }
-}
-
-impl Drop for Ingest {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A GET on 127.0.0.1:`port`: status code and body ("" when nothing answers).
-async fn http_get(port: u16, path: &str) -> (u16, String) {
-    let url = format!("http://127.0.0.1:{port}{path}");
-    match reqwest::get(&url).await {
-        Ok(response) => {
-            let status = response.status().as_u16();
-            (status, response.text().await.unwrap_or_default())
-        }
-        Err(_) => (0, String::new()),
-    }
-}
-
-/// The sum of a metric's samples whose line contains every one of `labels`.
-fn metric_sum(text: &str, name: &str, labels: &[&str]) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(name) && labels.iter().all(|want| l.contains(want)))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }
 
 /// Good messages, two events each, spread over the three feeds, and the rows each must give.

@@ -6,6 +6,8 @@
 mod check;
 mod decode;
 mod ingest_kafka;
+mod ingest_mqtt;
+mod ingest_support;
 mod migrate;
 mod sim;
 

@@ -1,0 +1,907 @@
+//! MQTT to ClickHouse. Two threads and the writer task:
+//!
+//! - the **receiver** takes deliveries from the sessions (`cityops_mqtt::Subscriber`), appends
+//!   them to the spool, syncs (one fdatasync for everything that arrived meanwhile), and only
+//!   then sends their PUBACKs, in the order received; it also runs the stall watchdog and
+//!   reads the broker's `$SYS` counters;
+//! - the **pipeline** (the calling thread) reads the spool in sequence order up to what is
+//!   synced, decodes, batches and hands batches to the writer; what the writer stored lets the
+//!   receiver delete spool segments.
+//!
+//! ARCHITECTURE.md ("MQTT ingest") explains why no acknowledged message is lost or stored
+//! twice, and how throughput survives the broker's small in-flight window.
+
+use crate::batch::{Batch, BatchBuilder, Limits, ReplayFilter};
+use crate::pipeline::{Decoder, Done, Received, Summary, write_batches};
+use crate::sequence::SequenceTracker;
+use crate::spool::{Appended, Spool, SpoolReader, SpoolSettings};
+use crate::writer::{Writer, WriterSettings};
+use crate::{Error, IngestMetrics};
+use cityops_clickhouse::ClickHouse;
+use cityops_config::{Config, MqttConfig, MqttProtocol, SourceKind};
+use cityops_event::{SourceCoordinates, Timestamp};
+use cityops_mqtt::{
+    Delivery, Protocol, ReconnectDelay, Subscriber, SubscriberEvent, SubscriberOptions, Tls,
+};
+use cityops_telemetry::{Readiness, ReadinessHandle};
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, PoisonError, mpsc};
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+const SOURCE: &str = "mqtt";
+/// How long a sequence gap may stay open before it is counted.
+const GAP_GRACE_MS: i64 = 10_000;
+/// How often gap and broker-drop summaries may be logged.
+const REPORT_EVERY: Duration = Duration::from_secs(10);
+
+impl ReconnectDelay for crate::Backoff {
+    fn next_delay(&mut self) -> Duration {
+        crate::Backoff::next_delay(self)
+    }
+    fn reset(&mut self) {
+        crate::Backoff::reset(self);
+    }
+}
+
+/// What the receiver tells the pipeline: the synced sequence number and whether it finished.
+struct Durable {
+    state: Mutex<(u64, bool)>,
+    changed: Condvar,
+}
+
+impl Durable {
+    fn set(&self, seq: u64, finished: bool) {
+        let mut s = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        s.0 = s.0.max(seq);
+        s.1 |= finished;
+        self.changed.notify_all();
+    }
+
+    fn get(&self) -> (u64, bool) {
+        *self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn wait_beyond(&self, seq: u64, timeout: Duration) {
+        let s = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        if s.0 > seq || s.1 {
+            return;
+        }
+        let _ = self
+            .changed
+            .wait_timeout(s, timeout)
+            .unwrap_or_else(PoisonError::into_inner);
+    }
+}
+
+/// The session options from the config.
+fn subscriber_options(
+    mqtt: &MqttConfig,
+    filters: Vec<String>,
+    tls: Option<Tls>,
+) -> SubscriberOptions {
+    let (initial, max) = (
+        Duration::from_millis(mqtt.reconnect_initial_ms),
+        Duration::from_millis(mqtt.reconnect_max_ms),
+    );
+    let seed = u64::from(std::process::id()) << 16;
+    SubscriberOptions {
+        host: mqtt.host.clone(),
+        port: mqtt.port,
+        protocol: match mqtt.protocol {
+            MqttProtocol::V5 => Protocol::V5,
+            MqttProtocol::V311 => Protocol::V311,
+        },
+        client_id: mqtt.client_id.clone(),
+        connections: mqtt.connections,
+        shared_group: mqtt.effective_shared_group().map(str::to_owned),
+        filters,
+        session_expiry: Duration::from_secs(u64::from(mqtt.session_expiry_s)),
+        keep_alive: Duration::from_secs(u64::from(mqtt.keep_alive_s)),
+        receive_maximum: mqtt.receive_maximum,
+        max_packet_bytes: mqtt.max_packet_bytes,
+        connect_timeout: Duration::from_millis(mqtt.connect_timeout_ms),
+        credentials: mqtt.username.as_ref().map(|user| {
+            let password = mqtt
+                .password
+                .as_ref()
+                .map(|p| p.expose().to_owned())
+                .unwrap_or_default();
+            (user.clone(), password)
+        }),
+        tls,
+        sys_topics: mqtt.broker_sys_topics,
+        reconnect_delay: Box::new(move |n| {
+            Box::new(crate::Backoff::new(initial, max, seed ^ u64::from(n)))
+        }),
+    }
+}
+
+/// Reads the TLS files named in the config.
+fn read_tls(mqtt: &MqttConfig) -> Result<Option<Tls>, Error> {
+    let Some(tls) = &mqtt.tls else {
+        return Ok(None);
+    };
+    let read = |path: &std::path::Path| {
+        std::fs::read(path).map_err(|e| Error::Mqtt(format!("cannot read {}: {e}", path.display())))
+    };
+    let client = match (&tls.client_cert_file, &tls.client_key_file) {
+        (Some(cert), Some(key)) => Some((read(cert)?, read(key)?)),
+        _ => None,
+    };
+    Ok(Some(Tls {
+        ca_pem: read(&tls.ca_file)?,
+        client,
+    }))
+}
+
+/// A new spool's id: any positive 31-bit number, different per process start.
+fn new_spool_id() -> i32 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let h = xxhash_rust::xxh3::xxh3_64(&[nanos.to_le_bytes(), u64::from(std::process::id()).to_le_bytes()].concat());
+    (h >> 33) as i32
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Per-feed stall watchdog state.
+struct Watch {
+    feed: String,
+    timeout: Duration,
+    last_message: Instant,
+    /// Reconnects since the feed last received something.
+    heals: u32,
+}
+
+/// The receiver thread's state.
+struct Receiver {
+    spool: Spool,
+    subscriber: Subscriber,
+    metrics: IngestMetrics,
+    store_retained: bool,
+    /// Deliveries not yet spooled because the spool is full, in arrival order.
+    held: VecDeque<Delivery>,
+    /// PUBACKs to send after the next sync, in arrival order.
+    acks: Vec<(u16, u64, u16)>,
+    durable: Arc<Durable>,
+    stored_seq: Arc<AtomicU64>,
+    released_to: u64,
+    /// MQTT feed number (config order) of each watched feed, and the feeds for topic lookup.
+    watches: BTreeMap<usize, Watch>,
+    feeds: cityops_feeds::FeedSet,
+    broker_dropped: Option<f64>,
+    mqtt_ready: ReadinessHandle,
+    spool_ready: ReadinessHandle,
+    full_since: Option<Instant>,
+    sync_delay: Duration,
+}
+
+impl Receiver {
+    fn take(&mut self, event: SubscriberEvent) {
+        match event {
+            SubscriberEvent::Message(d) => {
+                if let Some(i) = self.feeds.position(SourceKind::Mqtt, &d.topic)
+                    && let Some(w) = self.watches.get_mut(&i)
+                {
+                    w.last_message = Instant::now();
+                    w.heals = 0;
+                }
+                if self.held.is_empty() {
+                    self.append(d);
+                } else {
+                    self.held.push_back(d);
+                }
+            }
+            SubscriberEvent::Connected {
+                connection,
+                session_present,
+                subscribed,
+            } => {
+                tracing::info!(
+                    connection,
+                    session_present,
+                    subscribed,
+                    "MQTT connection accepted"
+                );
+                self.update_connections();
+            }
+            SubscriberEvent::Disconnected {
+                connection,
+                error,
+                retry_in,
+            } => {
+                self.metrics.mqtt_connection_errors.inc();
+                tracing::warn!(
+                    connection,
+                    %error,
+                    retry_in_ms = retry_in.as_millis() as u64,
+                    "MQTT connection lost; reconnecting after a delay"
+                );
+                self.update_connections();
+            }
+            SubscriberEvent::SubscribeRefused { connection, detail } => {
+                self.metrics.mqtt_subscribe_refusals.inc();
+                tracing::error!(connection, detail, "the broker refused a subscription");
+            }
+            SubscriberEvent::BrokerStat { name, value } => {
+                if name == "publish/messages/dropped" {
+                    self.metrics.mqtt_broker_dropped.set(value);
+                    if let Some(before) = self.broker_dropped
+                        && value > before
+                    {
+                        tracing::warn!(
+                            dropped = value - before,
+                            total = value,
+                            "the broker dropped messages (its queue limits; broker-wide count from $SYS)"
+                        );
+                    }
+                    self.broker_dropped = Some(value);
+                }
+            }
+        }
+    }
+
+    fn update_connections(&mut self) {
+        let up = self.subscriber.connected();
+        self.metrics.mqtt_connections.set(up as f64);
+        self.mqtt_ready.set_ready(up > 0);
+    }
+
+    /// Spools one delivery (or holds it if the spool is full); queues its PUBACK.
+    fn append(&mut self, d: Delivery) {
+        if d.retain && !self.store_retained {
+            self.metrics.mqtt_retained_skipped.inc();
+            if d.qos > 0 {
+                self.acks.push((d.connection, d.epoch, d.pkid));
+            }
+            return;
+        }
+        match self.spool.append(
+            now_ms(),
+            d.connection,
+            d.pkid,
+            d.qos > 0,
+            d.dup,
+            d.retain,
+            &d.topic,
+            &d.payload,
+        ) {
+            Appended::New(_) => {
+                if d.qos > 0 {
+                    self.acks.push((d.connection, d.epoch, d.pkid));
+                }
+            }
+            Appended::Duplicate(_) => {
+                self.metrics.mqtt_resends.inc();
+                self.acks.push((d.connection, d.epoch, d.pkid));
+            }
+            Appended::Full => {
+                if self.full_since.is_none() {
+                    self.full_since = Some(Instant::now());
+                    self.metrics.spool_full.set(1.0);
+                    self.spool_ready.set_ready(false);
+                    tracing::warn!(
+                        spool_bytes = self.spool.bytes(),
+                        "spool full: acknowledging nothing more until ClickHouse catches up (the broker keeps the messages)"
+                    );
+                }
+                self.held.push_back(d);
+            }
+        }
+    }
+
+    /// Syncs what was appended, then sends the PUBACKs.
+    fn sync_and_ack(&mut self) -> Result<(), crate::spool::SpoolError> {
+        if self.spool.needs_sync() {
+            let started = Instant::now();
+            let durable = self.spool.sync()?;
+            self.metrics
+                .spool_sync_duration
+                .observe(started.elapsed().as_secs_f64());
+            self.durable.set(durable, false);
+        }
+        for (connection, epoch, pkid) in self.acks.drain(..) {
+            self.subscriber.ack(connection, epoch, pkid);
+        }
+        self.metrics.spool_bytes.set(self.spool.bytes() as f64);
+        Ok(())
+    }
+
+    /// Deletes stored segments and spools held deliveries if there is room again.
+    fn release(&mut self) -> Result<(), crate::spool::SpoolError> {
+        let stored = self.stored_seq.load(Ordering::SeqCst);
+        self.metrics
+            .spool_backlog
+            .set(self.spool.durable_seq().saturating_sub(stored) as f64);
+        if stored > self.released_to {
+            self.spool.release(stored)?;
+            self.released_to = stored;
+        }
+        while let Some(d) = self.held.pop_front() {
+            self.full_since = None;
+            self.append(d);
+            if self.full_since.is_some() {
+                // Still full: `append` put it back at the end; restore the order.
+                if let Some(d) = self.held.pop_back() {
+                    self.held.push_front(d);
+                }
+                return Ok(());
+            }
+        }
+        if self.full_since.take().is_some() || self.metrics.spool_full.get() > 0.0 {
+            self.metrics.spool_full.set(0.0);
+            self.spool_ready.set_ready(true);
+            tracing::info!("spool has room again; acknowledging");
+        }
+        Ok(())
+    }
+
+    /// Reconnects if a watched feed went silent while every connection was up.
+    fn watchdog(&mut self) {
+        let now = Instant::now();
+        let Some(up) = self.subscriber.all_connected_for(now) else {
+            return;
+        };
+        let mut stalled = None;
+        for w in self.watches.values_mut() {
+            let patience = w.timeout * 2u32.pow(w.heals.min(3));
+            if up >= w.timeout && now.duration_since(w.last_message) >= patience {
+                w.heals += 1;
+                w.last_message = now;
+                self.metrics.mqtt_stalls.with_label_values(&[&w.feed]).inc();
+                stalled = Some((w.feed.clone(), w.timeout, w.heals));
+            }
+        }
+        if let Some((feed, timeout, heals)) = stalled {
+            tracing::warn!(
+                feed,
+                silent_ms = timeout.as_millis() as u64,
+                attempt = heals,
+                "feed silent while connected: reconnecting and subscribing again"
+            );
+            self.subscriber.reconnect_all();
+        }
+    }
+}
+
+/// Runs the receiver until `cancel`; then spools and acknowledges what arrived, disconnects,
+/// and tells the pipeline it finished.
+fn receive(
+    mut r: Receiver,
+    mut events: tokio::sync::mpsc::Receiver<SubscriberEvent>,
+    runtime: &tokio::runtime::Handle,
+    cancel: &CancellationToken,
+    failed: &AtomicBool,
+) {
+    let fail = |error: crate::spool::SpoolError| {
+        tracing::error!(%error, "spool failed; acknowledging nothing more");
+        failed.store(true, Ordering::SeqCst);
+    };
+    let mut last_watch = Instant::now();
+    'run: while !cancel.is_cancelled() {
+        let first = runtime.block_on(async {
+            tokio::select! {
+                e = events.recv() => e,
+                () = tokio::time::sleep(Duration::from_millis(50)) => None,
+                () = cancel.cancelled() => None,
+            }
+        });
+        if let Some(event) = first {
+            r.take(event);
+            if !r.sync_delay.is_zero() {
+                std::thread::sleep(r.sync_delay);
+            }
+            // Everything that arrived meanwhile shares the sync.
+            while let Ok(event) = events.try_recv() {
+                r.take(event);
+                if r.acks.len() >= 50_000 {
+                    break;
+                }
+            }
+        }
+        if let Err(e) = r.sync_and_ack().and_then(|()| r.release()) {
+            fail(e);
+            break 'run;
+        }
+        if last_watch.elapsed() >= Duration::from_millis(200) {
+            last_watch = Instant::now();
+            r.watchdog();
+        }
+    }
+    // Spool and acknowledge what already arrived, then disconnect (the sessions stay).
+    while let Ok(event) = events.try_recv() {
+        r.take(event);
+    }
+    if let Err(e) = r.sync_and_ack() {
+        fail(e);
+    }
+    let durable = r.spool.durable_seq();
+    r.durable.set(durable, true);
+    r.metrics.mqtt_connections.set(0.0);
+    r.mqtt_ready.set_ready(false);
+    runtime.block_on(r.subscriber.shutdown(Duration::from_secs(2)));
+}
+
+/// Runs MQTT ingest until `cancel`: blocks the calling thread (the pipeline), runs the
+/// receiver on its own thread and the writer on `runtime`. Returns once everything spooled is
+/// stored, or the shutdown deadline passed (what is left stays in the spool for next time).
+pub fn run(
+    config: &Config,
+    clickhouse: ClickHouse,
+    metrics: IngestMetrics,
+    readiness: &Readiness,
+    runtime: tokio::runtime::Handle,
+    cancel: CancellationToken,
+) -> Result<Summary, Error> {
+    let mut decoder = Decoder::new(config, SourceKind::Mqtt)?;
+    let mqtt = &config.mqtt;
+    let settings = &config.ingest;
+    let filters: Vec<String> = decoder
+        .feeds()
+        .feeds()
+        .iter()
+        .filter(|f| f.config().source == SourceKind::Mqtt)
+        .map(cityops_feeds::Feed::subscription)
+        .collect();
+    let tls = read_tls(mqtt)?;
+    let spool_settings = SpoolSettings {
+        dir: mqtt.spool.dir.clone(),
+        max_bytes: mqtt.spool.max_bytes,
+        segment_bytes: mqtt.spool.segment_bytes,
+        window: usize::from(mqtt.receive_maximum).max(64),
+        connections: mqtt.connections,
+    };
+    let (spool, opened) = Spool::open(&spool_settings, new_spool_id())?;
+    let spool_id = spool.id();
+    let first_seq = spool.first_seq();
+    tracing::info!(
+        dir = %spool.dir().display(),
+        spool_id,
+        messages = opened.messages,
+        truncated_bytes = opened.truncated_bytes,
+        "spool opened"
+    );
+    let durable = Arc::new(Durable {
+        state: Mutex::new((spool.durable_seq(), false)),
+        changed: Condvar::new(),
+    });
+    let stored_seq = Arc::new(AtomicU64::new(first_seq.saturating_sub(1)));
+
+    // The writer.
+    let generation = Arc::new(AtomicU64::new(1));
+    let gate = Arc::new(tokio::sync::Mutex::new(()));
+    let (to_writer, batches) = tokio::sync::mpsc::unbounded_channel::<Batch>();
+    let (done_tx, from_writer) = mpsc::channel::<Done>();
+    let writer = Writer::new(
+        clickhouse.clone(),
+        WriterSettings {
+            insert_timeout: Duration::from_millis(settings.insert_timeout_ms),
+            retry_initial: Duration::from_millis(settings.retry_initial_ms),
+            retry_max: Duration::from_millis(settings.retry_max_ms),
+            max_raw_bytes: config.rejects.max_raw_bytes,
+            source_kind: SOURCE,
+            feed_names: config.feeds.iter().map(|f| f.name.clone()).collect(),
+        },
+        metrics.clone(),
+        readiness.register("clickhouse"),
+        Arc::clone(&generation),
+        Arc::clone(&gate),
+    );
+    let writer_task = runtime.spawn(write_batches(writer, batches, done_tx));
+
+    // The sessions and the receiver.
+    let window: usize = usize::from(mqtt.connections) * usize::from(mqtt.receive_maximum);
+    let (events_tx, events_rx) = tokio::sync::mpsc::channel(window + 1024);
+    let subscriber_cancel = CancellationToken::new();
+    let subscriber = {
+        let _enter = runtime.enter();
+        Subscriber::start(
+            subscriber_options(mqtt, filters.clone(), tls),
+            events_tx,
+            subscriber_cancel.clone(),
+        )
+    };
+    let watches = config
+        .feeds
+        .iter()
+        .enumerate()
+        .filter_map(|(i, f)| {
+            let timeout = f.stall_timeout_ms?;
+            Some((
+                i,
+                Watch {
+                    feed: f.name.clone(),
+                    timeout: Duration::from_millis(timeout),
+                    last_message: Instant::now(),
+                    heals: 0,
+                },
+            ))
+        })
+        .collect();
+    let mqtt_ready = readiness.register("mqtt");
+    let spool_ready = readiness.register("spool");
+    spool_ready.set_ready(true);
+    let receiver = Receiver {
+        spool,
+        subscriber,
+        metrics: metrics.clone(),
+        store_retained: mqtt.store_retained,
+        held: VecDeque::new(),
+        acks: Vec::new(),
+        durable: Arc::clone(&durable),
+        stored_seq: Arc::clone(&stored_seq),
+        released_to: 0,
+        watches,
+        feeds: decoder.feeds().clone(),
+        broker_dropped: None,
+        mqtt_ready,
+        spool_ready,
+        full_since: None,
+        sync_delay: Duration::from_millis(mqtt.spool.sync_delay_ms),
+    };
+    let receiver_failed = Arc::new(AtomicBool::new(false));
+    let receiver_thread = {
+        let runtime = runtime.clone();
+        let cancel = cancel.clone();
+        let failed = Arc::clone(&receiver_failed);
+        std::thread::Builder::new()
+            .name("cityops-mqtt-rx".into())
+            .spawn(move || receive(receiver, events_rx, &runtime, &cancel, &failed))
+            .map_err(|e| Error::Mqtt(format!("cannot start the receiver thread: {e}")))?
+    };
+    tracing::info!(
+        filters = filters.join(","),
+        host = mqtt.host,
+        port = mqtt.port,
+        connections = mqtt.connections,
+        shared_group = mqtt.effective_shared_group().unwrap_or(""),
+        "subscribing"
+    );
+
+    // What is already stored: the spool may hold messages a killed run stored but did not
+    // get to delete.
+    let filter = match stored_check(&clickhouse, &runtime, &cancel, spool_id, settings) {
+        Some(filter) => filter,
+        None => {
+            // Cancelled before ClickHouse answered: nothing was read from the spool.
+            let _ = receiver_thread.join();
+            drop(to_writer);
+            let _ = runtime
+                .block_on(async { tokio::time::timeout(Duration::from_secs(5), writer_task).await });
+            return Ok(Summary {
+                drained: true,
+                ..Summary::default()
+            });
+        }
+    };
+
+    let mut pipeline = SpoolPipeline {
+        reader: SpoolReader::new(&mqtt.spool.dir, first_seq),
+        builder: BatchBuilder::by_partition(Limits {
+            max_rows: settings.batch_max_rows,
+            max_bytes: settings.batch_max_bytes,
+            linger: Duration::from_millis(settings.linger_ms),
+        }),
+        filter,
+        to_writer,
+        from_writer,
+        in_flight: 0,
+        sent_seq: 0,
+        done_seq: 0,
+        read_seq: first_seq.saturating_sub(1),
+        summary: Summary::default(),
+        sequences: SequenceTracker::new(GAP_GRACE_MS),
+        sequence_attrs: config.feeds.iter().map(|f| f.sequence_attr.clone()).collect(),
+        feed_names: config.feeds.iter().map(|f| f.name.clone()).collect(),
+        gaps_by_feed: BTreeMap::new(),
+        last_report: Instant::now(),
+        last_sweep: Instant::now(),
+        spool_id,
+        metrics: metrics.clone(),
+        stored_seq: Arc::clone(&stored_seq),
+        paused: false,
+    };
+    let max_in_flight = settings.max_in_flight_bytes;
+    let mut read_error = false;
+    loop {
+        let (durable_seq, finished) = durable.get();
+        pipeline.collect(None);
+        let now = Instant::now();
+        if pipeline.builder.full() || pipeline.builder.due(now) {
+            pipeline.send();
+        }
+        pipeline.report_gaps();
+        let in_flight = pipeline.in_flight + pipeline.builder.bytes();
+        if !pipeline.paused && in_flight >= max_in_flight {
+            pipeline.paused = true;
+            metrics.paused.set(1.0);
+            tracing::info!(
+                in_flight_bytes = in_flight,
+                "in-flight bound reached; reading the spool paused until ClickHouse catches up"
+            );
+        } else if pipeline.paused && in_flight < max_in_flight / 4 * 3 {
+            pipeline.paused = false;
+            metrics.paused.set(0.0);
+            tracing::info!(in_flight_bytes = in_flight, "reading the spool resumed");
+        }
+        if cancel.is_cancelled() && finished && pipeline.read_seq >= durable_seq {
+            break;
+        }
+        if pipeline.paused || read_error {
+            std::thread::sleep(Duration::from_millis(20));
+            continue;
+        }
+        let mut read = 0;
+        while read < 10_000 && !pipeline.builder.full() {
+            match pipeline.reader.next(durable_seq) {
+                Ok(Some(message)) => {
+                    pipeline.read_seq = message.seq;
+                    pipeline.add(&mut decoder, &message);
+                    read += 1;
+                }
+                Ok(None) => break,
+                Err(error) => {
+                    tracing::error!(%error, "cannot read the spool; stopping reading (what it holds stays for the next start)");
+                    read_error = true;
+                    break;
+                }
+            }
+        }
+        if read == 0 {
+            if cancel.is_cancelled() && (finished || pipeline.read_seq >= durable_seq) {
+                if finished {
+                    break;
+                }
+                durable.wait_beyond(pipeline.read_seq, Duration::from_millis(50));
+                continue;
+            }
+            let wait = pipeline
+                .builder
+                .until_due(Instant::now())
+                .map_or(Duration::from_millis(100), |d| d.min(Duration::from_millis(100)));
+            durable.wait_beyond(pipeline.read_seq, wait);
+        }
+    }
+    tracing::info!("stopping: storing what was spooled");
+    let deadline = Duration::from_millis(settings.shutdown_deadline_ms);
+    pipeline.send();
+    let target = pipeline.sent_seq;
+    pipeline.collect(Some((target, Instant::now() + deadline)));
+    let (durable_seq, _) = durable.get();
+    pipeline.summary.drained = pipeline.done_seq >= target
+        && pipeline.read_seq >= durable_seq
+        && !read_error
+        && !receiver_failed.load(Ordering::SeqCst);
+    if pipeline.done_seq < target {
+        tracing::warn!(
+            batches = target - pipeline.done_seq,
+            "batches not stored within the shutdown deadline stay in the spool for the next start"
+        );
+    }
+    let _ = receiver_thread.join();
+    let summary = pipeline.summary.clone();
+    drop(pipeline);
+    let _ =
+        runtime.block_on(async { tokio::time::timeout(Duration::from_secs(5), writer_task).await });
+    Ok(summary)
+}
+
+/// Reads what ClickHouse already holds from this spool, retrying until it answers or
+/// `cancel`. Waits first for ingest INSERTs still running (a killed run's last one).
+fn stored_check(
+    clickhouse: &ClickHouse,
+    runtime: &tokio::runtime::Handle,
+    cancel: &CancellationToken,
+    spool_id: i32,
+    settings: &cityops_config::IngestConfig,
+) -> Option<ReplayFilter> {
+    let mut backoff = crate::Backoff::new(
+        Duration::from_millis(settings.retry_initial_ms),
+        Duration::from_millis(settings.retry_max_ms),
+        u64::from(std::process::id()),
+    );
+    let timeout = Duration::from_millis(settings.insert_timeout_ms);
+    loop {
+        if cancel.is_cancelled() {
+            return None;
+        }
+        let checked = runtime.block_on(async {
+            let running = clickhouse.running_ingest_queries().await?;
+            let left = clickhouse.wait_until_finished(&running, timeout).await?;
+            if !left.is_empty() {
+                tracing::warn!(
+                    queries = left.len(),
+                    "ingest INSERTs still running after the insert timeout; reading stored offsets anyway"
+                );
+            }
+            clickhouse.stored_partition_offsets(SOURCE, spool_id).await
+        });
+        match checked {
+            Ok((events, rejects)) => {
+                let key = (String::new(), spool_id);
+                return Some(ReplayFilter::new(
+                    &BTreeMap::from([(key.clone(), events)]),
+                    &BTreeMap::from([(key, rejects)]),
+                ));
+            }
+            Err(error) => {
+                if backoff.attempts() % 10 == 0 {
+                    tracing::warn!(%error, "cannot read what is stored; the spool is read once ClickHouse answers (messages are still received and acknowledged)");
+                }
+                let delay = backoff.next_delay();
+                runtime.block_on(async {
+                    tokio::select! {
+                        () = cancel.cancelled() => {}
+                        () = tokio::time::sleep(delay) => {}
+                    }
+                });
+            }
+        }
+    }
+}
+
+/// The pipeline thread's state.
+struct SpoolPipeline {
+    reader: SpoolReader,
+    builder: BatchBuilder,
+    filter: ReplayFilter,
+    to_writer: tokio::sync::mpsc::UnboundedSender<Batch>,
+    from_writer: mpsc::Receiver<Done>,
+    in_flight: usize,
+    sent_seq: u64,
+    done_seq: u64,
+    /// Highest spool sequence read.
+    read_seq: u64,
+    summary: Summary,
+    sequences: SequenceTracker,
+    /// `sequence_attr` of each feed, by config position.
+    sequence_attrs: Vec<Option<String>>,
+    feed_names: Vec<String>,
+    gaps_by_feed: BTreeMap<u16, crate::sequence::Gaps>,
+    last_report: Instant,
+    last_sweep: Instant,
+    spool_id: i32,
+    metrics: IngestMetrics,
+    stored_seq: Arc<AtomicU64>,
+    paused: bool,
+}
+
+impl SpoolPipeline {
+    fn add(&mut self, decoder: &mut Decoder, m: &crate::spool::SpooledMessage) {
+        let coordinates = SourceCoordinates::Spool {
+            topic: m.topic.clone(),
+            spool: self.spool_id,
+            seq: m.seq,
+        };
+        let offset = i64::try_from(m.seq).unwrap_or(i64::MAX);
+        let received = Received {
+            topic: &m.topic,
+            payload: &m.payload,
+            received_at: Timestamp::from_millis(m.received_ms).unwrap_or(Timestamp::MIN),
+            coordinates: &coordinates,
+            partition: self.spool_id,
+            offset,
+            key_topic: "",
+        };
+        let sequences = &mut self.sequences;
+        let attrs = &self.sequence_attrs;
+        decoder.add(
+            &received,
+            &mut self.builder,
+            &self.filter,
+            &self.metrics,
+            |feed, events| {
+                let Some(Some(attr)) = attrs.get(usize::from(feed)) else {
+                    return;
+                };
+                let Some(first) = events.first() else {
+                    return;
+                };
+                if let Some(seq) = first.attrs.get(attr).and_then(|v| parse_sequence(v)) {
+                    sequences.observe(feed, &first.entity_id, seq, m.received_ms);
+                }
+            },
+        );
+    }
+
+    fn send(&mut self) {
+        if !self.builder.has_messages() {
+            return;
+        }
+        let batch = self.builder.take(1);
+        self.in_flight += batch.bytes;
+        self.metrics.in_flight_bytes.set(self.in_flight as f64);
+        self.sent_seq = batch.seq;
+        if self.to_writer.send(batch).is_err() {
+            tracing::error!("the writer stopped; nothing more can be stored");
+        }
+    }
+
+    /// Takes the writer's reports, waiting until `seq` is done or the deadline passes.
+    fn collect(&mut self, wait_for: Option<(u64, Instant)>) {
+        loop {
+            let done = match wait_for {
+                Some((seq, deadline)) if self.done_seq < seq => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return;
+                    }
+                    match self.from_writer.recv_timeout(left) {
+                        Ok(done) => done,
+                        Err(mpsc::RecvTimeoutError::Timeout) => continue,
+                        Err(mpsc::RecvTimeoutError::Disconnected) => return,
+                    }
+                }
+                _ => match self.from_writer.try_recv() {
+                    Ok(done) => done,
+                    Err(_) => return,
+                },
+            };
+            self.done_seq = done.seq;
+            self.in_flight = self.in_flight.saturating_sub(done.bytes);
+            self.metrics.in_flight_bytes.set(self.in_flight as f64);
+            if done.stored {
+                self.summary.batches += 1;
+                self.summary.messages += done.messages;
+                for (_, next) in done.next_offsets {
+                    let stored = u64::try_from(next - 1).unwrap_or(0);
+                    self.stored_seq.fetch_max(stored, Ordering::SeqCst);
+                }
+            }
+        }
+    }
+
+    /// Counts gaps that stayed open (every second) and logs a summary now and then.
+    fn report_gaps(&mut self) {
+        if self.last_sweep.elapsed() < Duration::from_secs(1) {
+            return;
+        }
+        self.last_sweep = Instant::now();
+        for (feed, gaps) in self.sequences.sweep(now_ms()) {
+            let name = self
+                .feed_names
+                .get(usize::from(feed))
+                .map_or(crate::NO_FEED, String::as_str);
+            if gaps.missing > 0 {
+                self.metrics
+                    .mqtt_sequence_gaps
+                    .with_label_values(&[name])
+                    .inc_by(gaps.missing as f64);
+            }
+            let total = self.gaps_by_feed.entry(feed).or_default();
+            total.missing += gaps.missing;
+            total.resets += gaps.resets;
+        }
+        if self.last_report.elapsed() >= REPORT_EVERY && !self.gaps_by_feed.is_empty() {
+            self.last_report = Instant::now();
+            for (feed, gaps) in std::mem::take(&mut self.gaps_by_feed) {
+                let name = self
+                    .feed_names
+                    .get(usize::from(feed))
+                    .map_or(crate::NO_FEED, String::as_str);
+                tracing::warn!(
+                    feed = name,
+                    missing = gaps.missing,
+                    device_restarts = gaps.resets,
+                    devices = self.sequences.devices(),
+                    "sequence numbers never arrived (lost before or dropped by the broker)"
+                );
+            }
+        }
+    }
+}
+
+/// A sequence attribute as a number (`"17"`, `"17.0"`).
+fn parse_sequence(value: &str) -> Option<u64> {
+    value
+        .parse::<u64>()
+        .ok()
+        .or_else(|| value.parse::<f64>().ok().filter(|v| v.fract() == 0.0 && *v >= 0.0).map(|v| v as u64))
+}

@@ -1,0 +1,402 @@
+//! The proofs of `cityops ingest` from MQTT: real mosquitto, real ClickHouse, the real binary
+//! killed and restarted. Every test owns its services.
+
+use crate::ingest_support::{Ingest, base_ms, http_get, metric_sum};
+use cityops_testkit::{ClickHouseServer, Mosquitto};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+fn feeds_toml() -> &'static str {
+    r#"
+[[feeds]]
+name = "levels"
+source = "mqtt"
+topic = "proof/levels/{entity_id}"
+domain = "water"
+sequence_attr = "seq"
+[feeds.decoder]
+type = "json"
+ts = "/ts"
+ts_format = "epoch_ms"
+attrs = { seq = "/seq" }
+fields = [
+  { metric = "value", pointer = "/v", valid_min = -1000000.0, valid_max = 1000000.0 },
+  { metric = "note", pointer = "/note", type = "string" },
+]
+
+[[feeds]]
+name = "air"
+source = "mqtt"
+topic = "proof/air/{entity_id}"
+domain = "environment"
+max_payload_bytes = 4096
+[feeds.decoder]
+type = "json"
+ts = "/ts"
+ts_format = "epoch_ms"
+fields = [
+  { metric = "value", pointer = "/v" },
+  { metric = "note", pointer = "/note", type = "string" },
+]
+
+[[feeds]]
+name = "counts"
+source = "mqtt"
+topic = "proof/counts/{entity_id}"
+domain = "traffic"
+max_events_per_payload = 10
+[feeds.decoder]
+type = "json"
+records = "/items"
+ts = "/ts"
+ts_format = "epoch_ms"
+fields = [
+  { metric = "value", pointer = "/v" },
+  { metric = "note", pointer = "/note", type = "string" },
+]
+"#
+}
+
+/// Services and a migrated database.
+struct Rig {
+    clickhouse: ClickHouseServer,
+    mosquitto: Mosquitto,
+    dir: tempfile::TempDir,
+    db: String,
+}
+
+impl Rig {
+    async fn start() -> Rig {
+        Rig::with_broker(Mosquitto::start()).await
+    }
+
+    async fn with_broker(mosquitto: Mosquitto) -> Rig {
+        let clickhouse = ClickHouseServer::start();
+        let dir = tempfile::tempdir().unwrap();
+        let rig = Rig {
+            clickhouse,
+            mosquitto,
+            dir,
+            db: "proof".to_owned(),
+        };
+        let config = rig.config("migrate", "", "");
+        let out = crate::cityops(&["migrate", "--config", config.to_str().unwrap(), "--quiet"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        rig
+    }
+
+    /// Writes the config of ingest process `name` (its own client id and spool), with extra
+    /// `[mqtt]` keys and extra sections.
+    fn config(&self, name: &str, mqtt_extra: &str, extra: &str) -> PathBuf {
+        let text = format!(
+            r#"
+[telemetry]
+log_level = "info,cityops_ingest=debug"
+listen_addr = "127.0.0.1:0"
+
+[clickhouse]
+url = "{url}"
+database = "{db}"
+
+[ingest]
+batch_max_rows = 5000
+linger_ms = 200
+retry_initial_ms = 50
+retry_max_ms = 1000
+shutdown_deadline_ms = 10000
+{extra}
+
+[mqtt]
+host = "127.0.0.1"
+port = {port}
+client_id = "proof-{name}"
+keep_alive_s = 5
+reconnect_initial_ms = 100
+reconnect_max_ms = 2000
+{mqtt_extra}
+
+[mqtt.spool]
+dir = "{spool}"
+segment_bytes = 1048576
+max_bytes = 268435456
+{feeds}"#,
+            url = self.clickhouse.url(),
+            db = self.db,
+            port = self.mosquitto.port(),
+            spool = self.dir.path().join(format!("spool-{name}")).display(),
+            feeds = feeds_toml(),
+        );
+        let path = self.dir.path().join(format!("{name}.toml"));
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    /// Starts `cityops ingest` as process `name` (client id and spool `proof-<name>`).
+    fn ingest(&self, name: &str, mqtt_extra: &str) -> Ingest {
+        self.ingest_run(name, name, mqtt_extra, "")
+    }
+
+    /// Starts run `run` of ingest process `name`: a restart keeps the client id and spool,
+    /// the log is the run's own.
+    fn ingest_run(&self, name: &str, run: &str, mqtt_extra: &str, extra: &str) -> Ingest {
+        let config = self.config(name, mqtt_extra, extra);
+        Ingest::spawn(&config, self.dir.path(), run)
+    }
+
+    async fn count(&self, sql: &str) -> f64 {
+        self.clickhouse
+            .scalar(&sql.replace("{db}", &self.db))
+            .await
+            .unwrap_or(-1.0)
+    }
+
+    /// Waits until `events` holds `want` rows (or `timeout`), returning the last count.
+    async fn wait_for_rows(&self, want: f64, timeout: Duration) -> f64 {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let n = self.count("SELECT count() FROM {db}.events").await;
+            if n >= want || Instant::now() >= deadline {
+                return n;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// Checks `events` holds each expected row exactly once, with the published values.
+    async fn assert_rows_equal_source(&self, expected: &BTreeMap<String, Vec<String>>) {
+        let want: usize = expected.values().map(Vec::len).sum();
+        assert_eq!(
+            self.count("SELECT count() FROM {db}.events").await,
+            want as f64,
+            "rows in events"
+        );
+        assert_eq!(
+            self.count("SELECT uniqExact(event_id) FROM {db}.events")
+                .await,
+            want as f64,
+            "distinct event ids"
+        );
+        let body = self
+            .clickhouse
+            .sql(&format!(
+                "SELECT entity_id, metric, value, text, toUInt64(ts) * 1000 + ts_ms, feed \
+                 FROM {}.events ORDER BY entity_id, metric FORMAT TSV",
+                self.db
+            ))
+            .await
+            .unwrap();
+        let mut stored: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for line in body.lines() {
+            let entity = line.split('\t').next().unwrap().to_owned();
+            stored.entry(entity).or_default().push(line.to_owned());
+        }
+        assert_eq!(stored.len(), expected.len(), "entities");
+        for (entity, rows) in expected {
+            assert_eq!(stored.get(entity), Some(rows), "rows of {entity}");
+        }
+    }
+}
+
+/// Good messages, two events each, spread over the three feeds, and the rows each must give.
+struct Load {
+    messages: Vec<(String, Vec<u8>)>,
+    expected: BTreeMap<String, Vec<String>>,
+}
+
+fn good_load(messages: usize) -> Load {
+    let base = base_ms();
+    let mut load = Load {
+        messages: Vec::with_capacity(messages),
+        expected: BTreeMap::new(),
+    };
+    for i in 0..messages {
+        let feed = ["levels", "air", "counts"][i % 3];
+        let id = format!("{feed}-{i:07}");
+        let ts = base + i as i64;
+        let v = (i as f64) * 0.25 - 1000.0;
+        let note = format!("Mực nước số {i}: cảnh báo ngập ở Hòa Vang");
+        let record = serde_json::json!({"ts": ts, "v": v, "note": note, "seq": i / 3});
+        let payload = if feed == "counts" {
+            serde_json::json!({"items": [record]})
+        } else {
+            record
+        };
+        load.messages.push((
+            format!("proof/{feed}/{id}"),
+            serde_json::to_vec(&payload).unwrap(),
+        ));
+        let ms = ts.to_string();
+        load.expected.insert(
+            id.clone(),
+            vec![
+                format!("{id}\tnote\t\\N\t{note}\t{ms}\t{feed}"),
+                format!("{id}\tvalue\t{v}\t\\N\t{ms}\t{feed}"),
+            ],
+        );
+    }
+    load
+}
+
+/// Publishes at QoS 1 over four connections and waits for every PUBACK; returns how many
+/// the broker acknowledged.
+async fn publish(port: u16, messages: &[(String, Vec<u8>)]) -> u64 {
+    let id = format!("proof-pub-{}", cityops_testkit::free_port());
+    let mut publisher = cityops_mqtt::Publisher::connect("127.0.0.1", port, &id, 4);
+    for (topic, payload) in messages {
+        publisher.publish(topic, payload).await.unwrap();
+    }
+    let acked = publisher.acked();
+    let sent = publisher.sent();
+    publisher.finish(Duration::from_secs(120)).await.unwrap();
+    assert!(acked <= sent);
+    sent
+}
+
+/// Waits until the ingest's metrics say `n` connections are up.
+async fn wait_connected(ingest: &Ingest, n: f64) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let m = ingest.metrics().await;
+        if metric_sum(&m, "cityops_ingest_mqtt_connections", &[]) >= n {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not connected:\n{}",
+            ingest.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proof_1_every_qos1_message_lands_once_with_the_values_published() {
+    let rig = Rig::with_broker(roomy_broker()).await;
+    let mut ingest = rig.ingest("a", "");
+    wait_connected(&ingest, 4.0).await;
+    let load = good_load(50_000);
+    let started = Instant::now();
+    assert_eq!(publish(rig.mosquitto.port(), &load.messages).await, 50_000);
+    let n = rig.wait_for_rows(100_000.0, Duration::from_secs(120)).await;
+    eprintln!("50,000 messages stored in {:?}", started.elapsed());
+    assert_eq!(n, 100_000.0, "{}", ingest.log_text());
+    rig.assert_rows_equal_source(&load.expected).await;
+    let metrics = ingest.metrics().await;
+    assert_eq!(
+        metric_sum(&metrics, "cityops_ingest_messages_total", &["source=\"mqtt\""]),
+        50_000.0
+    );
+    for feed in ["levels", "air", "counts"] {
+        let published = load
+            .messages
+            .iter()
+            .filter(|(topic, _)| topic.starts_with(&format!("proof/{feed}/")))
+            .count();
+        assert_eq!(
+            metric_sum(
+                &metrics,
+                "cityops_ingest_rows_inserted_total",
+                &["table=\"events\"", &format!("feed=\"{feed}\"")]
+            ),
+            (published * 2) as f64,
+            "{feed}"
+        );
+    }
+    assert_eq!(
+        metric_sum(&metrics, "cityops_ingest_mqtt_sequence_gaps_total", &[]),
+        0.0
+    );
+    assert_eq!(http_get(ingest.port, "/readyz").await.0, 200);
+    // A clean stop: everything stored, the spool emptied down to its active segment; a second
+    // run stores nothing again.
+    assert_eq!(ingest.terminate(Duration::from_secs(30)), Some(0));
+    assert!(ingest.log_text().contains("drained=true"));
+    let again = rig.ingest("a", "");
+    wait_connected(&again, 4.0).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let metrics = again.metrics().await;
+    assert_eq!(
+        metric_sum(&metrics, "cityops_ingest_rows_inserted_total", &[]),
+        0.0,
+        "{}",
+        again.log_text()
+    );
+    assert_eq!(
+        rig.count("SELECT count() FROM {db}.events").await,
+        100_000.0
+    );
+}
+
+/// A broker sized for the proofs: the default queue of 1,000 messages per session would make
+/// mosquitto drop (and the ingest report) messages while an ingest is down or restarting.
+fn roomy_broker() -> Mosquitto {
+    Mosquitto::start_with_config("max_queued_messages 1000000")
+}
+
+/// Publishes `messages` in `slices` with a pause after each, in the background.
+fn publish_in_background(
+    port: u16,
+    messages: Vec<(String, Vec<u8>)>,
+    slices: usize,
+    pause: Duration,
+) -> tokio::task::JoinHandle<u64> {
+    tokio::spawn(async move {
+        let size = messages.len().div_ceil(slices);
+        let mut sent = 0;
+        for slice in messages.chunks(size) {
+            sent += publish(port, slice).await;
+            tokio::time::sleep(pause).await;
+        }
+        sent
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proof_2_kill_9_three_times_during_the_load_loses_and_duplicates_nothing() {
+    let rig = Rig::with_broker(roomy_broker()).await;
+    let load = good_load(100_000);
+    let mut ingest = rig.ingest("a", "");
+    wait_connected(&ingest, 4.0).await;
+    let publisher = publish_in_background(
+        rig.mosquitto.port(),
+        load.messages.clone(),
+        10,
+        Duration::from_millis(400),
+    );
+    let seed = std::process::id() as u64 ^ base_ms() as u64;
+    let mut kills = Vec::new();
+    for round in 0..3u64 {
+        // Kill at a different moment each round, after some rows of this run landed.
+        let before = rig.count("SELECT count() FROM {db}.events").await;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while rig.count("SELECT count() FROM {db}.events").await <= before
+            && Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let delay = Duration::from_millis(100 + (seed.rotate_left(round as u32 * 7) % 700));
+        tokio::time::sleep(delay).await;
+        ingest.kill9();
+        kills.push((delay, rig.count("SELECT count() FROM {db}.events").await));
+        // The same client id and spool: the restarted process is the same ingest.
+        ingest = rig.ingest_run("a", &format!("a-{round}"), "", "");
+    }
+    assert_eq!(publisher.await.unwrap(), 100_000, "every message acknowledged by the broker");
+    let n = rig.wait_for_rows(200_000.0, Duration::from_secs(180)).await;
+    eprintln!("kills (delay after first new rows, rows at the kill): {kills:?}");
+    assert_eq!(n, 200_000.0, "{}", ingest.log_text());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    rig.assert_rows_equal_source(&load.expected).await;
+    let metrics = ingest.metrics().await;
+    eprintln!(
+        "last run: replayed {} spooled messages already stored, {} resends recognised",
+        metric_sum(&metrics, "cityops_ingest_replayed_messages_total", &[]),
+        metric_sum(&metrics, "cityops_ingest_mqtt_resends_total", &[])
+    );
+    assert_eq!(ingest.terminate(Duration::from_secs(30)), Some(0));
+}
