@@ -202,13 +202,11 @@ impl Receiver {
             SubscriberEvent::Connected {
                 connection,
                 session_present,
-                subscribed,
             } => {
                 tracing::info!(
                     connection,
                     session_present,
-                    subscribed,
-                    "MQTT connection accepted"
+                    "MQTT connection accepted; subscribing"
                 );
                 self.update_connections();
             }

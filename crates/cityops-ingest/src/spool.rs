@@ -46,6 +46,8 @@ pub enum SpoolError {
 const KIND_MESSAGE: u8 = 0xC5;
 const KIND_MEMO: u8 = 0xC6;
 const HEADER: usize = 13;
+/// Bytes of one memo entry: connection, packet id, content hash, sequence number.
+const MEMO_ENTRY: usize = 20;
 const FLAG_DUP: u8 = 1;
 const FLAG_RETAIN: u8 = 2;
 const FLAG_QOS1: u8 = 4;
@@ -237,7 +239,7 @@ fn parse_message(mut body: &[u8]) -> Option<SpooledMessage> {
 }
 
 fn parse_memo(mut body: &[u8]) -> Option<Vec<(u16, Recent)>> {
-    let mut entries = Vec::with_capacity(body.len() / 20);
+    let mut entries = Vec::with_capacity(body.len() / MEMO_ENTRY);
     while !body.is_empty() {
         let connection = take_u16(&mut body)?;
         let pkid = take_u16(&mut body)?;
@@ -486,7 +488,9 @@ impl Spool {
             }
         }
         let size = (HEADER + 23 + topic.len() + payload.len()) as u64;
-        if self.total_bytes + size > self.max_bytes {
+        // Room is kept for the memo the next segment starts with, so rotating never passes
+        // the bound.
+        if self.total_bytes + size + self.memo_bytes() > self.max_bytes {
             return Appended::Full;
         }
         let seq = self.next_seq;
@@ -520,6 +524,12 @@ impl Spool {
             qos1.then_some(Recent { pkid, hash, seq }),
         );
         Appended::New(seq)
+    }
+
+    /// Size of the memo a new segment would start with.
+    fn memo_bytes(&self) -> u64 {
+        let entries: usize = self.recent.iter().map(VecDeque::len).sum();
+        (HEADER + entries * MEMO_ENTRY) as u64
     }
 
     /// Whether anything was appended since the last sync.

@@ -1,7 +1,7 @@
 //! The ingest's MQTT sessions: one task per connection, manual acknowledgements bound to the
-//! connection they belong to, reconnects with a delay the caller chooses, resubscription on
-//! every session the broker lost (or on demand, for the stall watchdog), and the broker's
-//! `$SYS` counters.
+//! connection they belong to, reconnects with a delay the caller chooses, subscription on every
+//! connection (a broker may restore a session without its subscriptions), forced reconnects
+//! for the stall watchdog, and the broker's `$SYS` counters.
 //!
 //! Every connection attempt gets a fresh rumqttc client and event loop, numbered by an
 //! *epoch*. A delivery carries its epoch and [`Subscriber::ack`] sends the PUBACK only through
@@ -110,10 +110,9 @@ pub enum SubscriberEvent {
     Connected {
         /// Connection number.
         connection: u16,
-        /// Whether the broker still had the session (its subscriptions and queued messages).
+        /// Whether the broker still had the session (its queued messages). The filters are
+        /// subscribed on every connection all the same.
         session_present: bool,
-        /// Whether the filters were subscribed (again) on this connection.
-        subscribed: bool,
     },
     /// A connection ended or could not be made; it is retried after a delay.
     Disconnected {
@@ -222,8 +221,8 @@ impl Subscriber {
         self.failed_acks.load(Ordering::Relaxed)
     }
 
-    /// Drops every connection and connects again, subscribing whatever the broker says about
-    /// the session: the stall watchdog's remedy.
+    /// Drops every connection and connects (and subscribes) again: the stall watchdog's
+    /// remedy.
     pub fn reconnect_all(&self) {
         self.reconnect.send_modify(|n| *n += 1);
     }
@@ -332,14 +331,20 @@ impl Client {
                 c.try_subscribe_many(filters).map_err(|e| e.to_string())
             }
             Client::V5(c) => {
-                use rumqttc::v5::mqttbytes::{QoS, v5::Filter};
+                use rumqttc::v5::mqttbytes::{
+                    QoS,
+                    v5::{Filter, RetainForwardRule},
+                };
                 let filters = filters.iter().map(|(f, qos)| {
                     let qos = if *qos == 0 {
                         QoS::AtMostOnce
                     } else {
                         QoS::AtLeastOnce
                     };
-                    Filter::new(f.clone(), qos)
+                    let mut filter = Filter::new(f.clone(), qos);
+                    // Subscribing again on every connection must not replay retained values.
+                    filter.retain_forward_rule = RetainForwardRule::OnNewSubscribe;
+                    filter
                 });
                 c.try_subscribe_many(filters).map_err(|e| e.to_string())
             }
@@ -524,20 +529,12 @@ enum Ended {
 
 async fn run_connection(mut task: ConnectionTask) {
     let mut epoch = 0u64;
-    let mut force_subscribe = false;
     loop {
         epoch += 1;
         let (client, mut event_loop) = task.new_client();
         *task.slot.lock().unwrap_or_else(PoisonError::into_inner) = Some((epoch, client.clone()));
         task.reconnect.mark_unchanged();
-        let ended = attempt(
-            &mut task,
-            &client,
-            &mut event_loop,
-            epoch,
-            force_subscribe,
-        )
-        .await;
+        let ended = attempt(&mut task, &client, &mut event_loop, epoch).await;
         task.set_connected(false);
         *task.slot.lock().unwrap_or_else(PoisonError::into_inner) = None;
         match ended {
@@ -550,10 +547,7 @@ async fn run_connection(mut task: ConnectionTask) {
                 .await;
                 return;
             }
-            Ended::Forced => {
-                force_subscribe = true;
-                drop(event_loop);
-            }
+            Ended::Forced => drop(event_loop),
             Ended::Failed(error) => {
                 drop(event_loop);
                 let retry_in = task.delay.next_delay();
@@ -582,7 +576,6 @@ async fn attempt(
     client: &Client,
     event_loop: &mut EventLoop,
     epoch: u64,
-    mut force_subscribe: bool,
 ) -> Ended {
     loop {
         let polled = tokio::select! {
@@ -601,15 +594,15 @@ async fn attempt(
             Ok(Polled::ConnAck { session_present }) => {
                 task.delay.reset();
                 task.set_connected(true);
-                let subscribe = !session_present || force_subscribe;
-                force_subscribe = false;
-                if subscribe && let Err(error) = client.try_subscribe(&task.filters()) {
+                // Subscribe on every connection, also when the broker says it kept the session:
+                // mosquitto 2.0 restores a persisted session without its shared subscriptions
+                // (measured: session present, nothing delivered). Subscribing again is harmless.
+                if let Err(error) = client.try_subscribe(&task.filters()) {
                     return Ended::Failed(format!("cannot subscribe: {error}"));
                 }
                 SubscriberEvent::Connected {
                     connection: task.n,
                     session_present,
-                    subscribed: subscribe,
                 }
             }
             Ok(Polled::SubAck { refused }) => {

@@ -400,3 +400,204 @@ async fn proof_2_kill_9_three_times_during_the_load_loses_and_duplicates_nothing
     );
     assert_eq!(ingest.terminate(Duration::from_secs(30)), Some(0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proof_3_a_broker_restart_mid_load_heals_by_itself_and_totals_stay_exact() {
+    let mut rig = Rig::with_broker(roomy_broker()).await;
+    let load = good_load(60_000);
+    // Slow acknowledgements (a 20 ms sync) so that the broker holds a backlog when it stops.
+    let ingest = rig.ingest_run("a", "a", "", "");
+    let config = rig.config("a", "", "");
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("[mqtt.spool]\n", "[mqtt.spool]\nsync_delay_ms = 20\n");
+    std::fs::write(&config, text).unwrap();
+    drop(ingest);
+    let ingest = Ingest::spawn(&config, rig.dir.path(), "a-slow");
+    wait_connected(&ingest, 4.0).await;
+    let (first, second) = load.messages.split_at(30_000);
+    assert_eq!(publish(rig.mosquitto.port(), first).await, 30_000);
+    let at_restart = rig.count("SELECT count() FROM {db}.events").await;
+    rig.mosquitto.restart();
+    let restarted = Instant::now();
+    // The ingest reconnects by itself; the broker's persisted backlog and new messages flow.
+    wait_connected(&ingest, 4.0).await;
+    let reconnected = restarted.elapsed();
+    assert_eq!(publish(rig.mosquitto.port(), second).await, 30_000);
+    let n = rig.wait_for_rows(120_000.0, Duration::from_secs(180)).await;
+    eprintln!(
+        "rows at the restart: {at_restart}; all connections back {reconnected:?} after the broker"
+    );
+    assert_eq!(n, 120_000.0, "{}", ingest.log_text());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    rig.assert_rows_equal_source(&load.expected).await;
+    let metrics = ingest.metrics().await;
+    assert!(metric_sum(&metrics, "cityops_ingest_mqtt_connection_errors_total", &[]) >= 4.0);
+    eprintln!(
+        "resends recognised: {}",
+        metric_sum(&metrics, "cityops_ingest_mqtt_resends_total", &[])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proof_4_clickhouse_down_for_20_s_loses_nothing_within_the_memory_and_disk_bounds() {
+    let mut rig = Rig::with_broker(roomy_broker()).await;
+    let load = good_load(40_000);
+    // A small spool (256 KiB) fills during the outage: from then on nothing more is
+    // acknowledged and the broker keeps the rest.
+    let config = rig.config("a", "", "batch_max_bytes = 262144\nmax_in_flight_bytes = 1048576");
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("segment_bytes = 1048576", "segment_bytes = 65536")
+        .replace("max_bytes = 268435456", "max_bytes = 262144");
+    std::fs::write(&config, text).unwrap();
+    let mut ingest = Ingest::spawn(&config, rig.dir.path(), "a");
+    wait_connected(&ingest, 4.0).await;
+    let (first, second) = load.messages.split_at(5_000);
+    assert_eq!(publish(rig.mosquitto.port(), first).await, 5_000);
+    rig.wait_for_rows(10_000.0, Duration::from_secs(60)).await;
+    rig.clickhouse.stop();
+    let stopped = Instant::now();
+    let publisher = publish_in_background(
+        rig.mosquitto.port(),
+        second.to_vec(),
+        10,
+        Duration::from_millis(200),
+    );
+    let (mut rss_peak, mut spool_peak, mut saw_full, mut saw_unready) = (0u64, 0f64, false, false);
+    let rss_before = ingest.rss_bytes();
+    while stopped.elapsed() < Duration::from_secs(20) {
+        let metrics = ingest.metrics().await;
+        rss_peak = rss_peak.max(ingest.rss_bytes());
+        spool_peak = spool_peak.max(metric_sum(&metrics, "cityops_ingest_spool_bytes", &[]));
+        saw_full |= metric_sum(&metrics, "cityops_ingest_spool_full_state", &[]) == 1.0;
+        saw_unready |= http_get(ingest.port, "/readyz").await.0 == 503;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    rig.clickhouse.start_again();
+    assert_eq!(publisher.await.unwrap(), 35_000);
+    let n = rig.wait_for_rows(80_000.0, Duration::from_secs(180)).await;
+    eprintln!(
+        "RSS {rss_before} -> peak {rss_peak} bytes; spool peak {spool_peak} bytes (bound 262144); spool full seen: {saw_full}"
+    );
+    assert_eq!(n, 80_000.0, "{}", ingest.log_text());
+    assert!(saw_full, "the spool reached its bound");
+    assert!(saw_unready, "/readyz said 503 while ClickHouse was down");
+    assert!(spool_peak <= 262_144.0, "spool within its bound");
+    assert!(rss_peak < 150 * 1024 * 1024, "RSS {rss_peak}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    rig.assert_rows_equal_source(&load.expected).await;
+    assert_eq!(http_get(ingest.port, "/readyz").await.0, 200);
+    assert_eq!(ingest.terminate(Duration::from_secs(30)), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proof_5_two_processes_share_a_subscription_and_one_carries_on_when_the_other_dies() {
+    let rig = Rig::with_broker(roomy_broker()).await;
+    let load = good_load(60_000);
+    let shared = "shared_group = \"proof\"\nconnections = 2";
+    let mut a = rig.ingest_run("a", "a", shared, "");
+    let b = rig.ingest_run("b", "b", shared, "");
+    wait_connected(&a, 2.0).await;
+    wait_connected(&b, 2.0).await;
+    let consumed = |m: &str| metric_sum(m, "cityops_ingest_messages_total", &[]);
+    let (first, second) = load.messages.split_at(20_000);
+    assert_eq!(publish(rig.mosquitto.port(), first).await, 20_000);
+    rig.wait_for_rows(40_000.0, Duration::from_secs(60)).await;
+    let (a_first, b_first) = (consumed(&a.metrics().await), consumed(&b.metrics().await));
+    eprintln!("first 20,000: a consumed {a_first}, b {b_first}");
+    assert!(a_first > 2_000.0 && b_first > 2_000.0, "both take part");
+    assert_eq!(a_first + b_first, 20_000.0);
+    a.kill9();
+    assert_eq!(publish(rig.mosquitto.port(), second).await, 40_000);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let b_after = consumed(&b.metrics().await);
+    eprintln!("after a was killed: b consumed {} more", b_after - b_first);
+    assert!(b_after - b_first > 10_000.0, "b carries on");
+    // What the broker kept for a's sessions arrives when a comes back.
+    let a = rig.ingest_run("a", "a-again", shared, "");
+    let n = rig.wait_for_rows(120_000.0, Duration::from_secs(120)).await;
+    assert_eq!(n, 120_000.0, "{}\n{}", a.log_text(), b.log_text());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    rig.assert_rows_equal_source(&load.expected).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proof_6_a_silently_dead_subscription_is_detected_and_healed_by_the_watchdog() {
+    let rig = Rig::with_broker(roomy_broker()).await;
+    let proxy = cityops_testkit::MqttProxy::start(rig.mosquitto.port())
+        .await
+        .unwrap();
+    let config = rig.config("a", "connections = 2", "");
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace(
+            &format!("port = {}", rig.mosquitto.port()),
+            &format!("port = {}", proxy.port()),
+        )
+        .replace(
+            "sequence_attr = \"seq\"",
+            "sequence_attr = \"seq\"\nstall_timeout_ms = 3000",
+        );
+    std::fs::write(&config, text).unwrap();
+    let ingest = Ingest::spawn(&config, rig.dir.path(), "a");
+    wait_connected(&ingest, 2.0).await;
+    // A steady trickle: 50 messages a second of the watched feed.
+    let load = good_load(3 * 1_500);
+    let levels: Vec<(String, Vec<u8>)> = load
+        .messages
+        .iter()
+        .filter(|(t, _)| t.starts_with("proof/levels/"))
+        .cloned()
+        .collect();
+    let expected: BTreeMap<String, Vec<String>> = load
+        .expected
+        .iter()
+        .filter(|(k, _)| k.starts_with("levels-"))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let port = rig.mosquitto.port();
+    let trickle = tokio::spawn(async move {
+        for chunk in levels.chunks(5) {
+            publish(port, chunk).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let before = rig.count("SELECT count() FROM {db}.events").await;
+    assert!(before > 0.0);
+    proxy.silence_open_connections();
+    let silenced = Instant::now();
+    let connections_before = proxy.connections();
+    // Rows stop growing, then grow again once the watchdog reconnected.
+    let mut healed = None;
+    let mut stalled_at = before;
+    while silenced.elapsed() < Duration::from_secs(30) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let n = rig.count("SELECT count() FROM {db}.events").await;
+        if proxy.connections() > connections_before && n > stalled_at + 20.0 {
+            healed = Some(silenced.elapsed());
+            break;
+        }
+        if proxy.connections() == connections_before {
+            stalled_at = n;
+        }
+    }
+    let healed = healed.unwrap_or_else(|| panic!("not healed:\n{}", ingest.log_text()));
+    eprintln!(
+        "silenced; {} PUBLISH withheld; flowing again {healed:?} later",
+        proxy.dropped_publishes()
+    );
+    assert!(healed < Duration::from_secs(3 + 6), "within the timeout and a reconnect");
+    trickle.await.unwrap();
+    let want = (expected.len() * 2) as f64;
+    let n = rig.wait_for_rows(want, Duration::from_secs(60)).await;
+    assert_eq!(n, want, "{}", ingest.log_text());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    rig.assert_rows_equal_source(&expected).await;
+    let metrics = ingest.metrics().await;
+    assert!(
+        metric_sum(&metrics, "cityops_ingest_mqtt_stalls_total", &["feed=\"levels\""]) >= 1.0
+    );
+    assert!(ingest.log_text().contains("feed silent while connected"));
+}
