@@ -7,8 +7,8 @@ use std::collections::{BTreeMap, HashMap};
 
 /// How far behind the highest number a late message can still fill a gap.
 const WINDOW: u64 = 64;
-/// A jump this large, or any step back beyond the window, is a device restart or renumbering,
-/// not a loss.
+/// A jump this large, or a step back to a number within the first window (a device counting
+/// from its start again), is a restart or renumbering, not a loss.
 const RESET_JUMP: u64 = 100_000;
 
 #[derive(Debug, Clone, Copy)]
@@ -27,6 +27,9 @@ pub struct Gaps {
     pub missing: u64,
     /// Devices that restarted their numbering.
     pub resets: u64,
+    /// Numbers that arrived after they had been counted missing (counted all the same: a
+    /// counter cannot go back).
+    pub late: u64,
 }
 
 /// Tracks devices by key (feed number, entity id).
@@ -71,13 +74,20 @@ impl SequenceTracker {
         if seq < d.highest {
             let back = d.highest - seq;
             if back <= WINDOW {
-                d.seen |= 1 << (back - 1);
+                let bit = 1 << (back - 1);
+                if d.seen & bit != 0 && d.gap_since_ms.is_none() {
+                    // Seen already, or counted missing by a sweep.
+                    return;
+                }
+                d.seen |= bit;
                 if d.seen == u64::MAX {
                     d.gap_since_ms = None;
                 }
-            } else {
+            } else if seq <= WINDOW || back > RESET_JUMP {
                 *d = restart(seq);
                 self.pending.entry(feed).or_default().resets += 1;
+            } else {
+                self.pending.entry(feed).or_default().late += 1;
             }
             return;
         }
@@ -177,6 +187,10 @@ mod tests {
         feed(&mut t, &[1, 2]);
         let g = of_feed_0(t.sweep(2_000));
         assert_eq!((g.missing, g.resets), (0, 1));
+        // Far behind but not a restart: a latecomer, counted missing before.
+        feed(&mut t, &[500, 501, 300]);
+        let g = of_feed_0(t.sweep(2_000));
+        assert_eq!((g.resets, g.late), (0, 1));
         t.observe(1, "d", 5, 0);
         t.observe(0, "e", 5, 0);
         assert_eq!(t.devices(), 3);
@@ -204,5 +218,35 @@ mod tests {
             let expected = (1..highest).filter(|s| !present.contains(s)).count() as u64;
             prop_assert_eq!(of_feed_0(t.sweep(10)).missing, expected);
         }
+    }
+}
+
+#[cfg(test)]
+mod drop_pattern {
+    use super::*;
+
+    #[test]
+    fn long_runs_of_drops_with_sweeps_between_count_each_number_once() {
+        let mut t = SequenceTracker::new(1_000);
+        let mut kept = 0u64;
+        let mut missing = 0u64;
+        let mut now = 0;
+        for i in 0..5_000u64 {
+            // Keep 20, drop 70, keep 3, drop 7, ...
+            let keep = matches!(i % 100, 0..20 | 90..93);
+            if keep {
+                kept += 1;
+                t.observe(0, "g", i, now);
+            }
+            if i % 37 == 0 {
+                now += 600;
+                missing += t.sweep(now).values().map(|g| g.missing).sum::<u64>();
+            }
+        }
+        now += 10_000;
+        missing += t.sweep(now).values().map(|g| g.missing).sum::<u64>();
+        // The numbers after the last one kept are unknowable.
+        let last_kept = (0..5_000u64).rev().find(|i| matches!(i % 100, 0..20 | 90..93)).unwrap();
+        assert_eq!(kept + missing, last_kept + 1);
     }
 }

@@ -67,10 +67,6 @@ struct Rig {
 }
 
 impl Rig {
-    async fn start() -> Rig {
-        Rig::with_broker(Mosquitto::start()).await
-    }
-
     async fn with_broker(mosquitto: Mosquitto) -> Rig {
         let clickhouse = ClickHouseServer::start();
         let dir = tempfile::tempdir().unwrap();
@@ -600,4 +596,273 @@ async fn proof_6_a_silently_dead_subscription_is_detected_and_healed_by_the_watc
         metric_sum(&metrics, "cityops_ingest_mqtt_stalls_total", &["feed=\"levels\""]) >= 1.0
     );
     assert!(ingest.log_text().contains("feed silent while connected"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_and_a_password_file_connect_and_a_wrong_password_is_refused_loudly() {
+    let rig = Rig::with_broker(Mosquitto::start_secured()).await;
+    let secured = rig.mosquitto.secured().unwrap().clone();
+    let password_file = rig.dir.path().join("mqtt-password");
+    std::fs::write(&password_file, format!("{}\n", secured.password)).unwrap();
+    let tls = format!(
+        "username = \"{user}\"\npassword_file = \"{pw}\"\n[mqtt.tls]\nca_file = \"{ca}\"",
+        user = secured.username,
+        pw = password_file.display(),
+        ca = secured.ca_file.display(),
+    );
+    let config = rig.config("a", "", "");
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace(
+            &format!("port = {}", rig.mosquitto.port()),
+            &format!("port = {}", secured.tls_port),
+        )
+        .replace("\n[mqtt.spool]\n", &format!("\n{tls}\n\n[mqtt.spool]\n"));
+    std::fs::write(&config, &text).unwrap();
+    let ingest = Ingest::spawn(&config, rig.dir.path(), "a");
+    wait_connected(&ingest, 4.0).await;
+    assert!(
+        !ingest.log_text().contains(&secured.password),
+        "the password is never logged"
+    );
+    let load = good_load(3_000);
+    let mut publisher = cityops_mqtt::Publisher::connect_as(
+        "127.0.0.1",
+        rig.mosquitto.port(),
+        "proof-pub",
+        2,
+        Some((&secured.username, &secured.password)),
+    );
+    for (topic, payload) in &load.messages {
+        publisher.publish(topic, payload).await.unwrap();
+    }
+    publisher.finish(Duration::from_secs(60)).await.unwrap();
+    let n = rig.wait_for_rows(6_000.0, Duration::from_secs(60)).await;
+    assert_eq!(n, 6_000.0, "{}", ingest.log_text());
+    rig.assert_rows_equal_source(&load.expected).await;
+    drop(ingest);
+
+    // A wrong password: refused, retried with backoff, reported; the process stays up.
+    std::fs::write(&password_file, "wrong\n").unwrap();
+    let wrong = Ingest::spawn(&config, rig.dir.path(), "wrong");
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let metrics = wrong.metrics().await;
+    assert_eq!(
+        metric_sum(&metrics, "cityops_ingest_mqtt_connections", &[]),
+        0.0
+    );
+    let errors = metric_sum(&metrics, "cityops_ingest_mqtt_connection_errors_total", &[]);
+    assert!((4.0..200.0).contains(&errors), "retried with backoff: {errors}");
+    assert_eq!(http_get(wrong.port, "/readyz").await.0, 503);
+    assert!(wrong.log_text().contains("MQTT connection lost"));
+}
+
+/// Payloads that must each become one reject, with the reason the rejects table records.
+fn poison(i: usize) -> (String, Vec<u8>, &'static str) {
+    let ts = base_ms();
+    let topic = format!("proof/levels/poison-{i:05}");
+    match i % 9 {
+        0 => (topic, b"{not json".to_vec(), "invalid_json"),
+        1 => (topic, b"[1, 2, 3]".to_vec(), "missing_field"),
+        2 => (
+            topic,
+            format!(r#"{{"ts": {ts}, "note": "no value"}}"#).into_bytes(),
+            "missing_field",
+        ),
+        3 => (
+            topic,
+            format!(r#"{{"ts": {ts}, "v": "high", "note": "x"}}"#).into_bytes(),
+            "wrong_type",
+        ),
+        4 => (topic, Vec::new(), "invalid_json"),
+        5 => (
+            topic,
+            format!(r#"{{"ts": {}, "v": 1, "note": "x"}}"#, ts + 86_400_000).into_bytes(),
+            "ts_out_of_range",
+        ),
+        6 => (
+            format!("proof/air/poison-{i:05}"),
+            vec![b' '; 5_000],
+            "too_large",
+        ),
+        7 => (
+            format!("proof/counts/poison-{i:05}"),
+            serde_json::to_vec(&serde_json::json!({
+                "items": (0..11).map(|_| serde_json::json!({"ts": ts, "v": 1, "note": "x"})).collect::<Vec<_>>()
+            }))
+            .unwrap(),
+            "too_many_events",
+        ),
+        _ => (topic, vec![0xff, 0xfe, b'{'], "invalid_utf8"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poison_messages_go_to_rejects_with_their_reason_and_raw_bytes() {
+    let rig = Rig::with_broker(roomy_broker()).await;
+    let ingest = rig.ingest("a", "");
+    wait_connected(&ingest, 4.0).await;
+    let load = good_load(9_900);
+    let mut messages = load.messages.clone();
+    let mut reasons: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut raws = Vec::new();
+    for i in 0..100 {
+        let (topic, payload, reason) = poison(i);
+        *reasons.entry(reason).or_default() += 1;
+        raws.push(payload.clone());
+        messages.insert(i * 99, (topic, payload));
+    }
+    assert_eq!(publish(rig.mosquitto.port(), &messages).await, 10_000);
+    let n = rig.wait_for_rows(19_800.0, Duration::from_secs(60)).await;
+    let decoded_poison = rig
+        .clickhouse
+        .sql(&format!(
+            "SELECT entity_id, metric, value, text FROM {}.events WHERE entity_id LIKE 'poison%' LIMIT 5 FORMAT TSV",
+            rig.db
+        ))
+        .await
+        .unwrap_or_default();
+    assert_eq!(n, 19_800.0, "poison that decoded:\n{decoded_poison}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while rig.count("SELECT count() FROM {db}.rejects").await < 100.0 && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    rig.assert_rows_equal_source(&load.expected).await;
+    let body = rig
+        .clickhouse
+        .sql(&format!(
+            "SELECT reason, count() FROM {}.rejects WHERE source_kind = 'mqtt' GROUP BY reason ORDER BY reason FORMAT TSV",
+            rig.db
+        ))
+        .await
+        .unwrap();
+    let stored: BTreeMap<String, usize> = body
+        .lines()
+        .map(|l| {
+            let (r, n) = l.split_once('\t').unwrap();
+            (r.to_owned(), n.parse().unwrap())
+        })
+        .collect();
+    let want: BTreeMap<String, usize> = reasons.iter().map(|(r, n)| ((*r).to_owned(), *n)).collect();
+    assert_eq!(stored, want);
+    // Every raw payload is kept byte for byte (hex, so that invalid UTF-8 survives the query).
+    let body = rig
+        .clickhouse
+        .sql(&format!(
+            "SELECT hex(raw) FROM {}.rejects ORDER BY source_offset FORMAT TSV",
+            rig.db
+        ))
+        .await
+        .unwrap();
+    let mut stored_raw: Vec<String> = body.lines().map(str::to_owned).collect();
+    let mut want_raw: Vec<String> = raws
+        .iter()
+        .map(|r| r.iter().map(|b| format!("{b:02X}")).collect())
+        .collect();
+    stored_raw.sort();
+    want_raw.sort();
+    assert_eq!(stored_raw, want_raw);
+    let metrics = ingest.metrics().await;
+    assert_eq!(
+        metric_sum(&metrics, "cityops_ingest_rejects_total", &["source=\"mqtt\""]),
+        100.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_the_broker_drops_and_missing_sequence_numbers_are_counted_and_logged() {
+    // A broker with a tiny queue and an ingest that syncs slowly: mosquitto drops what does
+    // not fit, silently; the ingest sees it in $SYS and in the devices' sequence numbers.
+    let rig = Rig::with_broker(Mosquitto::start_with_config(
+        "max_queued_messages 50\nsys_interval 1",
+    ))
+    .await;
+    let config = rig.config("a", "connections = 1", "");
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("[mqtt.spool]\n", "[mqtt.spool]\nsync_delay_ms = 50\n");
+    std::fs::write(&config, text).unwrap();
+    let ingest = Ingest::spawn(&config, rig.dir.path(), "a");
+    wait_connected(&ingest, 1.0).await;
+    // One device of the sequenced feed, numbered 0, 1, 2, ...
+    let base = base_ms();
+    let messages: Vec<(String, Vec<u8>)> = (0..5_000)
+        .map(|i| {
+            let payload = serde_json::json!({"ts": base + i, "v": 1, "note": "x", "seq": i});
+            ("proof/levels/gauge-1".to_owned(), serde_json::to_vec(&payload).unwrap())
+        })
+        .collect();
+    // One connection, like a real device: its numbers reach the broker in order.
+    let mut publisher = cityops_mqtt::Publisher::connect("127.0.0.1", rig.mosquitto.port(), "gauge-1", 1);
+    for (topic, payload) in &messages {
+        publisher.publish(topic, payload).await.unwrap();
+    }
+    publisher.finish(Duration::from_secs(60)).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut dropped = 0.0;
+    while Instant::now() < deadline {
+        let metrics = ingest.metrics().await;
+        dropped = metric_sum(&metrics, "cityops_ingest_mqtt_broker_dropped_messages", &[]);
+        if dropped > 0.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let metrics = ingest.metrics().await;
+    let gaps = metric_sum(&metrics, "cityops_ingest_mqtt_sequence_gaps_total", &["feed=\"levels\""]);
+    let stored = rig.count("SELECT count() FROM {db}.events WHERE metric = 'value'").await;
+    eprintln!("broker dropped {dropped} (its $SYS count so far); stored {stored}; missing by sequence {gaps}");
+    assert!(dropped > 0.0, "{}", ingest.log_text());
+    let seqs = rig
+        .clickhouse
+        .sql(&format!(
+            "SELECT attr_values[indexOf(attr_keys, 'seq')] AS s, count() FROM {}.events WHERE metric = 'value' GROUP BY s ORDER BY toUInt64OrZero(s) FORMAT TSV",
+            rig.db
+        ))
+        .await
+        .unwrap_or_default();
+    // Numbers after the last one that arrived are unknowable from sequences: $SYS covers them.
+    let highest = rig
+        .count("SELECT max(toUInt64OrZero(attr_values[indexOf(attr_keys, 'seq')])) FROM {db}.events")
+        .await;
+    assert_eq!(
+        stored + gaps,
+        highest + 1.0,
+        "every number up to the last that arrived is stored or counted missing:\n{seqs}"
+    );
+    assert!(gaps > 0.0);
+    let metrics = ingest.metrics().await;
+    let dropped = metric_sum(&metrics, "cityops_ingest_mqtt_broker_dropped_messages", &[]);
+    assert!(dropped >= gaps, "$SYS says {dropped}, sequences {gaps}");
+    let log = ingest.log_text();
+    assert!(log.contains("the broker dropped messages"), "{log}");
+    assert!(log.contains("sequence numbers never arrived"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_mid_load_stores_what_was_spooled_and_the_next_run_stores_nothing_twice() {
+    let rig = Rig::with_broker(roomy_broker()).await;
+    let load = good_load(30_000);
+    let mut ingest = rig.ingest("a", "");
+    wait_connected(&ingest, 4.0).await;
+    let publisher = publish_in_background(
+        rig.mosquitto.port(),
+        load.messages.clone(),
+        6,
+        Duration::from_millis(300),
+    );
+    rig.wait_for_rows(10_000.0, Duration::from_secs(60)).await;
+    assert_eq!(ingest.terminate(Duration::from_secs(30)), Some(0));
+    let log = ingest.log_text();
+    assert!(log.contains("drained=true"), "{log}");
+    let after_stop = rig.count("SELECT count() FROM {db}.events").await;
+    let again = rig.ingest_run("a", "a-again", "", "");
+    assert_eq!(publisher.await.unwrap(), 30_000);
+    let n = rig.wait_for_rows(60_000.0, Duration::from_secs(120)).await;
+    eprintln!("rows when the first run stopped: {after_stop}");
+    assert_eq!(n, 60_000.0, "{}", again.log_text());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    rig.assert_rows_equal_source(&load.expected).await;
 }
