@@ -66,7 +66,7 @@ export CITYOPS_LOG_LEVEL=warn
 sql "DROP DATABASE IF EXISTS bench_kafka" >/dev/null
 "$BIN" migrate --config deploy/config/cityops.toml --quiet
 mport=$(free_port)
-"$BIN" ingest --config deploy/config/cityops.toml --listen-addr "127.0.0.1:$mport" 2>"$work/ingest.log" &
+"$BIN" ingest --source kafka --config deploy/config/cityops.toml --listen-addr "127.0.0.1:$mport" 2>"$work/ingest.log" &
 ingest=$!
 pids+=($ingest)
 result=$(python3 deploy/bench/watch_ingest.py "$ingest" "http://127.0.0.1:$mport/metrics" "$N") || {
@@ -97,7 +97,7 @@ sql "DROP TABLE $null_db.events" >/dev/null
 sql "CREATE TABLE $null_db.events AS bench_kafka.events ENGINE = Null" >/dev/null
 nport=$(free_port)
 CITYOPS_CLICKHOUSE_DATABASE=$null_db CITYOPS_KAFKA_GROUP=bench-null-$$ \
-  "$BIN" ingest --config deploy/config/cityops.toml --listen-addr "127.0.0.1:$nport" 2>"$work/null.log" &
+  "$BIN" ingest --source kafka --config deploy/config/cityops.toml --listen-addr "127.0.0.1:$nport" 2>"$work/null.log" &
 null_ingest=$!
 pids+=($null_ingest)
 null_result=$(python3 deploy/bench/watch_ingest.py "$null_ingest" "http://127.0.0.1:$nport/metrics" "$N") || {

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Watches a running `cityops ingest` through its /metrics and /proc until it has stored every
 event of N messages; prints throughput, CPU seconds per million messages and peak RSS.
-Used by deploy/bench/kafka.sh (`make bench-kafka`)."""
+With MQTT it also reports how fast the messages were acknowledged (synced to the spool).
+Used by deploy/bench/kafka.sh and deploy/bench/mqtt.sh (`make bench-kafka`, `make bench-mqtt`)."""
 
 import os
 import sys
@@ -43,13 +44,15 @@ def peak_rss():
     return 0
 
 
-first_at = first_cpu = None
+first_at = first_cpu = acked_at = None
 deadline = time.time() + 1800
 while time.time() < deadline:
     m = scrape()
     consumed = m.get("cityops_ingest_messages_total", 0)
     if first_at is None and consumed > 0:
         first_at, first_cpu = time.time(), cpu_seconds()
+    if acked_at is None and first_at is not None and m.get("cityops_ingest_mqtt_acks_total", 0) >= want:
+        acked_at = time.time()
     events = m.get("cityops_ingest_events_total", 0)
     stored = m.get("cityops_ingest_rows_inserted_total", 0)
     if consumed >= want and stored >= events > 0:
@@ -61,6 +64,7 @@ while time.time() < deadline:
             f"cpu_s_total={cpu:.2f} cpu_s_while_ingesting={cpu - first_cpu:.2f} "
             f"cpu_s_per_million_messages={(cpu - first_cpu) / (consumed / 1e6):.2f} "
             f"peak_rss_bytes={peak_rss()}"
+            + (f" acked_per_s={want / (acked_at - first_at):.0f}" if acked_at and acked_at > first_at else "")
         )
         sys.exit(0)
     time.sleep(0.2)

@@ -7,6 +7,8 @@
 //! citizen reports INTERVAL_MS apart, polls ClickHouse for each, and prints the p50/p99 of the
 //! time from acknowledged publish to first seen in a query.
 
+mod probes;
+
 use cityops_kafka::{GroupConsumer, GroupEvents, NextOffset, TopicPartition};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -64,56 +66,6 @@ fn count(bootstrap: &str, topics: &str, want: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Queries ClickHouse for the run's probes until `done`, noting when each first shows up.
-fn poll_probes(
-    url: &str,
-    database: &str,
-    run: &str,
-    seen: &std::sync::Mutex<BTreeMap<String, Instant>>,
-    done: &std::sync::atomic::AtomicBool,
-) {
-    let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    else {
-        return;
-    };
-    let config = cityops_config::ClickHouseConfig {
-        url: url.to_owned(),
-        database: database.to_owned(),
-        ..Default::default()
-    };
-    let clickhouse = match runtime.block_on(cityops_clickhouse::ClickHouse::connect(&config)) {
-        Ok(c) => c,
-        Err(error) => {
-            eprintln!("{error}");
-            return;
-        }
-    };
-    let sql = format!(
-        "SELECT DISTINCT entity_id FROM {database}.events WHERE feed = 'citizen_reports' AND entity_id LIKE '{run}%'"
-    );
-    while !done.load(std::sync::atomic::Ordering::Relaxed) {
-        match runtime.block_on(clickhouse.fetch::<Seen>(&sql, "find probes")) {
-            Ok(rows) => {
-                let now = Instant::now();
-                if let Ok(mut seen) = seen.lock() {
-                    for row in rows {
-                        seen.entry(row.entity_id).or_insert(now);
-                    }
-                }
-            }
-            Err(error) => eprintln!("{error}"),
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-#[derive(serde::Deserialize, clickhouse::Row)]
-struct Seen {
-    entity_id: String,
-}
-
 /// Probes: one citizen report every `interval_ms`, acknowledged one by one, while a second
 /// thread polls ClickHouse and notes when each first shows up.
 fn latency(
@@ -129,7 +81,9 @@ fn latency(
     let poller = {
         let (seen, done, run) = (Arc::clone(&seen), Arc::clone(&done), run.clone());
         let (url, database) = (url.to_owned(), database.to_owned());
-        std::thread::spawn(move || poll_probes(&url, &database, &run, &seen, &done))
+        std::thread::spawn(move || {
+            probes::poll_probes(&url, &database, "citizen_reports", &run, &seen, &done);
+        })
     };
     let mut producer =
         cityops_kafka::Producer::new(&cityops_kafka::ProducerSettings::new(bootstrap))?;
@@ -164,28 +118,6 @@ fn latency(
     done.store(true, std::sync::atomic::Ordering::Relaxed);
     let _ = poller.join();
     let seen = seen.lock().map(|s| s.clone()).unwrap_or_default();
-    let mut found = Vec::new();
-    for (id, (at, wall)) in &acked {
-        match seen.get(id) {
-            // Seen by a query that started before the acknowledgement returned: 0.
-            Some(first) => found.push(first.saturating_duration_since(*at)),
-            None => eprintln!("probe {id} acknowledged at {wall} was not seen in ClickHouse"),
-        }
-    }
-    let mut latencies: Vec<f64> = found.iter().map(|d| d.as_secs_f64() * 1000.0).collect();
-    latencies.sort_by(f64::total_cmp);
-    let pick = |q: f64| {
-        latencies
-            .get(((latencies.len() as f64 - 1.0) * q).round() as usize)
-            .copied()
-            .unwrap_or(f64::NAN)
-    };
-    println!(
-        "latency probes={probes} found={} p50_ms={:.0} p99_ms={:.0} max_ms={:.0}",
-        latencies.len(),
-        pick(0.5),
-        pick(0.99),
-        pick(1.0)
-    );
+    probes::report(probes, &acked, &seen);
     Ok(())
 }

@@ -50,6 +50,8 @@ pub struct IngestMetrics {
     /// Deliveries the broker sent again (DUP) that the spool already held: acknowledged, not
     /// stored twice.
     pub mqtt_resends: prometheus::Counter,
+    /// PUBACKs sent, each after its message was synced to the spool.
+    pub mqtt_acks: prometheus::Counter,
     /// Retained messages not stored (`mqtt.store_retained = false`).
     pub mqtt_retained_skipped: prometheus::Counter,
     /// Messages missing by their devices' sequence numbers, by feed.
@@ -165,6 +167,10 @@ impl IngestMetrics {
                 "mqtt_resends_total",
                 "Deliveries the broker sent again (DUP) that the spool already held: acknowledged, not stored twice",
             )?,
+            mqtt_acks: m.counter(
+                "mqtt_acks_total",
+                "PUBACKs sent, each after its message was synced to the spool (or recognised as already there)",
+            )?,
             mqtt_retained_skipped: m.counter(
                 "mqtt_retained_skipped_total",
                 "Retained messages not stored (mqtt.store_retained = false)",
@@ -229,7 +235,7 @@ mod tests {
         ))
         .unwrap();
         let families = registry.gather();
-        assert_eq!(families.len(), 26, "a metric was added: touch it above");
+        assert_eq!(families.len(), 27, "a metric was added: touch it above");
         for family in families {
             let name = family.name();
             assert!(

@@ -305,8 +305,18 @@ impl Receiver {
                 .observe(started.elapsed().as_secs_f64());
             self.durable.set(durable, false);
         }
+        let mut sent = 0u64;
+        let failed_before = self.subscriber.failed_acks();
         for (connection, epoch, pkid) in self.acks.drain(..) {
-            self.subscriber.ack(connection, epoch, pkid);
+            sent += u64::from(self.subscriber.ack(connection, epoch, pkid));
+        }
+        self.metrics.mqtt_acks.inc_by(sent as f64);
+        let failed = self.subscriber.failed_acks() - failed_before;
+        if failed > 0 {
+            tracing::debug!(
+                failed,
+                "PUBACKs of connections that ended meanwhile not sent; the broker sends those messages again"
+            );
         }
         self.metrics.spool_bytes.set(self.spool.bytes() as f64);
         Ok(())
@@ -873,9 +883,12 @@ impl SpoolPipeline {
                     .with_label_values(&[name])
                     .inc_by(gaps.missing as f64);
             }
-            let total = self.gaps_by_feed.entry(feed).or_default();
-            total.missing += gaps.missing;
-            total.resets += gaps.resets;
+            if gaps.missing > 0 {
+                let total = self.gaps_by_feed.entry(feed).or_default();
+                total.missing += gaps.missing;
+                total.resets += gaps.resets;
+                total.late += gaps.late;
+            }
         }
         if self.last_report.elapsed() >= REPORT_EVERY && !self.gaps_by_feed.is_empty() {
             self.last_report = Instant::now();
@@ -888,6 +901,7 @@ impl SpoolPipeline {
                     feed = name,
                     missing = gaps.missing,
                     device_restarts = gaps.resets,
+                    late = gaps.late,
                     devices = self.sequences.devices(),
                     "sequence numbers never arrived (lost before or dropped by the broker)"
                 );

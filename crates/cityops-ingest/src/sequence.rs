@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, HashMap};
 const WINDOW: u64 = 64;
 /// A jump this large, or a step back to a number within the first window (a device counting
 /// from its start again), is a restart or renumbering, not a loss.
-const RESET_JUMP: u64 = 100_000;
+const RESET_JUMP: u64 = 10_000;
 
 #[derive(Debug, Clone, Copy)]
 struct Device {

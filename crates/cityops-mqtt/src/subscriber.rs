@@ -144,8 +144,11 @@ type AckSlot = Mutex<Option<(u64, Client)>>;
 
 struct Connection {
     slot: Arc<AckSlot>,
+    /// Acknowledgements for the forwarder, in the order they must go out.
+    acks: mpsc::UnboundedSender<(u64, u16)>,
     connected_since: Arc<Mutex<Option<Instant>>>,
     task: JoinHandle<()>,
+    forwarder: JoinHandle<()>,
 }
 
 /// The running connections.
@@ -171,6 +174,12 @@ impl Subscriber {
             .map(|n| {
                 let slot = Arc::new(Mutex::new(None));
                 let connected_since = Arc::new(Mutex::new(None));
+                let (acks, acks_rx) = mpsc::unbounded_channel();
+                let forwarder = tokio::spawn(forward_acks(
+                    acks_rx,
+                    Arc::clone(&slot),
+                    Arc::clone(&failed_acks),
+                ));
                 let task = tokio::spawn(run_connection(ConnectionTask {
                     n,
                     options: Arc::clone(&options),
@@ -183,8 +192,10 @@ impl Subscriber {
                 }));
                 Connection {
                     slot,
+                    acks,
                     connected_since,
                     task,
+                    forwarder,
                 }
             })
             .collect();
@@ -196,27 +207,25 @@ impl Subscriber {
         }
     }
 
-    /// Sends the PUBACK of a delivery, if its connection attempt is still the current one
-    /// (otherwise the broker sends the message again on the new connection). Returns whether
-    /// it was handed to the connection.
+    /// Sends the PUBACK of a delivery if its connection attempt is still the current one
+    /// (otherwise the broker sends the message again on the new connection). Acknowledgements
+    /// of one connection go out in the order of the calls; a full request queue delays them,
+    /// never drops them. Returns whether the attempt was current when queued.
     pub fn ack(&self, connection: u16, epoch: u64, pkid: u16) -> bool {
         let Some(c) = self.connections.get(usize::from(connection)) else {
             return false;
         };
-        let slot = c.slot.lock().unwrap_or_else(PoisonError::into_inner);
-        match &*slot {
-            Some((current, client)) if *current == epoch => match client.try_ack(pkid) {
-                Ok(()) => true,
-                Err(_) => {
-                    self.failed_acks.fetch_add(1, Ordering::Relaxed);
-                    false
-                }
-            },
-            _ => false,
-        }
+        let current = c
+            .slot
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .is_some_and(|(current, _)| *current == epoch);
+        current && c.acks.send((epoch, pkid)).is_ok()
     }
 
-    /// PUBACKs that could not be queued (the connection's request queue full or closed).
+    /// PUBACKs that could not be handed over (their connection ended meanwhile: the broker
+    /// sends those messages again).
     pub fn failed_acks(&self) -> u64 {
         self.failed_acks.load(Ordering::Relaxed)
     }
@@ -261,6 +270,7 @@ impl Subscriber {
             if tokio::time::timeout(deadline, c.task).await.is_err() {
                 abort.abort();
             }
+            c.forwarder.abort();
         }
     }
 }
@@ -296,13 +306,35 @@ enum EventLoop {
     V5(Box<rumqttc::v5::EventLoop>),
 }
 
+/// Hands the acknowledgements of one connection to the client of their attempt, waiting when
+/// its request queue is full (rumqttc takes one request per turn of its event loop, while a
+/// turn may bring many deliveries). Acknowledgements of an earlier attempt are dropped.
+async fn forward_acks(
+    mut acks: mpsc::UnboundedReceiver<(u64, u16)>,
+    slot: Arc<AckSlot>,
+    failed: Arc<AtomicU64>,
+) {
+    while let Some((epoch, pkid)) = acks.recv().await {
+        let client = match &*slot.lock().unwrap_or_else(PoisonError::into_inner) {
+            Some((current, client)) if *current == epoch => client.clone(),
+            _ => {
+                failed.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+        };
+        if client.ack(pkid).await.is_err() {
+            failed.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
 impl Client {
-    fn try_ack(&self, pkid: u16) -> Result<(), String> {
+    async fn ack(&self, pkid: u16) -> Result<(), String> {
         match self {
             Client::V4(c) => {
                 let mut p = rumqttc::Publish::new("", rumqttc::QoS::AtLeastOnce, Vec::new());
                 p.pkid = pkid;
-                c.try_ack(&p).map_err(|e| e.to_string())
+                c.ack(&p).await.map_err(|e| e.to_string())
             }
             Client::V5(c) => {
                 let mut p = rumqttc::v5::mqttbytes::v5::Publish::new(
@@ -312,7 +344,7 @@ impl Client {
                     None,
                 );
                 p.pkid = pkid;
-                c.try_ack(&p).map_err(|e| e.to_string())
+                c.ack(&p).await.map_err(|e| e.to_string())
             }
         }
     }
