@@ -333,14 +333,22 @@ impl FeedConfig {
         }
         if let Some(timeout) = self.stall_timeout_ms {
             if self.source != SourceKind::Mqtt {
-                problems.at(path, "stall_timeout_ms", "only MQTT feeds are watched for stalls");
+                problems.at(
+                    path,
+                    "stall_timeout_ms",
+                    "only MQTT feeds are watched for stalls",
+                );
             } else if timeout < 1_000 {
                 problems.at(path, "stall_timeout_ms", format!("{timeout} is below 1000"));
             }
         }
         if let Some(attr) = &self.sequence_attr {
             if self.source != SourceKind::Mqtt {
-                problems.at(path, "sequence_attr", "only the MQTT ingest checks sequences");
+                problems.at(
+                    path,
+                    "sequence_attr",
+                    "only the MQTT ingest checks sequences",
+                );
             } else if !is_label_name(attr) {
                 problems.at(
                     path,

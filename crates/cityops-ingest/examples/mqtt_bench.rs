@@ -87,7 +87,11 @@ async fn count(
             };
             client.subscribe(filter, QoS::AtLeastOnce).await?;
         }
-        let (m, b, f) = (Arc::clone(&messages), Arc::clone(&bytes), Arc::clone(&first));
+        let (m, b, f) = (
+            Arc::clone(&messages),
+            Arc::clone(&bytes),
+            Arc::clone(&first),
+        );
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<()>();
         subscribed.push(ready_rx);
         tasks.push(tokio::spawn(async move {
@@ -161,8 +165,7 @@ async fn latency(
             probes::poll_probes(&url, &database, "water_level", &run, &seen, &done);
         })
     };
-    let mut publisher =
-        cityops_mqtt::Publisher::connect(host, port, &format!("{run}pub"), 1);
+    let mut publisher = cityops_mqtt::Publisher::connect(host, port, &format!("{run}pub"), 1);
     let mut acked: BTreeMap<String, (Instant, String)> = BTreeMap::new();
     let start = Instant::now();
     for n in 0..probes {

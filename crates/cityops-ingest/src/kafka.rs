@@ -21,7 +21,6 @@ const SOURCE: &str = "kafka";
 
 pub use crate::pipeline::Summary;
 
-
 /// State of the polling thread, shared with the rebalance callbacks (which run on the same
 /// thread, inside `poll`).
 struct Pipeline {
@@ -264,8 +263,13 @@ impl Pipeline {
             offset: record.offset,
             key_topic: record.topic,
         };
-        self.decoder
-            .add(&received, &mut self.builder, &self.filter, metrics, |_, _| {});
+        self.decoder.add(
+            &received,
+            &mut self.builder,
+            &self.filter,
+            metrics,
+            |_, _| {},
+        );
     }
 }
 

@@ -141,7 +141,13 @@ fn new_spool_id() -> i32 {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64);
-    let h = xxhash_rust::xxh3::xxh3_64(&[nanos.to_le_bytes(), u64::from(std::process::id()).to_le_bytes()].concat());
+    let h = xxhash_rust::xxh3::xxh3_64(
+        &[
+            nanos.to_le_bytes(),
+            u64::from(std::process::id()).to_le_bytes(),
+        ]
+        .concat(),
+    );
     (h >> 33) as i32
 }
 
@@ -254,12 +260,28 @@ impl Receiver {
 
     /// Spools one delivery (or holds it if the spool is full); queues its PUBACK.
     fn append(&mut self, d: Delivery) {
+        if let Err(d) = self.try_append(d) {
+            if self.full_since.is_none() {
+                self.full_since = Some(Instant::now());
+                self.metrics.spool_full.set(1.0);
+                self.spool_ready.set_ready(false);
+                tracing::warn!(
+                    spool_bytes = self.spool.bytes(),
+                    "spool full: acknowledging nothing more until ClickHouse catches up (the broker keeps the messages)"
+                );
+            }
+            self.held.push_back(d);
+        }
+    }
+
+    /// Spools one delivery and queues its PUBACK; gives it back if the spool is full.
+    fn try_append(&mut self, d: Delivery) -> Result<(), Delivery> {
         if d.retain && !self.store_retained {
             self.metrics.mqtt_retained_skipped.inc();
             if d.qos > 0 {
                 self.acks.push((d.connection, d.epoch, d.pkid));
             }
-            return;
+            return Ok(());
         }
         match self.spool.append(
             now_ms(),
@@ -275,23 +297,14 @@ impl Receiver {
                 if d.qos > 0 {
                     self.acks.push((d.connection, d.epoch, d.pkid));
                 }
+                Ok(())
             }
             Appended::Duplicate(_) => {
                 self.metrics.mqtt_resends.inc();
                 self.acks.push((d.connection, d.epoch, d.pkid));
+                Ok(())
             }
-            Appended::Full => {
-                if self.full_since.is_none() {
-                    self.full_since = Some(Instant::now());
-                    self.metrics.spool_full.set(1.0);
-                    self.spool_ready.set_ready(false);
-                    tracing::warn!(
-                        spool_bytes = self.spool.bytes(),
-                        "spool full: acknowledging nothing more until ClickHouse catches up (the broker keeps the messages)"
-                    );
-                }
-                self.held.push_back(d);
-            }
+            Appended::Full => Err(d),
         }
     }
 
@@ -333,17 +346,13 @@ impl Receiver {
             self.released_to = stored;
         }
         while let Some(d) = self.held.pop_front() {
-            self.full_since = None;
-            self.append(d);
-            if self.full_since.is_some() {
-                // Still full: `append` put it back at the end; restore the order.
-                if let Some(d) = self.held.pop_back() {
-                    self.held.push_front(d);
-                }
+            if let Err(d) = self.try_append(d) {
+                // Still full; the order of what is held stays as it arrived.
+                self.held.push_front(d);
                 return Ok(());
             }
         }
-        if self.full_since.take().is_some() || self.metrics.spool_full.get() > 0.0 {
+        if self.full_since.take().is_some() {
             self.metrics.spool_full.set(0.0);
             self.spool_ready.set_ready(true);
             tracing::info!("spool has room again; acknowledging");
@@ -581,8 +590,9 @@ pub fn run(
             // Cancelled before ClickHouse answered: nothing was read from the spool.
             let _ = receiver_thread.join();
             drop(to_writer);
-            let _ = runtime
-                .block_on(async { tokio::time::timeout(Duration::from_secs(5), writer_task).await });
+            let _ = runtime.block_on(async {
+                tokio::time::timeout(Duration::from_secs(5), writer_task).await
+            });
             return Ok(Summary {
                 drained: true,
                 ..Summary::default()
@@ -606,7 +616,11 @@ pub fn run(
         read_seq: first_seq.saturating_sub(1),
         summary: Summary::default(),
         sequences: SequenceTracker::new(GAP_GRACE_MS),
-        sequence_attrs: config.feeds.iter().map(|f| f.sequence_attr.clone()).collect(),
+        sequence_attrs: config
+            .feeds
+            .iter()
+            .map(|f| f.sequence_attr.clone())
+            .collect(),
         feed_names: config.feeds.iter().map(|f| f.name.clone()).collect(),
         gaps_by_feed: BTreeMap::new(),
         last_report: Instant::now(),
@@ -673,7 +687,9 @@ pub fn run(
             let wait = pipeline
                 .builder
                 .until_due(Instant::now())
-                .map_or(Duration::from_millis(100), |d| d.min(Duration::from_millis(100)));
+                .map_or(Duration::from_millis(100), |d| {
+                    d.min(Duration::from_millis(100))
+                });
             durable.wait_beyond(pipeline.read_seq, wait);
         }
     }
@@ -912,8 +928,11 @@ impl SpoolPipeline {
 
 /// A sequence attribute as a number (`"17"`, `"17.0"`).
 fn parse_sequence(value: &str) -> Option<u64> {
-    value
-        .parse::<u64>()
-        .ok()
-        .or_else(|| value.parse::<f64>().ok().filter(|v| v.fract() == 0.0 && *v >= 0.0).map(|v| v as u64))
+    value.parse::<u64>().ok().or_else(|| {
+        value
+            .parse::<f64>()
+            .ok()
+            .filter(|v| v.fract() == 0.0 && *v >= 0.0)
+            .map(|v| v as u64)
+    })
 }

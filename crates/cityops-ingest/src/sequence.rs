@@ -128,9 +128,10 @@ impl SequenceTracker {
     /// was found since the last sweep, by feed.
     pub fn sweep(&mut self, now_ms: i64) -> BTreeMap<u16, Gaps> {
         for ((feed, _), d) in &mut self.devices {
-            if d.gap_since_ms.is_some_and(|since| now_ms - since >= self.grace_ms) {
-                self.pending.entry(*feed).or_default().missing +=
-                    u64::from((!d.seen).count_ones());
+            if d.gap_since_ms
+                .is_some_and(|since| now_ms - since >= self.grace_ms)
+            {
+                self.pending.entry(*feed).or_default().missing += u64::from((!d.seen).count_ones());
                 d.seen = u64::MAX;
                 d.gap_since_ms = None;
             }
@@ -246,7 +247,10 @@ mod drop_pattern {
         now += 10_000;
         missing += t.sweep(now).values().map(|g| g.missing).sum::<u64>();
         // The numbers after the last one kept are unknowable.
-        let last_kept = (0..5_000u64).rev().find(|i| matches!(i % 100, 0..20 | 90..93)).unwrap();
+        let last_kept = (0..5_000u64)
+            .rev()
+            .find(|i| matches!(i % 100, 0..20 | 90..93))
+            .unwrap();
         assert_eq!(kept + missing, last_kept + 1);
     }
 }

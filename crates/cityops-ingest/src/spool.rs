@@ -551,12 +551,14 @@ impl Spool {
         self.active
             .write_all(&self.buffer)
             .map_err(io_error(&path, "write"))?;
-        self.active
-            .sync_data()
-            .map_err(io_error(&path, "sync"))?;
+        self.active.sync_data().map_err(io_error(&path, "sync"))?;
         self.buffer.clear();
         self.durable_seq = self.next_seq - 1;
-        if self.segments.back().is_some_and(|s| s.bytes >= self.segment_bytes) {
+        if self
+            .segments
+            .back()
+            .is_some_and(|s| s.bytes >= self.segment_bytes)
+        {
             self.rotate()?;
         }
         Ok(self.durable_seq)
@@ -707,7 +709,11 @@ impl SpoolReader {
                     }
                 }
                 Err(detail) => {
-                    let path = self.file.as_ref().map(|(_, p)| p.clone()).unwrap_or_default();
+                    let path = self
+                        .file
+                        .as_ref()
+                        .map(|(_, p)| p.clone())
+                        .unwrap_or_default();
                     return Err(SpoolError::Damaged {
                         path,
                         offset: self.position - (self.buffer.len() - self.start) as u64,
@@ -773,7 +779,16 @@ mod tests {
     }
 
     fn add(spool: &mut Spool, connection: u16, pkid: u16, dup: bool, payload: &str) -> Appended {
-        spool.append(1, connection, pkid, true, dup, false, "t/a", payload.as_bytes())
+        spool.append(
+            1,
+            connection,
+            pkid,
+            true,
+            dup,
+            false,
+            "t/a",
+            payload.as_bytes(),
+        )
     }
 
     fn read_all(dir: &Path, from: u64, durable: u64) -> Vec<SpooledMessage> {
@@ -792,7 +807,10 @@ mod tests {
         assert_eq!(opened, Opened::default());
         assert_eq!(spool.id(), 42);
         for i in 0..10u16 {
-            assert_eq!(add(&mut spool, 0, i + 1, false, &format!("p{i}")), Appended::New(u64::from(i) + 1));
+            assert_eq!(
+                add(&mut spool, 0, i + 1, false, &format!("p{i}")),
+                Appended::New(u64::from(i) + 1)
+            );
             spool.sync().unwrap();
         }
         assert!(list_segments(dir.path()).unwrap().len() > 2, "rotated");
@@ -861,7 +879,10 @@ mod tests {
         bytes[HEADER + 2] ^= 0xff;
         std::fs::write(&path, &bytes).unwrap();
         std::fs::write(dir.path().join(segment_name(2)), b"").unwrap();
-        assert!(matches!(Spool::open(&s, 1), Err(SpoolError::Damaged { .. })));
+        assert!(matches!(
+            Spool::open(&s, 1),
+            Err(SpoolError::Damaged { .. })
+        ));
     }
 
     #[test]
@@ -882,7 +903,10 @@ mod tests {
         assert_eq!(spool.release(0).unwrap(), 0);
         let freed = spool.release(last).unwrap();
         assert!(freed > 0);
-        assert!(matches!(add(&mut spool, 0, 2, false, "0123456789"), Appended::New(_)));
+        assert!(matches!(
+            add(&mut spool, 0, 2, false, "0123456789"),
+            Appended::New(_)
+        ));
         assert_eq!(spool.first_seq(), spool.segments.back().unwrap().first_seq);
     }
 }

@@ -58,8 +58,10 @@ impl MqttProxy {
 
     /// From now on, every connection open so far receives no PUBLISH (pings still pass).
     pub fn silence_open_connections(&self) {
-        self.silenced_through
-            .store(self.last_connection.load(Ordering::SeqCst), Ordering::SeqCst);
+        self.silenced_through.store(
+            self.last_connection.load(Ordering::SeqCst),
+            Ordering::SeqCst,
+        );
     }
 
     /// Connections accepted so far.

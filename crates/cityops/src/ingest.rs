@@ -69,7 +69,10 @@ fn ingest(args: &Args) -> anyhow::Result<bool> {
     let kafka = has(SourceKind::Kafka) && args.source != "mqtt";
     let mqtt = has(SourceKind::Mqtt) && args.source != "kafka";
     if !kafka && !mqtt {
-        anyhow::bail!("the config has no feed of the chosen source ({}): nothing to consume", args.source);
+        anyhow::bail!(
+            "the config has no feed of the chosen source ({}): nothing to consume",
+            args.source
+        );
     }
     let config = std::sync::Arc::new(config);
     // Each source blocks a thread of its own; one failing stops the other.
@@ -85,8 +88,14 @@ fn ingest(args: &Args) -> anyhow::Result<bool> {
         std::thread::Builder::new()
             .name("cityops-mqtt".into())
             .spawn(move || {
-                let result =
-                    cityops_ingest::mqtt::run(&config, clickhouse, metrics, &readiness, handle, cancel.clone());
+                let result = cityops_ingest::mqtt::run(
+                    &config,
+                    clickhouse,
+                    metrics,
+                    &readiness,
+                    handle,
+                    cancel.clone(),
+                );
                 if result.is_err() {
                     cancel.cancel();
                 }

@@ -58,7 +58,11 @@ struct Seen {
 
 /// Prints `latency probes=N found=F p50_ms= p99_ms= max_ms=` from when each probe was
 /// acknowledged and when it was first seen.
-pub fn report(probes: usize, acked: &BTreeMap<String, (Instant, String)>, seen: &BTreeMap<String, Instant>) {
+pub fn report(
+    probes: usize,
+    acked: &BTreeMap<String, (Instant, String)>,
+    seen: &BTreeMap<String, Instant>,
+) {
     let mut found = Vec::new();
     for (id, (at, wall)) in acked {
         match seen.get(id) {

@@ -284,7 +284,11 @@ async fn proof_1_every_qos1_message_lands_once_with_the_values_published() {
     rig.assert_rows_equal_source(&load.expected).await;
     let metrics = ingest.metrics().await;
     assert_eq!(
-        metric_sum(&metrics, "cityops_ingest_messages_total", &["source=\"mqtt\""]),
+        metric_sum(
+            &metrics,
+            "cityops_ingest_messages_total",
+            &["source=\"mqtt\""]
+        ),
         50_000.0
     );
     for feed in ["levels", "air", "counts"] {
@@ -382,7 +386,11 @@ async fn proof_2_kill_9_three_times_during_the_load_loses_and_duplicates_nothing
         // The same client id and spool: the restarted process is the same ingest.
         ingest = rig.ingest_run("a", &format!("a-{round}"), "", "");
     }
-    assert_eq!(publisher.await.unwrap(), 100_000, "every message acknowledged by the broker");
+    assert_eq!(
+        publisher.await.unwrap(),
+        100_000,
+        "every message acknowledged by the broker"
+    );
     let n = rig.wait_for_rows(200_000.0, Duration::from_secs(180)).await;
     eprintln!("kills (delay after first new rows, rows at the kill): {kills:?}");
     assert_eq!(n, 200_000.0, "{}", ingest.log_text());
@@ -441,7 +449,11 @@ async fn proof_4_clickhouse_down_for_20_s_loses_nothing_within_the_memory_and_di
     let load = good_load(40_000);
     // A small spool (256 KiB) fills during the outage: from then on nothing more is
     // acknowledged and the broker keeps the rest.
-    let config = rig.config("a", "", "batch_max_bytes = 262144\nmax_in_flight_bytes = 1048576");
+    let config = rig.config(
+        "a",
+        "",
+        "batch_max_bytes = 262144\nmax_in_flight_bytes = 1048576",
+    );
     let text = std::fs::read_to_string(&config)
         .unwrap()
         .replace("segment_bytes = 1048576", "segment_bytes = 65536")
@@ -584,7 +596,10 @@ async fn proof_6_a_silently_dead_subscription_is_detected_and_healed_by_the_watc
         "silenced; {} PUBLISH withheld; flowing again {healed:?} later",
         proxy.dropped_publishes()
     );
-    assert!(healed < Duration::from_secs(3 + 6), "within the timeout and a reconnect");
+    assert!(
+        healed < Duration::from_secs(3 + 6),
+        "within the timeout and a reconnect"
+    );
     trickle.await.unwrap();
     let want = (expected.len() * 2) as f64;
     let n = rig.wait_for_rows(want, Duration::from_secs(60)).await;
@@ -593,7 +608,11 @@ async fn proof_6_a_silently_dead_subscription_is_detected_and_healed_by_the_watc
     rig.assert_rows_equal_source(&expected).await;
     let metrics = ingest.metrics().await;
     assert!(
-        metric_sum(&metrics, "cityops_ingest_mqtt_stalls_total", &["feed=\"levels\""]) >= 1.0
+        metric_sum(
+            &metrics,
+            "cityops_ingest_mqtt_stalls_total",
+            &["feed=\"levels\""]
+        ) >= 1.0
     );
     assert!(ingest.log_text().contains("feed silent while connected"));
 }
@@ -652,7 +671,10 @@ async fn tls_and_a_password_file_connect_and_a_wrong_password_is_refused_loudly(
         0.0
     );
     let errors = metric_sum(&metrics, "cityops_ingest_mqtt_connection_errors_total", &[]);
-    assert!((4.0..200.0).contains(&errors), "retried with backoff: {errors}");
+    assert!(
+        (4.0..200.0).contains(&errors),
+        "retried with backoff: {errors}"
+    );
     assert_eq!(http_get(wrong.port, "/readyz").await.0, 503);
     assert!(wrong.log_text().contains("MQTT connection lost"));
 }
@@ -724,8 +746,7 @@ async fn poison_messages_go_to_rejects_with_their_reason_and_raw_bytes() {
         .unwrap_or_default();
     assert_eq!(n, 19_800.0, "poison that decoded:\n{decoded_poison}");
     let deadline = Instant::now() + Duration::from_secs(30);
-    while rig.count("SELECT count() FROM {db}.rejects").await < 100.0 && Instant::now() < deadline
-    {
+    while rig.count("SELECT count() FROM {db}.rejects").await < 100.0 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     rig.assert_rows_equal_source(&load.expected).await;
@@ -744,7 +765,8 @@ async fn poison_messages_go_to_rejects_with_their_reason_and_raw_bytes() {
             (r.to_owned(), n.parse().unwrap())
         })
         .collect();
-    let want: BTreeMap<String, usize> = reasons.iter().map(|(r, n)| ((*r).to_owned(), *n)).collect();
+    let want: BTreeMap<String, usize> =
+        reasons.iter().map(|(r, n)| ((*r).to_owned(), *n)).collect();
     assert_eq!(stored, want);
     // Every raw payload is kept byte for byte (hex, so that invalid UTF-8 survives the query).
     let body = rig
@@ -765,7 +787,11 @@ async fn poison_messages_go_to_rejects_with_their_reason_and_raw_bytes() {
     assert_eq!(stored_raw, want_raw);
     let metrics = ingest.metrics().await;
     assert_eq!(
-        metric_sum(&metrics, "cityops_ingest_rejects_total", &["source=\"mqtt\""]),
+        metric_sum(
+            &metrics,
+            "cityops_ingest_rejects_total",
+            &["source=\"mqtt\""]
+        ),
         100.0
     );
 }
@@ -790,11 +816,15 @@ async fn messages_the_broker_drops_and_missing_sequence_numbers_are_counted_and_
     let messages: Vec<(String, Vec<u8>)> = (0..5_000)
         .map(|i| {
             let payload = serde_json::json!({"ts": base + i, "v": 1, "note": "x", "seq": i});
-            ("proof/levels/gauge-1".to_owned(), serde_json::to_vec(&payload).unwrap())
+            (
+                "proof/levels/gauge-1".to_owned(),
+                serde_json::to_vec(&payload).unwrap(),
+            )
         })
         .collect();
     // One connection, like a real device: its numbers reach the broker in order.
-    let mut publisher = cityops_mqtt::Publisher::connect("127.0.0.1", rig.mosquitto.port(), "gauge-1", 1);
+    let mut publisher =
+        cityops_mqtt::Publisher::connect("127.0.0.1", rig.mosquitto.port(), "gauge-1", 1);
     for (topic, payload) in &messages {
         publisher.publish(topic, payload).await.unwrap();
     }
@@ -811,9 +841,17 @@ async fn messages_the_broker_drops_and_missing_sequence_numbers_are_counted_and_
     }
     tokio::time::sleep(Duration::from_secs(12)).await;
     let metrics = ingest.metrics().await;
-    let gaps = metric_sum(&metrics, "cityops_ingest_mqtt_sequence_gaps_total", &["feed=\"levels\""]);
-    let stored = rig.count("SELECT count() FROM {db}.events WHERE metric = 'value'").await;
-    eprintln!("broker dropped {dropped} (its $SYS count so far); stored {stored}; missing by sequence {gaps}");
+    let gaps = metric_sum(
+        &metrics,
+        "cityops_ingest_mqtt_sequence_gaps_total",
+        &["feed=\"levels\""],
+    );
+    let stored = rig
+        .count("SELECT count() FROM {db}.events WHERE metric = 'value'")
+        .await;
+    eprintln!(
+        "broker dropped {dropped} (its $SYS count so far); stored {stored}; missing by sequence {gaps}"
+    );
     assert!(dropped > 0.0, "{}", ingest.log_text());
     let seqs = rig
         .clickhouse
@@ -825,7 +863,9 @@ async fn messages_the_broker_drops_and_missing_sequence_numbers_are_counted_and_
         .unwrap_or_default();
     // Numbers after the last one that arrived are unknowable from sequences: $SYS covers them.
     let highest = rig
-        .count("SELECT max(toUInt64OrZero(attr_values[indexOf(attr_keys, 'seq')])) FROM {db}.events")
+        .count(
+            "SELECT max(toUInt64OrZero(attr_values[indexOf(attr_keys, 'seq')])) FROM {db}.events",
+        )
         .await;
     assert_eq!(
         stored + gaps,
@@ -882,13 +922,20 @@ async fn a_burst_queued_while_the_ingest_was_away_drains_without_a_stall_or_a_du
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut acked = 0.0;
     while Instant::now() < deadline {
-        acked = metric_sum(&ingest.metrics().await, "cityops_ingest_mqtt_acks_total", &[]);
+        acked = metric_sum(
+            &ingest.metrics().await,
+            "cityops_ingest_mqtt_acks_total",
+            &[],
+        );
         if acked >= 80_000.0 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    eprintln!("80,000 queued messages acknowledged in {:?}", started.elapsed());
+    eprintln!(
+        "80,000 queued messages acknowledged in {:?}",
+        started.elapsed()
+    );
     assert_eq!(acked, 80_000.0, "{}", ingest.log_text());
     let n = rig.wait_for_rows(160_000.0, Duration::from_secs(120)).await;
     assert_eq!(n, 160_000.0, "{}", ingest.log_text());
