@@ -18,23 +18,7 @@ LATENCY_RATE=${BENCH_LATENCY_EVENTS_PER_S:-50000}
 TOPICS=danang.citizen.reports,danang.dvc.dossiers,danang.transport.bus-gps,danang.health.beds
 FEEDS=${BENCH_FEEDS:-citizen_reports,public_service_dossiers,bus_gps,hospital_beds}
 
-cargo build --release --quiet -p cityops --bin cityops
-cargo build --release --quiet -p cityops-ingest --example kafka_bench
-CITYOPS_BIN=target/release/cityops deploy/local/up.sh >/dev/null
-BIN=target/release/cityops
-BENCH=target/release/examples/kafka_bench
-
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-sql() { curl -sf "http://127.0.0.1:$CH_HTTP_PORT/" --data-binary "$1"; }
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+source deploy/bench/lib.sh kafka_bench
 
 # A broker of its own: empty topics, nothing else producing.
 port=$(free_port)

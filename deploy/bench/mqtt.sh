@@ -24,23 +24,7 @@ export CITYOPS_MQTT_CONNECTIONS=${CITYOPS_MQTT_CONNECTIONS:-4}
 FEEDS=${BENCH_FEEDS:-air_quality,water_level,traffic_counter,streetlight,parking,waste_bin,camera_ai}
 FILTERS=danang/+/air/+,danang/+/water/+,danang/+/traffic/+,danang/+/lighting/+/+,danang/+/parking/+,danang/+/waste/notifications,danang/+/camera/+/events
 
-cargo build --release --quiet -p cityops --bin cityops
-cargo build --release --quiet -p cityops-ingest --example mqtt_bench
-CITYOPS_BIN=target/release/cityops deploy/local/up.sh >/dev/null
-BIN=target/release/cityops
-BENCH=target/release/examples/mqtt_bench
-
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-sql() { curl -sf "http://127.0.0.1:$CH_HTTP_PORT/" --data-binary "$1"; }
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+source deploy/bench/lib.sh mqtt_bench
 
 # A broker of its own, in memory.
 port=$(free_port)

@@ -188,30 +188,18 @@ impl ClickHouse {
             return Ok(Default::default());
         }
         let quoted: Vec<String> = topics.iter().map(|t| quote(t)).collect();
-        let list = quoted.join(", ");
-        let query = |table: &str, extra: &str| {
-            format!(
-                "SELECT source_topic AS topic, source_partition AS partition, max(source_offset) AS offset \
-                 FROM {table} WHERE source_kind = {kind} AND source_topic IN ({list}){extra} \
-                 GROUP BY source_topic, source_partition",
-                kind = quote(source_kind),
-            )
-        };
+        let filter = format!("source_topic IN ({})", quoted.join(", "));
         let collect = |rows: Vec<OffsetRow>| {
             rows.into_iter()
                 .map(|r| ((r.topic, r.partition), r.offset))
                 .collect::<StoredOffsets>()
         };
-        let events = self
-            .fetch_here::<OffsetRow>(&query("events", ""), "read stored event offsets")
-            .await?;
-        let rejects = self
-            .fetch_here::<OffsetRow>(
-                &query(
-                    "rejects",
-                    &format!(" AND reason != {}", quote(REFUSED_REASON)),
-                ),
-                "read stored reject offsets",
+        let (events, rejects) = self
+            .highest_offsets(
+                source_kind,
+                &filter,
+                "source_topic",
+                "source_topic, source_partition",
             )
             .await?;
         Ok((collect(events), collect(rejects)))
@@ -225,15 +213,30 @@ impl ClickHouse {
         source_kind: &str,
         partition: i32,
     ) -> Result<(i64, i64), Error> {
+        let filter = format!("source_partition = {partition}");
+        let highest = |rows: Vec<OffsetRow>| rows.first().map_or(-1, |r| r.offset);
+        let (events, rejects) = self
+            .highest_offsets(source_kind, &filter, "''", "source_partition")
+            .await?;
+        Ok((highest(events), highest(rejects)))
+    }
+
+    /// `max(source_offset)` of `events` and of `rejects` (refused rows excluded) for the rows
+    /// of `source_kind` matching `filter`, grouped by `group_by`, with `topic` as the topic.
+    async fn highest_offsets(
+        &self,
+        source_kind: &str,
+        filter: &str,
+        topic: &str,
+        group_by: &str,
+    ) -> Result<(Vec<OffsetRow>, Vec<OffsetRow>), Error> {
         let query = |table: &str, extra: &str| {
             format!(
-                "SELECT '' AS topic, source_partition AS partition, max(source_offset) AS offset \
-                 FROM {table} WHERE source_kind = {kind} AND source_partition = {partition}{extra} \
-                 GROUP BY source_partition",
+                "SELECT {topic} AS topic, source_partition AS partition, max(source_offset) AS offset \
+                 FROM {table} WHERE source_kind = {kind} AND {filter}{extra} GROUP BY {group_by}",
                 kind = quote(source_kind),
             )
         };
-        let highest = |rows: Vec<OffsetRow>| rows.first().map_or(-1, |r| r.offset);
         let events = self
             .fetch_here::<OffsetRow>(&query("events", ""), "read stored event offsets")
             .await?;
@@ -246,7 +249,7 @@ impl ClickHouse {
                 "read stored reject offsets",
             )
             .await?;
-        Ok((highest(events), highest(rejects)))
+        Ok((events, rejects))
     }
 
     /// Whether `row` is stored, looked up by the table's sort key (cheap).

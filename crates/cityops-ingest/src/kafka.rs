@@ -2,9 +2,8 @@
 //! writer task, and what happens on rebalances and shutdown. ARCHITECTURE.md explains why this
 //! gives at-least-once from broker to table with no duplicate rows.
 
-use crate::batch::{Batch, BatchBuilder, Limits, PartitionKey, ReplayFilter};
-use crate::pipeline::{Decoder, Done, Received, write_batches};
-use crate::writer::{Writer, WriterSettings};
+use crate::batch::{Batch, BatchBuilder, PartitionKey, ReplayFilter};
+use crate::pipeline::{Decoder, Done, Received, WriterTask, limits, start_writer};
 use crate::{Error, IngestMetrics};
 use cityops_clickhouse::ClickHouse;
 use cityops_config::{Config, SourceKind};
@@ -292,34 +291,24 @@ pub fn run(
         .map(|f| f.topic.clone())
         .collect();
     let settings = &config.ingest;
-    let generation = Arc::new(AtomicU64::new(1));
-    let gate = Arc::new(tokio::sync::Mutex::new(()));
-    let (to_writer, batches) = tokio::sync::mpsc::unbounded_channel::<Batch>();
-    let (done_tx, from_writer) = mpsc::channel::<Done>();
-    let writer = Writer::new(
+    let WriterTask {
+        to_writer,
+        from_writer,
+        generation,
+        gate,
+        task: writer_task,
+    } = start_writer(
+        config,
         clickhouse.clone(),
-        WriterSettings {
-            insert_timeout: Duration::from_millis(settings.insert_timeout_ms),
-            retry_initial: Duration::from_millis(settings.retry_initial_ms),
-            retry_max: Duration::from_millis(settings.retry_max_ms),
-            max_raw_bytes: config.rejects.max_raw_bytes,
-            source_kind: SOURCE,
-            feed_names: config.feeds.iter().map(|f| f.name.clone()).collect(),
-        },
-        metrics.clone(),
-        readiness.register("clickhouse"),
-        Arc::clone(&generation),
-        Arc::clone(&gate),
+        &metrics,
+        readiness,
+        &runtime,
+        SOURCE,
     );
-    let writer_task = runtime.spawn(write_batches(writer, batches, done_tx));
     let shared = Arc::new(Shared {
         pipeline: Mutex::new(Pipeline {
             decoder,
-            builder: BatchBuilder::new(Limits {
-                max_rows: settings.batch_max_rows,
-                max_bytes: settings.batch_max_bytes,
-                linger: Duration::from_millis(settings.linger_ms),
-            }),
+            builder: BatchBuilder::new(limits(settings)),
             filter: ReplayFilter::default(),
             checked: false,
             to_writer,

@@ -11,11 +11,10 @@
 //! ARCHITECTURE.md ("MQTT ingest") explains why no acknowledged message is lost or stored
 //! twice, and how throughput survives the broker's small in-flight window.
 
-use crate::batch::{Batch, BatchBuilder, Limits, ReplayFilter};
-use crate::pipeline::{Decoder, Done, Received, Summary, write_batches};
+use crate::batch::{Batch, BatchBuilder, ReplayFilter};
+use crate::pipeline::{Decoder, Done, Received, Summary, WriterTask, limits, start_writer};
 use crate::sequence::SequenceTracker;
 use crate::spool::{Appended, Spool, SpoolReader, SpoolSettings};
-use crate::writer::{Writer, WriterSettings};
 use crate::{Error, IngestMetrics};
 use cityops_clickhouse::ClickHouse;
 use cityops_config::{Config, MqttConfig, MqttProtocol, SourceKind};
@@ -492,26 +491,20 @@ pub fn run(
     let stored_seq = Arc::new(AtomicU64::new(first_seq.saturating_sub(1)));
 
     // The writer.
-    let generation = Arc::new(AtomicU64::new(1));
-    let gate = Arc::new(tokio::sync::Mutex::new(()));
-    let (to_writer, batches) = tokio::sync::mpsc::unbounded_channel::<Batch>();
-    let (done_tx, from_writer) = mpsc::channel::<Done>();
-    let writer = Writer::new(
+    // One generation for the whole run: the spool has no rebalances.
+    let WriterTask {
+        to_writer,
+        from_writer,
+        task: writer_task,
+        ..
+    } = start_writer(
+        config,
         clickhouse.clone(),
-        WriterSettings {
-            insert_timeout: Duration::from_millis(settings.insert_timeout_ms),
-            retry_initial: Duration::from_millis(settings.retry_initial_ms),
-            retry_max: Duration::from_millis(settings.retry_max_ms),
-            max_raw_bytes: config.rejects.max_raw_bytes,
-            source_kind: SOURCE,
-            feed_names: config.feeds.iter().map(|f| f.name.clone()).collect(),
-        },
-        metrics.clone(),
-        readiness.register("clickhouse"),
-        Arc::clone(&generation),
-        Arc::clone(&gate),
+        &metrics,
+        readiness,
+        &runtime,
+        SOURCE,
     );
-    let writer_task = runtime.spawn(write_batches(writer, batches, done_tx));
 
     // The sessions and the receiver.
     let window: usize = usize::from(mqtt.connections) * usize::from(mqtt.receive_maximum);
@@ -602,11 +595,7 @@ pub fn run(
 
     let mut pipeline = SpoolPipeline {
         reader: SpoolReader::new(&mqtt.spool.dir, first_seq),
-        builder: BatchBuilder::by_partition(Limits {
-            max_rows: settings.batch_max_rows,
-            max_bytes: settings.batch_max_bytes,
-            linger: Duration::from_millis(settings.linger_ms),
-        }),
+        builder: BatchBuilder::by_partition(limits(settings)),
         filter,
         to_writer,
         from_writer,

@@ -2,13 +2,16 @@
 //! decoding into the batch being built (or skipping what is already stored), the per-feed
 //! counters, and the writer task that stores batches one at a time and reports back.
 
-use crate::batch::{Batch, BatchBuilder, PartitionKey, ReplayFilter};
-use crate::writer::{DECODE_REJECT_INDEX, Writer, Written, feed_label};
+use crate::batch::{Batch, BatchBuilder, Limits, PartitionKey, ReplayFilter};
+use crate::writer::{DECODE_REJECT_INDEX, Writer, WriterSettings, Written, feed_label};
 use crate::{Error, IngestMetrics};
-use cityops_clickhouse::RowSource;
+use cityops_clickhouse::{ClickHouse, RowSource};
 use cityops_config::{Config, SourceKind};
 use cityops_event::{Event, EventId, SourceCoordinates, Timestamp};
 use cityops_feeds::{FeedSet, Message, Outcome};
+use cityops_telemetry::Readiness;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -33,9 +36,70 @@ pub(crate) struct Done {
     pub messages: u64,
 }
 
+/// A source's writer task and the ends of its channels.
+pub(crate) struct WriterTask {
+    /// Batches to store, in source order.
+    pub to_writer: tokio::sync::mpsc::UnboundedSender<Batch>,
+    /// What the writer finished.
+    pub from_writer: mpsc::Receiver<Done>,
+    /// Batches of an older generation are abandoned.
+    pub generation: Arc<AtomicU64>,
+    /// Held for every INSERT.
+    pub gate: Arc<tokio::sync::Mutex<()>>,
+    /// The task.
+    pub task: tokio::task::JoinHandle<()>,
+}
+
+/// Starts the writer of source `source_kind` on `runtime` with the config's settings.
+pub(crate) fn start_writer(
+    config: &Config,
+    clickhouse: ClickHouse,
+    metrics: &IngestMetrics,
+    readiness: &Readiness,
+    runtime: &tokio::runtime::Handle,
+    source_kind: &'static str,
+) -> WriterTask {
+    let settings = &config.ingest;
+    let generation = Arc::new(AtomicU64::new(1));
+    let gate = Arc::new(tokio::sync::Mutex::new(()));
+    let (to_writer, batches) = tokio::sync::mpsc::unbounded_channel::<Batch>();
+    let (done_tx, from_writer) = mpsc::channel::<Done>();
+    let writer = Writer::new(
+        clickhouse,
+        WriterSettings {
+            insert_timeout: Duration::from_millis(settings.insert_timeout_ms),
+            retry_initial: Duration::from_millis(settings.retry_initial_ms),
+            retry_max: Duration::from_millis(settings.retry_max_ms),
+            max_raw_bytes: config.rejects.max_raw_bytes,
+            source_kind,
+            feed_names: config.feeds.iter().map(|f| f.name.clone()).collect(),
+        },
+        metrics.clone(),
+        readiness.register("clickhouse"),
+        Arc::clone(&generation),
+        Arc::clone(&gate),
+    );
+    WriterTask {
+        to_writer,
+        from_writer,
+        generation,
+        gate,
+        task: runtime.spawn(write_batches(writer, batches, done_tx)),
+    }
+}
+
+/// The batch limits of the config.
+pub(crate) fn limits(settings: &cityops_config::IngestConfig) -> Limits {
+    Limits {
+        max_rows: settings.batch_max_rows,
+        max_bytes: settings.batch_max_bytes,
+        linger: Duration::from_millis(settings.linger_ms),
+    }
+}
+
 /// Runs `writer` on the batches from `batches` until the channel closes, reporting each on
 /// `done`; checks ClickHouse's health while idle.
-pub(crate) async fn write_batches(
+async fn write_batches(
     mut writer: Writer,
     mut batches: tokio::sync::mpsc::UnboundedReceiver<Batch>,
     done: mpsc::Sender<Done>,

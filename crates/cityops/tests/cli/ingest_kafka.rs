@@ -1,7 +1,7 @@
 //! The proofs of `cityops ingest` from Kafka: real Kafka-protocol broker, real ClickHouse,
 //! the real binary killed and restarted. Every test owns its services.
 
-use crate::ingest_support::{Ingest, base_ms, http_get, metric_sum};
+use crate::ingest_support::{Ingest, ProofTables, Tables, base_ms, http_get, metric_sum};
 use cityops_testkit::{ClickHouseServer, KafkaBroker};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -142,54 +142,13 @@ shutdown_deadline_ms = 10000
     fn ingest(&self, name: &str) -> Ingest {
         Ingest::spawn(&self.config, self.dir.path(), name)
     }
+}
 
-    async fn count(&self, sql: &str) -> f64 {
-        self.clickhouse
-            .scalar(&sql.replace("{db}", &self.db))
-            .await
-            .unwrap_or(-1.0)
-    }
-
-    /// Waits until `events` holds `want` rows (or `timeout`), returning the last count.
-    async fn wait_for_rows(&self, want: f64, timeout: Duration) -> f64 {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let n = self.count("SELECT count() FROM {db}.events").await;
-            if n >= want || Instant::now() >= deadline {
-                return n;
-            }
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
-    }
-
-    /// Checks `events` holds each expected row exactly once, with the source's values.
-    async fn assert_rows_equal_source(&self, expected: &BTreeMap<String, Vec<String>>) {
-        let want: usize = expected.values().map(Vec::len).sum();
-        let n = self.count("SELECT count() FROM {db}.events").await;
-        assert_eq!(n, want as f64, "rows in events");
-        assert_eq!(
-            self.count("SELECT uniqExact(event_id) FROM {db}.events")
-                .await,
-            want as f64,
-            "distinct event ids"
-        );
-        let body = self
-            .clickhouse
-            .sql(&format!(
-                "SELECT entity_id, metric, value, text, toUInt64(ts) * 1000 + ts_ms, feed \
-                 FROM {}.events ORDER BY entity_id, metric FORMAT TSV",
-                self.db
-            ))
-            .await
-            .unwrap();
-        let mut stored: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for line in body.lines() {
-            let entity = line.split('\t').next().unwrap().to_owned();
-            stored.entry(entity).or_default().push(line.to_owned());
-        }
-        assert_eq!(stored.len(), expected.len(), "entities");
-        for (entity, rows) in expected {
-            assert_eq!(stored.get(entity), Some(rows), "rows of {entity}");
+impl ProofTables for Rig {
+    fn tables(&self) -> Tables<'_> {
+        Tables {
+            clickhouse: &self.clickhouse,
+            db: &self.db,
         }
     }
 }

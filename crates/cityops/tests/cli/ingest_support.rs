@@ -1,6 +1,7 @@
 //! What the ingest proofs of every source share: the running binary, its metrics endpoint,
 //! and the proof messages' time base.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -105,4 +106,83 @@ pub fn metric_sum(text: &str, name: &str, labels: &[&str]) -> f64 {
         .filter(|l| l.starts_with(name) && labels.iter().all(|want| l.contains(want)))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
+}
+
+/// The proof's ClickHouse and the database the ingest writes to.
+pub struct Tables<'a> {
+    pub clickhouse: &'a cityops_testkit::ClickHouseServer,
+    pub db: &'a str,
+}
+
+impl Tables<'_> {
+    pub async fn count(&self, sql: &str) -> f64 {
+        self.clickhouse
+            .scalar(&sql.replace("{db}", self.db))
+            .await
+            .unwrap_or(-1.0)
+    }
+
+    /// Waits until `events` holds `want` rows (or `timeout`), returning the last count.
+    pub async fn wait_for_rows(&self, want: f64, timeout: Duration) -> f64 {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let n = self.count("SELECT count() FROM {db}.events").await;
+            if n >= want || Instant::now() >= deadline {
+                return n;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// Checks `events` holds each expected row exactly once, with the source's values.
+    pub async fn assert_rows_equal_source(&self, expected: &BTreeMap<String, Vec<String>>) {
+        let want: usize = expected.values().map(Vec::len).sum();
+        let n = self.count("SELECT count() FROM {db}.events").await;
+        assert_eq!(n, want as f64, "rows in events");
+        assert_eq!(
+            self.count("SELECT uniqExact(event_id) FROM {db}.events")
+                .await,
+            want as f64,
+            "distinct event ids"
+        );
+        let body = self
+            .clickhouse
+            .sql(&format!(
+                "SELECT entity_id, metric, value, text, toUInt64(ts) * 1000 + ts_ms, feed \
+                 FROM {}.events ORDER BY entity_id, metric FORMAT TSV",
+                self.db
+            ))
+            .await
+            .unwrap();
+        let mut stored: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for line in body.lines() {
+            let entity = line.split('\t').next().unwrap().to_owned();
+            stored.entry(entity).or_default().push(line.to_owned());
+        }
+        assert_eq!(stored.len(), expected.len(), "entities");
+        for (entity, rows) in expected {
+            assert_eq!(stored.get(entity), Some(rows), "rows of {entity}");
+        }
+    }
+}
+
+/// A proof rig with its tables: the helpers come with `tables`.
+pub(crate) trait ProofTables {
+    /// The rig's ClickHouse and database.
+    fn tables(&self) -> Tables<'_>;
+
+    /// A number from `sql` (`{db}` is the database); -1 when the query fails.
+    async fn count(&self, sql: &str) -> f64 {
+        self.tables().count(sql).await
+    }
+
+    /// Waits until `events` holds `want` rows (or `timeout`), returning the last count.
+    async fn wait_for_rows(&self, want: f64, timeout: Duration) -> f64 {
+        self.tables().wait_for_rows(want, timeout).await
+    }
+
+    /// Checks `events` holds each expected row exactly once, with the source's values.
+    async fn assert_rows_equal_source(&self, expected: &BTreeMap<String, Vec<String>>) {
+        self.tables().assert_rows_equal_source(expected).await;
+    }
 }
