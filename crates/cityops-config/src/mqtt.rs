@@ -55,7 +55,8 @@ pub struct MqttConfig {
     #[serde(default = "default_keep_alive_s")]
     pub keep_alive_s: u16,
     /// MQTT 5 Receive Maximum sent in CONNECT: how many unacknowledged QoS 1 messages the
-    /// broker may send this connection. Brokers also apply their own limit.
+    /// broker may send this connection. Brokers also apply their own limit. Keep it below the
+    /// spool's resend window (`segment_bytes / (80 * connections)`, at most 16,384).
     #[serde(default = "default_receive_maximum")]
     pub receive_maximum: u16,
     /// Largest packet accepted.

@@ -135,6 +135,16 @@ fn read_tls(mqtt: &MqttConfig) -> Result<Option<Tls>, Error> {
     }))
 }
 
+/// Deliveries per connection the spool remembers to recognise resends: as many as the memo
+/// that carries them into each new segment can hold in a quarter of a segment, between 64 and
+/// 16,384 (of the 65,535 packet ids a session cycles through).
+fn resend_window(mqtt: &MqttConfig) -> usize {
+    let per_connection = mqtt.spool.segment_bytes / 4 / 20 / u64::from(mqtt.connections.max(1));
+    usize::try_from(per_connection)
+        .unwrap_or(usize::MAX)
+        .clamp(64, 16_384)
+}
+
 /// A new spool's id: any positive 31-bit number, different per process start.
 fn new_spool_id() -> i32 {
     let nanos = std::time::SystemTime::now()
@@ -471,7 +481,7 @@ pub fn run(
         dir: mqtt.spool.dir.clone(),
         max_bytes: mqtt.spool.max_bytes,
         segment_bytes: mqtt.spool.segment_bytes,
-        window: usize::from(mqtt.receive_maximum).max(64),
+        window: resend_window(mqtt),
         connections: mqtt.connections,
     };
     let (spool, opened) = Spool::open(&spool_settings, new_spool_id())?;

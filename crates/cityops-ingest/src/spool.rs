@@ -89,12 +89,19 @@ pub enum Appended {
     Full,
 }
 
-/// Recent packet ids of one connection, to recognise the broker's resends.
+/// One recent delivery of a connection, to recognise the broker's resends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Recent {
     pkid: u16,
     hash: u64,
     seq: u64,
+}
+
+/// The last `window` deliveries of one connection, in order, and the latest per packet id.
+#[derive(Debug, Default)]
+struct Recents {
+    ring: VecDeque<Recent>,
+    by_pkid: std::collections::HashMap<u16, (u64, u64)>,
 }
 
 #[derive(Debug)]
@@ -121,7 +128,7 @@ pub struct Spool {
     /// Highest sequence written and synced.
     durable_seq: u64,
     total_bytes: u64,
-    recent: Vec<VecDeque<Recent>>,
+    recent: Vec<Recents>,
 }
 
 /// The content hash that tells a resend of the same message from a new one.
@@ -316,8 +323,8 @@ impl Spool {
         let dir = settings.dir.clone();
         std::fs::create_dir_all(&dir).map_err(io_error(&dir, "create"))?;
         let id = read_or_create_id(&dir, new_id)?;
-        let mut recent: Vec<VecDeque<Recent>> = (0..settings.connections.max(1))
-            .map(|_| VecDeque::new())
+        let mut recent: Vec<Recents> = (0..settings.connections.max(1))
+            .map(|_| Recents::default())
             .collect();
         let mut segments = VecDeque::new();
         let mut opened = Opened::default();
@@ -477,14 +484,17 @@ impl Spool {
         } else {
             0
         };
-        if qos1 && dup {
+        if qos1 {
+            // The broker numbers a session's deliveries in turn, wrapping at 65,535: within
+            // the window, the same packet id with the same content is the same message sent
+            // again (the DUP flag is not relied on: not every resend carries it).
             let resent = self
                 .recent
                 .get(usize::from(connection))
-                .and_then(|r| r.iter().rev().find(|e| e.pkid == pkid))
-                .filter(|e| e.hash == hash);
-            if let Some(e) = resent {
-                return Appended::Duplicate(e.seq);
+                .and_then(|r| r.by_pkid.get(&pkid))
+                .filter(|(h, _)| *h == hash);
+            if let Some((_, seq)) = resent {
+                return Appended::Duplicate(*seq);
             }
         }
         let size = (HEADER + 23 + topic.len() + payload.len()) as u64;
@@ -528,7 +538,7 @@ impl Spool {
 
     /// Size of the memo a new segment would start with.
     fn memo_bytes(&self) -> u64 {
-        let entries: usize = self.recent.iter().map(VecDeque::len).sum();
+        let entries: usize = self.recent.iter().map(|r| r.ring.len()).sum();
         (HEADER + entries * MEMO_ENTRY) as u64
     }
 
@@ -570,7 +580,7 @@ impl Spool {
         let mut file = create_segment(&path)?;
         let mut body = Vec::new();
         for (connection, recent) in self.recent.iter().enumerate() {
-            for r in recent {
+            for r in &recent.ring {
                 body.extend_from_slice(&(connection as u16).to_le_bytes());
                 body.extend_from_slice(&r.pkid.to_le_bytes());
                 body.extend_from_slice(&r.hash.to_le_bytes());
@@ -617,17 +627,25 @@ fn create_segment(path: &Path) -> Result<File, SpoolError> {
         .map_err(io_error(path, "create"))
 }
 
-fn remember(recent: &mut [VecDeque<Recent>], window: usize, connection: u16, r: Option<Recent>) {
+fn remember(recent: &mut [Recents], window: usize, connection: u16, r: Option<Recent>) {
     let (Some(r), Some(list)) = (r, recent.get_mut(usize::from(connection))) else {
         return;
     };
     // On open, a segment's memo repeats entries the previous segment's messages gave.
-    if list.back().is_some_and(|last| last.seq >= r.seq) {
+    if list.ring.back().is_some_and(|last| last.seq >= r.seq) {
         return;
     }
-    list.push_back(r);
-    while list.len() > window {
-        list.pop_front();
+    list.ring.push_back(r);
+    list.by_pkid.insert(r.pkid, (r.hash, r.seq));
+    while list.ring.len() > window {
+        if let Some(old) = list.ring.pop_front()
+            && list
+                .by_pkid
+                .get(&old.pkid)
+                .is_some_and(|(_, seq)| *seq == old.seq)
+        {
+            list.by_pkid.remove(&old.pkid);
+        }
     }
 }
 
@@ -834,11 +852,11 @@ mod tests {
         // Same packet id on the other connection, or other content: a different message.
         assert_eq!(add(&mut spool, 1, 7, true, "a"), Appended::New(2));
         assert_eq!(add(&mut spool, 0, 7, true, "b"), Appended::New(3));
-        // The latest message with packet id 7 on connection 0 is "b".
+        // The latest message with packet id 7 on connection 0 is "b": with or without DUP.
         assert_eq!(add(&mut spool, 0, 7, true, "b"), Appended::Duplicate(3));
+        assert_eq!(add(&mut spool, 0, 7, false, "b"), Appended::Duplicate(3));
         assert_eq!(add(&mut spool, 0, 7, true, "a"), Appended::New(4));
-        // Not flagged DUP: always new.
-        assert_eq!(add(&mut spool, 0, 7, false, "a"), Appended::New(5));
+        assert_eq!(add(&mut spool, 0, 8, false, "a"), Appended::New(5));
         spool.sync().unwrap();
         for i in 0..3 {
             add(&mut spool, 1, 100 + i, false, "x");
@@ -848,7 +866,8 @@ mod tests {
         let (mut spool, opened) = Spool::open(&s, 9).unwrap();
         assert_eq!(spool.id(), 1, "the id is the spool's, kept across opens");
         assert_eq!(opened.messages, 8);
-        assert_eq!(add(&mut spool, 0, 7, true, "a"), Appended::Duplicate(5));
+        assert_eq!(add(&mut spool, 0, 7, true, "a"), Appended::Duplicate(4));
+        assert_eq!(add(&mut spool, 0, 8, false, "a"), Appended::Duplicate(5));
         assert_eq!(add(&mut spool, 1, 102, true, "x"), Appended::Duplicate(8));
         // Pushed out of the window of 4 per connection: treated as new.
         assert_eq!(add(&mut spool, 1, 103, false, "y"), Appended::New(9));
@@ -891,7 +910,8 @@ mod tests {
         let (mut spool, _) = Spool::open(&settings(dir.path(), 100, 400), 1).unwrap();
         let mut seqs = Vec::new();
         loop {
-            match add(&mut spool, 0, 1, false, "0123456789") {
+            let pkid = seqs.len() as u16 + 1;
+            match add(&mut spool, 0, pkid, false, "0123456789") {
                 Appended::New(seq) => seqs.push(seq),
                 Appended::Full => break,
                 Appended::Duplicate(_) => unreachable!(),
@@ -904,7 +924,7 @@ mod tests {
         let freed = spool.release(last).unwrap();
         assert!(freed > 0);
         assert!(matches!(
-            add(&mut spool, 0, 2, false, "0123456789"),
+            add(&mut spool, 0, 999, false, "0123456789"),
             Appended::New(_)
         ));
         assert_eq!(spool.first_seq(), spool.segments.back().unwrap().first_seq);
