@@ -160,12 +160,6 @@ fn new_spool_id() -> i32 {
     (h >> 33) as i32
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
 /// Per-feed stall watchdog state.
 struct Watch {
     feed: String,
@@ -202,7 +196,9 @@ impl Receiver {
     fn take(&mut self, event: SubscriberEvent) {
         match event {
             SubscriberEvent::Message(d) => {
-                if let Some(i) = self.feeds.position(SourceKind::Mqtt, &d.topic)
+                // Matching the topic costs per message: only when some feed is watched.
+                if !self.watches.is_empty()
+                    && let Some(i) = self.feeds.position(SourceKind::Mqtt, &d.topic)
                     && let Some(w) = self.watches.get_mut(&i)
                 {
                     w.last_message = Instant::now();
@@ -293,7 +289,7 @@ impl Receiver {
             return Ok(());
         }
         match self.spool.append(
-            now_ms(),
+            crate::pipeline::now().as_millis(),
             d.connection,
             d.pkid,
             d.qos > 0,
@@ -327,19 +323,14 @@ impl Receiver {
                 .observe(started.elapsed().as_secs_f64());
             self.durable.set(durable, false);
         }
-        let mut sent = 0u64;
-        let failed_before = self.subscriber.failed_acks();
         for (connection, epoch, pkid) in self.acks.drain(..) {
-            sent += u64::from(self.subscriber.ack(connection, epoch, pkid));
+            self.subscriber.ack(connection, epoch, pkid);
         }
-        self.metrics.mqtt_acks.inc_by(sent as f64);
-        let failed = self.subscriber.failed_acks() - failed_before;
-        if failed > 0 {
-            tracing::debug!(
-                failed,
-                "PUBACKs of connections that ended meanwhile not sent; the broker sends those messages again"
-            );
-        }
+        // The forwarders send asynchronously: the counter follows what they handed over.
+        let sent = self.subscriber.sent_acks() as f64;
+        self.metrics
+            .mqtt_acks
+            .inc_by((sent - self.metrics.mqtt_acks.get()).max(0.0));
         self.metrics.spool_bytes.set(self.spool.bytes() as f64);
         Ok(())
     }
@@ -887,7 +878,7 @@ impl SpoolPipeline {
             return;
         }
         self.last_sweep = Instant::now();
-        for (feed, gaps) in self.sequences.sweep(now_ms()) {
+        for (feed, gaps) in self.sequences.sweep(crate::pipeline::now().as_millis()) {
             let name = self
                 .feed_names
                 .get(usize::from(feed))

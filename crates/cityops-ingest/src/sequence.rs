@@ -35,7 +35,8 @@ pub struct Gaps {
 /// Tracks devices by key (feed number, entity id).
 #[derive(Debug)]
 pub struct SequenceTracker {
-    devices: HashMap<(u16, String), Device>,
+    /// By feed number, then entity id (looked up by `&str`: no key built per message).
+    devices: HashMap<u16, HashMap<String, Device>>,
     grace_ms: i64,
     pending: BTreeMap<u16, Gaps>,
 }
@@ -52,14 +53,15 @@ impl SequenceTracker {
 
     /// Devices tracked.
     pub fn devices(&self) -> usize {
-        self.devices.len()
+        self.devices.values().map(HashMap::len).sum()
     }
 
     /// Records number `seq` from device `entity` of feed `feed` at `now_ms`.
     pub fn observe(&mut self, feed: u16, entity: &str, seq: u64, now_ms: i64) {
-        let Some(d) = self.devices.get_mut(&(feed, entity.to_owned())) else {
-            self.devices.insert(
-                (feed, entity.to_owned()),
+        let devices = self.devices.entry(feed).or_default();
+        let Some(d) = devices.get_mut(entity) else {
+            devices.insert(
+                entity.to_owned(),
                 Device {
                     highest: seq,
                     seen: u64::MAX,
@@ -127,13 +129,16 @@ impl SequenceTracker {
     /// Counts gaps open longer than the grace period (they are then closed) and returns what
     /// was found since the last sweep, by feed.
     pub fn sweep(&mut self, now_ms: i64) -> BTreeMap<u16, Gaps> {
-        for ((feed, _), d) in &mut self.devices {
-            if d.gap_since_ms
-                .is_some_and(|since| now_ms - since >= self.grace_ms)
-            {
-                self.pending.entry(*feed).or_default().missing += u64::from((!d.seen).count_ones());
-                d.seen = u64::MAX;
-                d.gap_since_ms = None;
+        for (feed, devices) in &mut self.devices {
+            for d in devices.values_mut() {
+                if d.gap_since_ms
+                    .is_some_and(|since| now_ms - since >= self.grace_ms)
+                {
+                    self.pending.entry(*feed).or_default().missing +=
+                        u64::from((!d.seen).count_ones());
+                    d.seen = u64::MAX;
+                    d.gap_since_ms = None;
+                }
             }
         }
         std::mem::take(&mut self.pending)

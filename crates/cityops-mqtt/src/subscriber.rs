@@ -143,7 +143,6 @@ pub enum SubscriberEvent {
 type AckSlot = Mutex<Option<(u64, Client)>>;
 
 struct Connection {
-    slot: Arc<AckSlot>,
     /// Acknowledgements for the forwarder, in the order they must go out.
     acks: mpsc::UnboundedSender<(u64, u16)>,
     connected_since: Arc<Mutex<Option<Instant>>>,
@@ -156,7 +155,7 @@ pub struct Subscriber {
     connections: Vec<Connection>,
     reconnect: watch::Sender<u64>,
     cancel: CancellationToken,
-    failed_acks: Arc<AtomicU64>,
+    sent_acks: Arc<AtomicU64>,
 }
 
 impl Subscriber {
@@ -169,7 +168,7 @@ impl Subscriber {
     ) -> Subscriber {
         let (reconnect, reconnect_rx) = watch::channel(0u64);
         let options = Arc::new(options);
-        let failed_acks = Arc::new(AtomicU64::new(0));
+        let sent_acks = Arc::new(AtomicU64::new(0));
         let connections = (0..options.connections.max(1))
             .map(|n| {
                 let slot = Arc::new(Mutex::new(None));
@@ -178,7 +177,7 @@ impl Subscriber {
                 let forwarder = tokio::spawn(forward_acks(
                     acks_rx,
                     Arc::clone(&slot),
-                    Arc::clone(&failed_acks),
+                    Arc::clone(&sent_acks),
                 ));
                 let task = tokio::spawn(run_connection(ConnectionTask {
                     n,
@@ -191,7 +190,6 @@ impl Subscriber {
                     delay: (options.reconnect_delay)(n),
                 }));
                 Connection {
-                    slot,
                     acks,
                     connected_since,
                     task,
@@ -203,31 +201,24 @@ impl Subscriber {
             connections,
             reconnect,
             cancel,
-            failed_acks,
+            sent_acks,
         }
     }
 
     /// Sends the PUBACK of a delivery if its connection attempt is still the current one
-    /// (otherwise the broker sends the message again on the new connection). Acknowledgements
-    /// of one connection go out in the order of the calls; a full request queue delays them,
-    /// never drops them. Returns whether the attempt was current when queued.
-    pub fn ack(&self, connection: u16, epoch: u64, pkid: u16) -> bool {
-        let Some(c) = self.connections.get(usize::from(connection)) else {
-            return false;
-        };
-        let current = c
-            .slot
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .as_ref()
-            .is_some_and(|(current, _)| *current == epoch);
-        current && c.acks.send((epoch, pkid)).is_ok()
+    /// when its turn comes (otherwise the broker sends the message again on the new
+    /// connection). Acknowledgements of one connection go out in the order of the calls; a full
+    /// request queue delays them, never drops them.
+    pub fn ack(&self, connection: u16, epoch: u64, pkid: u16) {
+        if let Some(c) = self.connections.get(usize::from(connection)) {
+            // Closed only at shutdown, when the broker keeps what was not acknowledged.
+            let _ = c.acks.send((epoch, pkid));
+        }
     }
 
-    /// PUBACKs that could not be handed over (their connection ended meanwhile: the broker
-    /// sends those messages again).
-    pub fn failed_acks(&self) -> u64 {
-        self.failed_acks.load(Ordering::Relaxed)
+    /// PUBACKs handed to their connection so far.
+    pub fn sent_acks(&self) -> u64 {
+        self.sent_acks.load(Ordering::Relaxed)
     }
 
     /// Drops every connection and connects (and subscribes) again: the stall watchdog's
@@ -312,18 +303,16 @@ enum EventLoop {
 async fn forward_acks(
     mut acks: mpsc::UnboundedReceiver<(u64, u16)>,
     slot: Arc<AckSlot>,
-    failed: Arc<AtomicU64>,
+    sent: Arc<AtomicU64>,
 ) {
     while let Some((epoch, pkid)) = acks.recv().await {
         let client = match &*slot.lock().unwrap_or_else(PoisonError::into_inner) {
             Some((current, client)) if *current == epoch => client.clone(),
-            _ => {
-                failed.fetch_add(1, Ordering::Relaxed);
-                continue;
-            }
+            // An earlier attempt's: the broker sends that message again.
+            _ => continue,
         };
-        if client.ack(pkid).await.is_err() {
-            failed.fetch_add(1, Ordering::Relaxed);
+        if client.ack(pkid).await.is_ok() {
+            sent.fetch_add(1, Ordering::Relaxed);
         }
     }
 }
