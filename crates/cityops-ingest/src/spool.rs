@@ -164,11 +164,18 @@ enum Record {
     Memo(Vec<(u16, Recent)>),
 }
 
-fn frame(out: &mut Vec<u8>, kind: u8, body: &[u8]) {
+/// Appends a record of `kind` whose body `write_body` writes in place (no copy of the
+/// payload on the hot path); the length and checksum are filled in after.
+fn frame(out: &mut Vec<u8>, kind: u8, write_body: impl FnOnce(&mut Vec<u8>)) {
+    let start = out.len();
     out.push(kind);
-    out.extend_from_slice(&(body.len() as u32).to_le_bytes());
-    out.extend_from_slice(&xxh3_64(body).to_le_bytes());
-    out.extend_from_slice(body);
+    out.extend_from_slice(&[0; HEADER - 1]);
+    write_body(out);
+    let body = &out[start + HEADER..];
+    let len = (body.len() as u32).to_le_bytes();
+    let sum = xxh3_64(body).to_le_bytes();
+    out[start + 1..start + 5].copy_from_slice(&len);
+    out[start + 5..start + HEADER].copy_from_slice(&sum);
 }
 
 /// Parses the record at the start of `bytes`: `Ok(None)` if it is incomplete.
@@ -257,22 +264,30 @@ fn parse_memo(mut body: &[u8]) -> Option<Vec<(u16, Recent)>> {
     Some(entries)
 }
 
-fn encode_message(out: &mut Vec<u8>, m: &SpooledMessage) {
+/// A message to append, borrowing its topic and payload.
+struct NewMessage<'a> {
+    seq: u64,
+    received_ms: i64,
+    connection: u16,
+    pkid: u16,
+    flags: u8,
+    topic: &'a str,
+    payload: &'a [u8],
+}
+
+fn encode_message(out: &mut Vec<u8>, m: &NewMessage<'_>) {
     let topic = m.topic.as_bytes();
     let topic_len = topic.len().min(usize::from(u16::MAX));
-    let mut body = Vec::with_capacity(23 + topic_len + m.payload.len());
-    body.extend_from_slice(&m.seq.to_le_bytes());
-    body.extend_from_slice(&m.received_ms.to_le_bytes());
-    body.extend_from_slice(&m.connection.to_le_bytes());
-    body.extend_from_slice(&m.pkid.to_le_bytes());
-    let flags = if m.dup { FLAG_DUP } else { 0 }
-        | if m.retain { FLAG_RETAIN } else { 0 }
-        | if m.qos1 { FLAG_QOS1 } else { 0 };
-    body.push(flags);
-    body.extend_from_slice(&(topic_len as u16).to_le_bytes());
-    body.extend_from_slice(&topic[..topic_len]);
-    body.extend_from_slice(&m.payload);
-    frame(out, KIND_MESSAGE, &body);
+    frame(out, KIND_MESSAGE, |body| {
+        body.extend_from_slice(&m.seq.to_le_bytes());
+        body.extend_from_slice(&m.received_ms.to_le_bytes());
+        body.extend_from_slice(&m.connection.to_le_bytes());
+        body.extend_from_slice(&m.pkid.to_le_bytes());
+        body.push(m.flags);
+        body.extend_from_slice(&(topic_len as u16).to_le_bytes());
+        body.extend_from_slice(&topic[..topic_len]);
+        body.extend_from_slice(m.payload);
+    });
 }
 
 /// Segment files of `dir`, oldest first.
@@ -506,18 +521,19 @@ impl Spool {
         let seq = self.next_seq;
         self.next_seq += 1;
         let before = self.buffer.len();
+        let flags = if dup { FLAG_DUP } else { 0 }
+            | if retain { FLAG_RETAIN } else { 0 }
+            | if qos1 { FLAG_QOS1 } else { 0 };
         encode_message(
             &mut self.buffer,
-            &SpooledMessage {
+            &NewMessage {
                 seq,
                 received_ms,
                 connection,
                 pkid,
-                dup,
-                retain,
-                qos1,
-                topic: topic.to_owned(),
-                payload: payload.to_vec(),
+                flags,
+                topic,
+                payload,
             },
         );
         let written = (self.buffer.len() - before) as u64;
@@ -578,17 +594,17 @@ impl Spool {
     fn rotate(&mut self) -> Result<(), SpoolError> {
         let path = self.dir.join(segment_name(self.next_seq));
         let mut file = create_segment(&path)?;
-        let mut body = Vec::new();
-        for (connection, recent) in self.recent.iter().enumerate() {
-            for r in &recent.ring {
-                body.extend_from_slice(&(connection as u16).to_le_bytes());
-                body.extend_from_slice(&r.pkid.to_le_bytes());
-                body.extend_from_slice(&r.hash.to_le_bytes());
-                body.extend_from_slice(&r.seq.to_le_bytes());
+        let mut memo = Vec::with_capacity(self.memo_bytes() as usize);
+        frame(&mut memo, KIND_MEMO, |body| {
+            for (connection, recent) in self.recent.iter().enumerate() {
+                for r in &recent.ring {
+                    body.extend_from_slice(&(connection as u16).to_le_bytes());
+                    body.extend_from_slice(&r.pkid.to_le_bytes());
+                    body.extend_from_slice(&r.hash.to_le_bytes());
+                    body.extend_from_slice(&r.seq.to_le_bytes());
+                }
             }
-        }
-        let mut memo = Vec::with_capacity(body.len() + HEADER);
-        frame(&mut memo, KIND_MEMO, &body);
+        });
         file.write_all(&memo).map_err(io_error(&path, "write"))?;
         file.sync_data().map_err(io_error(&path, "sync"))?;
         sync_dir(&self.dir)?;
