@@ -70,7 +70,7 @@ mport=$(free_port)
 ingest=$!
 pids+=($ingest)
 for _ in $(seq 100); do
-  curl -sf "http://127.0.0.1:$mport/metrics" | grep -q "^cityops_ingest_mqtt_connections $CITYOPS_MQTT_CONNECTIONS" && break
+  curl -sf "http://127.0.0.1:$mport/metrics" | grep -q "^cityops_ingest_mqtt_subscribed_connections $CITYOPS_MQTT_CONNECTIONS" && break
   sleep 0.1
 done
 python3 deploy/bench/watch_ingest.py "$ingest" "http://127.0.0.1:$mport/metrics" "$N" >"$work/watch.out" &

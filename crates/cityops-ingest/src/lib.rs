@@ -9,6 +9,7 @@ pub mod kafka;
 mod metrics;
 pub mod mqtt;
 mod pipeline;
+mod resend;
 mod rows;
 mod sequence;
 pub mod spool;

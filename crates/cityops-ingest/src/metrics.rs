@@ -41,6 +41,9 @@ pub struct IngestMetrics {
     pub abandoned_batches: CounterVec,
     /// MQTT connections up.
     pub mqtt_connections: Gauge,
+    /// MQTT connections whose subscription the broker confirmed (SUBACK) on the current
+    /// connection attempt.
+    pub mqtt_subscribed: Gauge,
     /// MQTT connections lost or refused (each followed by a delayed reconnect).
     pub mqtt_connection_errors: prometheus::Counter,
     /// Subscriptions the broker refused.
@@ -150,6 +153,10 @@ impl IngestMetrics {
                 &["moment"],
             )?,
             mqtt_connections: m.gauge("mqtt_connections", "MQTT connections up")?,
+            mqtt_subscribed: m.gauge(
+                "mqtt_subscribed_connections",
+                "MQTT connections whose subscription the broker confirmed",
+            )?,
             mqtt_connection_errors: m.counter(
                 "mqtt_connection_errors_total",
                 "MQTT connections lost or refused; each is retried after a capped, jittered delay",
@@ -235,7 +242,7 @@ mod tests {
         ))
         .unwrap();
         let families = registry.gather();
-        assert_eq!(families.len(), 27, "a metric was added: touch it above");
+        assert_eq!(families.len(), 28, "a metric was added: touch it above");
         for family in families {
             let name = family.name();
             assert!(

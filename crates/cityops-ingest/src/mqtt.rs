@@ -14,7 +14,7 @@
 use crate::batch::{Batch, BatchBuilder, ReplayFilter};
 use crate::pipeline::{Decoder, Done, Received, Summary, WriterTask, limits, start_writer};
 use crate::sequence::SequenceTracker;
-use crate::spool::{Appended, Spool, SpoolReader, SpoolSettings};
+use crate::spool::{Appended, Arrival, Spool, SpoolReader, SpoolSettings};
 use crate::{Error, IngestMetrics};
 use cityops_clickhouse::ClickHouse;
 use cityops_config::{Config, MqttConfig, MqttProtocol, SourceKind};
@@ -135,16 +135,6 @@ fn read_tls(mqtt: &MqttConfig) -> Result<Option<Tls>, Error> {
     }))
 }
 
-/// Deliveries per connection the spool remembers to recognise resends: as many as the memo
-/// that carries them into each new segment can hold in a quarter of a segment, between 64 and
-/// 16,384 (of the 65,535 packet ids a session cycles through).
-fn resend_window(mqtt: &MqttConfig) -> usize {
-    let per_connection = mqtt.spool.segment_bytes / 4 / 20 / u64::from(mqtt.connections.max(1));
-    usize::try_from(per_connection)
-        .unwrap_or(usize::MAX)
-        .clamp(64, 16_384)
-}
-
 /// A new spool's id: any positive 31-bit number, different per process start.
 fn new_spool_id() -> i32 {
     let nanos = std::time::SystemTime::now()
@@ -175,6 +165,8 @@ struct Receiver {
     subscriber: Subscriber,
     metrics: IngestMetrics,
     store_retained: bool,
+    /// Per connection: whether the broker confirmed its subscription on the current attempt.
+    subscribed: Vec<bool>,
     /// Deliveries not yet spooled because the spool is full, in arrival order.
     held: VecDeque<Delivery>,
     /// PUBACKs to send after the next sync, in arrival order.
@@ -227,6 +219,9 @@ impl Receiver {
                 retry_in,
             } => {
                 self.metrics.mqtt_connection_errors.inc();
+                if let Some(s) = self.subscribed.get_mut(usize::from(connection)) {
+                    *s = false;
+                }
                 tracing::warn!(
                     connection,
                     %error,
@@ -235,13 +230,33 @@ impl Receiver {
                 );
                 self.update_connections();
             }
-            SubscriberEvent::SubscribeRefused { connection, detail } => {
-                self.metrics.mqtt_subscribe_refusals.inc();
-                tracing::error!(connection, detail, "the broker refused a subscription");
+            SubscriberEvent::Subscribed {
+                connection,
+                accepted,
+                refused,
+            } => {
+                if !refused.is_empty() {
+                    self.metrics.mqtt_subscribe_refusals.inc();
+                    tracing::error!(
+                        connection,
+                        detail = refused.join("; "),
+                        "the broker refused a subscription"
+                    );
+                }
+                if let Some(s) = self.subscribed.get_mut(usize::from(connection)) {
+                    *s = accepted > 0;
+                }
+                self.update_connections();
             }
             SubscriberEvent::BrokerStat { name, value } => {
                 if name == "publish/messages/dropped" {
                     self.metrics.mqtt_broker_dropped.set(value);
+                    if self.broker_dropped.is_none() {
+                        tracing::debug!(
+                            total = value,
+                            "the broker's count of dropped messages read"
+                        );
+                    }
                     if let Some(before) = self.broker_dropped
                         && value > before
                     {
@@ -259,8 +274,11 @@ impl Receiver {
 
     fn update_connections(&mut self) {
         let up = self.subscriber.connected();
+        let subscribed = self.subscribed.iter().filter(|s| **s).count();
         self.metrics.mqtt_connections.set(up as f64);
-        self.mqtt_ready.set_ready(up > 0);
+        self.metrics.mqtt_subscribed.set(subscribed as f64);
+        // Ready once the broker delivers to at least one session.
+        self.mqtt_ready.set_ready(subscribed > 0);
     }
 
     /// Spools one delivery (or holds it if the spool is full); queues its PUBACK.
@@ -288,23 +306,24 @@ impl Receiver {
             }
             return Ok(());
         }
-        match self.spool.append(
-            crate::pipeline::now().as_millis(),
-            d.connection,
-            d.pkid,
-            d.qos > 0,
-            d.dup,
-            d.retain,
-            &d.topic,
-            &d.payload,
-        ) {
+        match self.spool.append(&Arrival {
+            received_ms: crate::pipeline::now().as_millis(),
+            connection: d.connection,
+            epoch: d.epoch,
+            pkid: d.pkid,
+            qos1: d.qos > 0,
+            dup: d.dup,
+            retain: d.retain,
+            topic: &d.topic,
+            payload: &d.payload,
+        }) {
             Appended::New(_) => {
                 if d.qos > 0 {
                     self.acks.push((d.connection, d.epoch, d.pkid));
                 }
                 Ok(())
             }
-            Appended::Duplicate(_) => {
+            Appended::Resend => {
                 self.metrics.mqtt_resends.inc();
                 self.acks.push((d.connection, d.epoch, d.pkid));
                 Ok(())
@@ -442,6 +461,7 @@ fn receive(
     let durable = r.spool.durable_seq();
     r.durable.set(durable, true);
     r.metrics.mqtt_connections.set(0.0);
+    r.metrics.mqtt_subscribed.set(0.0);
     r.mqtt_ready.set_ready(false);
     runtime.block_on(r.subscriber.shutdown(Duration::from_secs(2)));
 }
@@ -472,7 +492,7 @@ pub fn run(
         dir: mqtt.spool.dir.clone(),
         max_bytes: mqtt.spool.max_bytes,
         segment_bytes: mqtt.spool.segment_bytes,
-        window: resend_window(mqtt),
+        window: crate::resend::DEFAULT_WINDOW,
         connections: mqtt.connections,
     };
     let (spool, opened) = Spool::open(&spool_settings, new_spool_id())?;
@@ -483,6 +503,7 @@ pub fn run(
         spool_id,
         messages = opened.messages,
         truncated_bytes = opened.truncated_bytes,
+        resend_table_bytes = spool.resend_table_bytes(),
         "spool opened"
     );
     let durable = Arc::new(Durable {
@@ -544,6 +565,7 @@ pub fn run(
         subscriber,
         metrics: metrics.clone(),
         store_retained: mqtt.store_retained,
+        subscribed: vec![false; usize::from(mqtt.connections)],
         held: VecDeque::new(),
         acks: Vec::new(),
         durable: Arc::clone(&durable),

@@ -2,15 +2,18 @@
 //! numbered by one sequence, synced (fdatasync) before any of it is acknowledged, read back in
 //! order by the pipeline, and deleted segment by segment once ClickHouse holds it.
 //!
-//! Layout: `<dir>/spool-id` (the spool's number, the `source_partition` of its rows) and
-//! segments `<dir>/<first seq, 20 digits>.seg`. A record is a 13-byte header (kind, body
-//! length, XXH3-64 of the body) and a body. A *message* record holds the sequence number,
-//! arrival time, connection, packet id, flags, topic and payload; a *memo* record (written at
-//! the start of each segment) carries the duplicate-detection window over from the previous
-//! segment. A torn record at the end of the last segment (a crash mid-write) is cut off on
-//! open; a damaged record anywhere else stops the open with an error rather than skipping
-//! data silently.
+//! Layout: `<dir>/spool-id` (the spool's number, the `source_partition` of its rows),
+//! segments `<dir>/<first seq, 20 digits>.seg`, and `<dir>/resend-table`, the snapshot of the
+//! resend table (`resend.rs`) as it was when the active segment was started. A record is a
+//! 13-byte header (kind, body length, XXH3-64 of the body) and a body. A *message* record holds
+//! the sequence number, arrival time, connection, packet id, flags, topic and payload; the
+//! table file is one *table* record (the last sequence number it covers, then the table).
+//! Spools written before the table file carry the table in a *memo* record at the start of
+//! each segment instead; they are still read. A torn record at the end of the last segment (a
+//! crash mid-write) is cut off on open; a damaged record anywhere else, or a damaged table
+//! file, stops the open with an error rather than skipping data silently.
 
+use crate::resend::ResendTable;
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
@@ -44,10 +47,12 @@ pub enum SpoolError {
 }
 
 const KIND_MESSAGE: u8 = 0xC5;
+/// Written by spools before the table file; read, never written.
 const KIND_MEMO: u8 = 0xC6;
+const KIND_TABLE: u8 = 0xC7;
 const HEADER: usize = 13;
-/// Bytes of one memo entry: connection, packet id, content hash, sequence number.
-const MEMO_ENTRY: usize = 20;
+/// The resend table's snapshot, replaced whole at each rotation.
+const TABLE_FILE: &str = "resend-table";
 const FLAG_DUP: u8 = 1;
 const FLAG_RETAIN: u8 = 2;
 const FLAG_QOS1: u8 = 4;
@@ -82,26 +87,34 @@ pub struct SpooledMessage {
 pub enum Appended {
     /// Written with this sequence number; durable after the next [`Spool::sync`].
     New(u64),
-    /// A resend (DUP) of the message already spooled as this sequence number: not written
-    /// again; acknowledge it once that number is durable.
-    Duplicate(u64),
+    /// The broker's resend of a message already spooled (see `resend.rs`): not written again;
+    /// acknowledge it after the next [`Spool::sync`] (its original may be in that sync).
+    Resend,
     /// The disk bound is reached: nothing written. Hold it, unacknowledged, and try later.
     Full,
 }
 
-/// One recent delivery of a connection, to recognise the broker's resends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Recent {
-    pkid: u16,
-    hash: u64,
-    seq: u64,
-}
-
-/// The last `window` deliveries of one connection, in order, and the latest per packet id.
-#[derive(Debug, Default)]
-struct Recents {
-    ring: VecDeque<Recent>,
-    by_pkid: std::collections::HashMap<u16, (u64, u64)>,
+/// A delivery to append, as the broker sent it.
+#[derive(Debug, Clone, Copy)]
+pub struct Arrival<'a> {
+    /// Arrival time, milliseconds since the epoch.
+    pub received_ms: i64,
+    /// Connection (session) it came on.
+    pub connection: u16,
+    /// The connection attempt it came on.
+    pub epoch: u64,
+    /// Its packet id there (0 for QoS 0).
+    pub pkid: u16,
+    /// Received at QoS 1 (else 0).
+    pub qos1: bool,
+    /// DUP flag as received.
+    pub dup: bool,
+    /// Retain flag as received.
+    pub retain: bool,
+    /// Topic.
+    pub topic: &'a str,
+    /// Payload.
+    pub payload: &'a [u8],
 }
 
 #[derive(Debug)]
@@ -120,7 +133,6 @@ pub struct Spool {
     id: i32,
     max_bytes: u64,
     segment_bytes: u64,
-    window: usize,
     segments: VecDeque<Segment>,
     active: File,
     buffer: Vec<u8>,
@@ -128,7 +140,7 @@ pub struct Spool {
     /// Highest sequence written and synced.
     durable_seq: u64,
     total_bytes: u64,
-    recent: Vec<Recents>,
+    resends: ResendTable,
 }
 
 /// The content hash that tells a resend of the same message from a new one.
@@ -158,10 +170,16 @@ fn sync_dir(dir: &Path) -> Result<(), SpoolError> {
         .map_err(io_error(dir, "sync directory"))
 }
 
-/// A parsed record: a message or a memo entry list.
-enum Record {
+/// One entry of a legacy memo record: connection, packet id, content hash, sequence number.
+type MemoEntry = (u16, u16, u64, u64);
+
+/// A parsed record.
+enum Record<'a> {
     Message(SpooledMessage),
-    Memo(Vec<(u16, Recent)>),
+    /// The resend table of spools written before the table file.
+    Memo(Vec<MemoEntry>),
+    /// The table file's body.
+    Table(&'a [u8]),
 }
 
 /// Appends a record of `kind` whose body `write_body` writes in place (no copy of the
@@ -179,13 +197,13 @@ fn frame(out: &mut Vec<u8>, kind: u8, write_body: impl FnOnce(&mut Vec<u8>)) {
 }
 
 /// Parses the record at the start of `bytes`: `Ok(None)` if it is incomplete.
-fn parse(bytes: &[u8]) -> Result<Option<(Record, usize)>, String> {
+fn parse(bytes: &[u8]) -> Result<Option<(Record<'_>, usize)>, String> {
     if bytes.len() < HEADER {
         return Ok(None);
     }
     let kind = bytes[0];
     let len = u32::from_le_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]) as usize;
-    if kind != KIND_MESSAGE && kind != KIND_MEMO {
+    if kind != KIND_MESSAGE && kind != KIND_MEMO && kind != KIND_TABLE {
         return Err(format!("unknown record kind {kind:#x}"));
     }
     if len > MAX_BODY {
@@ -200,10 +218,10 @@ fn parse(bytes: &[u8]) -> Result<Option<(Record, usize)>, String> {
     if xxh3_64(body) != u64::from_le_bytes(sum) {
         return Err("checksum mismatch".into());
     }
-    let record = if kind == KIND_MESSAGE {
-        Record::Message(parse_message(body).ok_or("malformed message record")?)
-    } else {
-        Record::Memo(parse_memo(body).ok_or("malformed memo record")?)
+    let record = match kind {
+        KIND_MESSAGE => Record::Message(parse_message(body).ok_or("malformed message record")?),
+        KIND_MEMO => Record::Memo(parse_memo(body).ok_or("malformed memo record")?),
+        _ => Record::Table(body),
     };
     Ok(Some((record, HEADER + len)))
 }
@@ -252,14 +270,14 @@ fn parse_message(mut body: &[u8]) -> Option<SpooledMessage> {
     })
 }
 
-fn parse_memo(mut body: &[u8]) -> Option<Vec<(u16, Recent)>> {
-    let mut entries = Vec::with_capacity(body.len() / MEMO_ENTRY);
+fn parse_memo(mut body: &[u8]) -> Option<Vec<MemoEntry>> {
+    let mut entries = Vec::with_capacity(body.len() / 20);
     while !body.is_empty() {
         let connection = take_u16(&mut body)?;
         let pkid = take_u16(&mut body)?;
         let hash = take_u64(&mut body)?;
         let seq = take_u64(&mut body)?;
-        entries.push((connection, Recent { pkid, hash, seq }));
+        entries.push((connection, pkid, hash, seq));
     }
     Some(entries)
 }
@@ -325,8 +343,8 @@ pub struct SpoolSettings {
     pub max_bytes: u64,
     /// Segment size.
     pub segment_bytes: u64,
-    /// Resend-detection window per connection (at least the broker's in-flight window).
-    pub window: usize,
+    /// Resend-detection window: deliveries per connection (see `resend.rs`).
+    pub window: u64,
     /// Connections.
     pub connections: u16,
 }
@@ -338,9 +356,13 @@ impl Spool {
         let dir = settings.dir.clone();
         std::fs::create_dir_all(&dir).map_err(io_error(&dir, "create"))?;
         let id = read_or_create_id(&dir, new_id)?;
-        let mut recent: Vec<Recents> = (0..settings.connections.max(1))
-            .map(|_| Recents::default())
-            .collect();
+        // The table as the active segment began, then every message after it.
+        let (mut resends, covered) = read_table(settings)?;
+        let legacy = covered.is_none();
+        let covered = covered.unwrap_or(0);
+        // Legacy memos repeat entries of the segments before them: the last sequence number
+        // applied per connection tells them apart.
+        let mut applied = vec![0u64; usize::from(settings.connections.max(1))];
         let mut segments = VecDeque::new();
         let mut opened = Opened::default();
         let mut next_seq = 1;
@@ -358,21 +380,32 @@ impl Spool {
                             Record::Message(m) => {
                                 last_seq = m.seq;
                                 opened.messages += 1;
-                                remember(
-                                    &mut recent,
-                                    settings.window,
-                                    m.connection,
-                                    m.qos1.then(|| Recent {
-                                        pkid: m.pkid,
-                                        hash: content_hash(&m.topic, &m.payload),
-                                        seq: m.seq,
-                                    }),
-                                );
-                            }
-                            Record::Memo(entries) => {
-                                for (c, r) in entries {
-                                    remember(&mut recent, settings.window, c, Some(r));
+                                if m.qos1 && m.seq > covered {
+                                    let hash = content_hash(&m.topic, &m.payload);
+                                    resends.remember(m.connection, 0, m.pkid, hash);
+                                    if let Some(a) = applied.get_mut(usize::from(m.connection)) {
+                                        *a = m.seq;
+                                    }
                                 }
+                            }
+                            Record::Memo(entries) if legacy => {
+                                for (connection, pkid, hash, seq) in entries {
+                                    let Some(a) = applied.get_mut(usize::from(connection)) else {
+                                        continue;
+                                    };
+                                    if seq > *a {
+                                        *a = seq;
+                                        resends.remember(connection, 0, pkid, hash);
+                                    }
+                                }
+                            }
+                            Record::Memo(_) => {}
+                            Record::Table(_) => {
+                                return Err(SpoolError::Damaged {
+                                    path,
+                                    offset: offset as u64,
+                                    detail: "a table record inside a segment".into(),
+                                });
                             }
                         }
                         offset += used;
@@ -414,6 +447,8 @@ impl Spool {
                 last_seq,
             });
         }
+        // Sequence numbers are never given twice, even if segments went missing.
+        next_seq = next_seq.max(covered + 1);
         let total_bytes = segments.iter().map(|s| s.bytes).sum();
         let (active, segments) = match segments.back() {
             Some(s) => {
@@ -443,14 +478,13 @@ impl Spool {
             id,
             max_bytes: settings.max_bytes,
             segment_bytes: settings.segment_bytes,
-            window: settings.window.max(1),
             segments,
             active,
             buffer: Vec::with_capacity(1 << 20),
             next_seq,
             durable_seq: next_seq - 1,
             total_bytes,
-            recent,
+            resends,
         };
         Ok((spool, opened))
     }
@@ -482,58 +516,35 @@ impl Spool {
 
     /// Appends a delivery unless it is a resend of a spooled message or the disk bound is
     /// reached.
-    #[allow(clippy::too_many_arguments)]
-    pub fn append(
-        &mut self,
-        received_ms: i64,
-        connection: u16,
-        pkid: u16,
-        qos1: bool,
-        dup: bool,
-        retain: bool,
-        topic: &str,
-        payload: &[u8],
-    ) -> Appended {
-        let hash = if qos1 {
-            content_hash(topic, payload)
+    pub fn append(&mut self, a: &Arrival<'_>) -> Appended {
+        let hash = if a.qos1 {
+            content_hash(a.topic, a.payload)
         } else {
             0
         };
-        if qos1 {
-            // The broker numbers a session's deliveries in turn, wrapping at 65,535: within
-            // the window, the same packet id with the same content is the same message sent
-            // again (the DUP flag is not relied on: not every resend carries it).
-            let resent = self
-                .recent
-                .get(usize::from(connection))
-                .and_then(|r| r.by_pkid.get(&pkid))
-                .filter(|(h, _)| *h == hash);
-            if let Some((_, seq)) = resent {
-                return Appended::Duplicate(*seq);
-            }
+        if a.qos1 && self.resends.is_resend(a.connection, a.epoch, a.pkid, hash) {
+            return Appended::Resend;
         }
-        let size = (HEADER + 23 + topic.len() + payload.len()) as u64;
-        // Room is kept for the memo the next segment starts with, so rotating never passes
-        // the bound.
-        if self.total_bytes + size + self.memo_bytes() > self.max_bytes {
+        let size = (HEADER + 23 + a.topic.len() + a.payload.len()) as u64;
+        if self.total_bytes + size > self.max_bytes {
             return Appended::Full;
         }
         let seq = self.next_seq;
         self.next_seq += 1;
         let before = self.buffer.len();
-        let flags = if dup { FLAG_DUP } else { 0 }
-            | if retain { FLAG_RETAIN } else { 0 }
-            | if qos1 { FLAG_QOS1 } else { 0 };
+        let flags = if a.dup { FLAG_DUP } else { 0 }
+            | if a.retain { FLAG_RETAIN } else { 0 }
+            | if a.qos1 { FLAG_QOS1 } else { 0 };
         encode_message(
             &mut self.buffer,
             &NewMessage {
                 seq,
-                received_ms,
-                connection,
-                pkid,
+                received_ms: a.received_ms,
+                connection: a.connection,
+                pkid: a.pkid,
                 flags,
-                topic,
-                payload,
+                topic: a.topic,
+                payload: a.payload,
             },
         );
         let written = (self.buffer.len() - before) as u64;
@@ -542,20 +553,15 @@ impl Spool {
             active.bytes += written;
             active.last_seq = seq;
         }
-        let window = self.window;
-        remember(
-            &mut self.recent,
-            window,
-            connection,
-            qos1.then_some(Recent { pkid, hash, seq }),
-        );
+        if a.qos1 {
+            self.resends.remember(a.connection, a.epoch, a.pkid, hash);
+        }
         Appended::New(seq)
     }
 
-    /// Size of the memo a new segment would start with.
-    fn memo_bytes(&self) -> u64 {
-        let entries: usize = self.recent.iter().map(|r| r.ring.len()).sum();
-        (HEADER + entries * MEMO_ENTRY) as u64
+    /// Memory the resend table holds.
+    pub fn resend_table_bytes(&self) -> usize {
+        self.resends.memory_bytes()
     }
 
     /// Whether anything was appended since the last sync.
@@ -590,33 +596,38 @@ impl Spool {
         Ok(self.durable_seq)
     }
 
-    /// Starts a new segment whose first record carries the resend window over.
+    /// Starts a new segment, then replaces the table file with the table as it is now: every
+    /// message of the segments before is synced and in it, so those segments can be deleted
+    /// once stored without the table forgetting them.
     fn rotate(&mut self) -> Result<(), SpoolError> {
         let path = self.dir.join(segment_name(self.next_seq));
-        let mut file = create_segment(&path)?;
-        let mut memo = Vec::with_capacity(self.memo_bytes() as usize);
-        frame(&mut memo, KIND_MEMO, |body| {
-            for (connection, recent) in self.recent.iter().enumerate() {
-                for r in &recent.ring {
-                    body.extend_from_slice(&(connection as u16).to_le_bytes());
-                    body.extend_from_slice(&r.pkid.to_le_bytes());
-                    body.extend_from_slice(&r.hash.to_le_bytes());
-                    body.extend_from_slice(&r.seq.to_le_bytes());
-                }
-            }
-        });
-        file.write_all(&memo).map_err(io_error(&path, "write"))?;
-        file.sync_data().map_err(io_error(&path, "sync"))?;
+        let file = create_segment(&path)?;
+        file.sync_all().map_err(io_error(&path, "sync"))?;
         sync_dir(&self.dir)?;
-        self.total_bytes += memo.len() as u64;
         self.segments.push_back(Segment {
             first_seq: self.next_seq,
             path,
-            bytes: memo.len() as u64,
+            bytes: 0,
             last_seq: self.next_seq - 1,
         });
         self.active = file;
-        Ok(())
+        self.write_table()
+    }
+
+    /// Writes the table file (a temporary file synced and renamed over the old one).
+    fn write_table(&mut self) -> Result<(), SpoolError> {
+        let mut record = Vec::new();
+        frame(&mut record, KIND_TABLE, |body| {
+            body.extend_from_slice(&(self.next_seq - 1).to_le_bytes());
+            self.resends.encode(body);
+        });
+        let tmp = self.dir.join(format!("{TABLE_FILE}.tmp"));
+        let mut file = File::create(&tmp).map_err(io_error(&tmp, "create"))?;
+        file.write_all(&record).map_err(io_error(&tmp, "write"))?;
+        file.sync_all().map_err(io_error(&tmp, "sync"))?;
+        let path = self.dir.join(TABLE_FILE);
+        std::fs::rename(&tmp, &path).map_err(io_error(&path, "rename"))?;
+        sync_dir(&self.dir)
     }
 
     /// Deletes segments (never the active one) whose messages are all at or below `stored`.
@@ -643,26 +654,37 @@ fn create_segment(path: &Path) -> Result<File, SpoolError> {
         .map_err(io_error(path, "create"))
 }
 
-fn remember(recent: &mut [Recents], window: usize, connection: u16, r: Option<Recent>) {
-    let (Some(r), Some(list)) = (r, recent.get_mut(usize::from(connection))) else {
-        return;
-    };
-    // On open, a segment's memo repeats entries the previous segment's messages gave.
-    if list.ring.back().is_some_and(|last| last.seq >= r.seq) {
-        return;
-    }
-    list.ring.push_back(r);
-    list.by_pkid.insert(r.pkid, (r.hash, r.seq));
-    while list.ring.len() > window {
-        if let Some(old) = list.ring.pop_front()
-            && list
-                .by_pkid
-                .get(&old.pkid)
-                .is_some_and(|(_, seq)| *seq == old.seq)
-        {
-            list.by_pkid.remove(&old.pkid);
+/// The table file's table and the last sequence number it covers; an empty table and `None`
+/// when there is no file (a new spool, or one written before the table file).
+fn read_table(settings: &SpoolSettings) -> Result<(ResendTable, Option<u64>), SpoolError> {
+    let path = settings.dir.join(TABLE_FILE);
+    let bytes = match std::fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Ok((
+                ResendTable::new(settings.connections, settings.window),
+                None,
+            ));
         }
-    }
+        Err(e) => return Err(io_error(&path, "read")(e)),
+    };
+    let damaged = |detail: String| SpoolError::Damaged {
+        path: path.clone(),
+        offset: 0,
+        detail,
+    };
+    let body = match parse(&bytes) {
+        Ok(Some((Record::Table(body), used))) if used == bytes.len() => body,
+        Ok(_) => return Err(damaged("not one complete table record".into())),
+        Err(detail) => return Err(damaged(detail)),
+    };
+    let covered = body
+        .get(..8)
+        .map(|b| u64::from_le_bytes(b.try_into().unwrap_or_default()))
+        .ok_or_else(|| damaged("no sequence number".into()))?;
+    let table = ResendTable::decode(&body[8..], settings.connections, settings.window)
+        .ok_or_else(|| damaged("malformed table".into()))?;
+    Ok((table, Some(covered)))
 }
 
 fn read_or_create_id(dir: &Path, new_id: i32) -> Result<i32, SpoolError> {
@@ -812,17 +834,19 @@ mod tests {
         }
     }
 
-    fn add(spool: &mut Spool, connection: u16, pkid: u16, dup: bool, payload: &str) -> Appended {
-        spool.append(
-            1,
+    /// Appends a QoS 1 delivery of connection attempt `epoch`.
+    fn add(spool: &mut Spool, connection: u16, epoch: u64, pkid: u16, payload: &str) -> Appended {
+        spool.append(&Arrival {
+            received_ms: 1,
             connection,
+            epoch,
             pkid,
-            true,
-            dup,
-            false,
-            "t/a",
-            payload.as_bytes(),
-        )
+            qos1: true,
+            dup: epoch > 1,
+            retain: false,
+            topic: "t/a",
+            payload: payload.as_bytes(),
+        })
     }
 
     fn read_all(dir: &Path, from: u64, durable: u64) -> Vec<SpooledMessage> {
@@ -842,7 +866,7 @@ mod tests {
         assert_eq!(spool.id(), 42);
         for i in 0..10u16 {
             assert_eq!(
-                add(&mut spool, 0, i + 1, false, &format!("p{i}")),
+                add(&mut spool, 0, 1, i + 1, &format!("p{i}")),
                 Appended::New(u64::from(i) + 1)
             );
             spool.sync().unwrap();
@@ -855,39 +879,88 @@ mod tests {
         let tail = read_all(dir.path(), 7, spool.durable_seq());
         assert_eq!(tail.first().map(|m| m.seq), Some(7));
         // Nothing beyond the durable mark is handed out.
-        assert_eq!(add(&mut spool, 0, 11, false, "late"), Appended::New(11));
+        assert_eq!(add(&mut spool, 0, 1, 11, "late"), Appended::New(11));
         assert_eq!(read_all(dir.path(), 11, spool.durable_seq()).len(), 0);
     }
 
     #[test]
-    fn recognises_resends_also_after_rotation_and_reopen() {
+    fn recognises_resends_after_a_reconnect_also_across_rotations_deletions_and_reopens() {
         let dir = tempfile::tempdir().unwrap();
         let s = settings(dir.path(), 100, 1 << 20);
         let (mut spool, _) = Spool::open(&s, 1).unwrap();
-        assert_eq!(add(&mut spool, 0, 7, false, "a"), Appended::New(1));
+        assert_eq!(add(&mut spool, 0, 1, 7, "a"), Appended::New(1));
         // Same packet id on the other connection, or other content: a different message.
-        assert_eq!(add(&mut spool, 1, 7, true, "a"), Appended::New(2));
-        assert_eq!(add(&mut spool, 0, 7, true, "b"), Appended::New(3));
-        // The latest message with packet id 7 on connection 0 is "b": with or without DUP.
-        assert_eq!(add(&mut spool, 0, 7, true, "b"), Appended::Duplicate(3));
-        assert_eq!(add(&mut spool, 0, 7, false, "b"), Appended::Duplicate(3));
-        assert_eq!(add(&mut spool, 0, 7, true, "a"), Appended::New(4));
-        assert_eq!(add(&mut spool, 0, 8, false, "a"), Appended::New(5));
+        assert_eq!(add(&mut spool, 1, 1, 7, "a"), Appended::New(2));
+        assert_eq!(add(&mut spool, 0, 1, 7, "b"), Appended::New(3));
+        // The same id and content on the same connection attempt: a new message that looks
+        // the same (brokers resend only after a reconnect).
+        assert_eq!(add(&mut spool, 0, 1, 7, "b"), Appended::New(4));
+        // The next attempt: the latest message with packet id 7 on connection 0 is "b".
+        assert_eq!(add(&mut spool, 0, 2, 7, "b"), Appended::Resend);
+        assert_eq!(add(&mut spool, 0, 2, 7, "a"), Appended::New(5));
+        assert_eq!(add(&mut spool, 0, 2, 8, "a"), Appended::New(6));
         spool.sync().unwrap();
         for i in 0..3 {
-            add(&mut spool, 1, 100 + i, false, "x");
+            assert_eq!(
+                add(&mut spool, 1, 1, 100 + i, "x"),
+                Appended::New(7 + u64::from(i))
+            );
             spool.sync().unwrap();
         }
+        // Everything is stored: the segments before the active one are deleted, and only the
+        // table file remembers their deliveries.
+        spool.release(9).unwrap();
+        assert_eq!(list_segments(dir.path()).unwrap().len(), 1);
         drop(spool);
         let (mut spool, opened) = Spool::open(&s, 9).unwrap();
         assert_eq!(spool.id(), 1, "the id is the spool's, kept across opens");
-        assert_eq!(opened.messages, 8);
-        assert_eq!(add(&mut spool, 0, 7, true, "a"), Appended::Duplicate(4));
-        assert_eq!(add(&mut spool, 0, 8, false, "a"), Appended::Duplicate(5));
-        assert_eq!(add(&mut spool, 1, 102, true, "x"), Appended::Duplicate(8));
-        // Pushed out of the window of 4 per connection: treated as new.
-        assert_eq!(add(&mut spool, 1, 103, false, "y"), Appended::New(9));
-        assert_eq!(add(&mut spool, 1, 7, true, "a"), Appended::New(10));
+        assert_eq!(opened.messages, 0);
+        // What the last run remembered came on earlier attempts than any of this run.
+        assert_eq!(add(&mut spool, 0, 1, 7, "a"), Appended::Resend);
+        assert_eq!(add(&mut spool, 0, 1, 8, "a"), Appended::Resend);
+        assert_eq!(add(&mut spool, 1, 1, 102, "x"), Appended::Resend);
+        assert_eq!(add(&mut spool, 1, 1, 103, "y"), Appended::New(10));
+        // Pushed out of the window of 4 deliveries of connection 1: treated as new.
+        assert_eq!(add(&mut spool, 1, 1, 7, "a"), Appended::New(11));
+    }
+
+    #[test]
+    fn reads_the_memo_records_of_spools_written_before_the_table_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = settings(dir.path(), 1 << 20, 1 << 30);
+        std::fs::write(dir.path().join("spool-id"), "5\n").unwrap();
+        let mut bytes = Vec::new();
+        frame(&mut bytes, KIND_MEMO, |body| {
+            for (connection, pkid, payload, seq) in [(0u16, 3u16, "old", 1u64), (1, 4, "other", 2)]
+            {
+                body.extend_from_slice(&connection.to_le_bytes());
+                body.extend_from_slice(&pkid.to_le_bytes());
+                body.extend_from_slice(&content_hash("t/a", payload.as_bytes()).to_le_bytes());
+                body.extend_from_slice(&seq.to_le_bytes());
+            }
+        });
+        encode_message(
+            &mut bytes,
+            &NewMessage {
+                seq: 3,
+                received_ms: 1,
+                connection: 0,
+                pkid: 9,
+                flags: FLAG_QOS1,
+                topic: "t/a",
+                payload: b"new",
+            },
+        );
+        std::fs::write(dir.path().join(segment_name(3)), &bytes).unwrap();
+        let (mut spool, opened) = Spool::open(&s, 1).unwrap();
+        assert_eq!(
+            (spool.id(), opened.messages, spool.durable_seq()),
+            (5, 1, 3)
+        );
+        assert_eq!(add(&mut spool, 0, 1, 3, "old"), Appended::Resend);
+        assert_eq!(add(&mut spool, 1, 1, 4, "other"), Appended::Resend);
+        assert_eq!(add(&mut spool, 0, 1, 9, "new"), Appended::Resend);
+        assert_eq!(add(&mut spool, 0, 1, 10, "new"), Appended::New(4));
     }
 
     #[test]
@@ -895,8 +968,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = settings(dir.path(), 1 << 20, 1 << 30);
         let (mut spool, _) = Spool::open(&s, 1).unwrap();
-        add(&mut spool, 0, 1, false, "one");
-        add(&mut spool, 0, 2, false, "two");
+        add(&mut spool, 0, 1, 1, "one");
+        add(&mut spool, 0, 1, 2, "two");
         spool.sync().unwrap();
         drop(spool);
         let (_, path) = list_segments(dir.path()).unwrap().remove(0);
@@ -921,16 +994,38 @@ mod tests {
     }
 
     #[test]
+    fn a_damaged_table_file_stops_the_open_and_names_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = settings(dir.path(), 100, 1 << 20);
+        let (mut spool, _) = Spool::open(&s, 1).unwrap();
+        for pkid in 1..=4 {
+            add(&mut spool, 0, 1, pkid, "0123456789");
+            spool.sync().unwrap();
+        }
+        drop(spool);
+        let table = dir.path().join(TABLE_FILE);
+        let mut bytes = std::fs::read(&table).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0xff;
+        std::fs::write(&table, &bytes).unwrap();
+        let error = Spool::open(&s, 1).unwrap_err().to_string();
+        assert!(
+            error.contains("resend-table") && error.contains("checksum"),
+            "{error}"
+        );
+    }
+
+    #[test]
     fn stops_at_the_disk_bound_and_frees_stored_segments() {
         let dir = tempfile::tempdir().unwrap();
         let (mut spool, _) = Spool::open(&settings(dir.path(), 100, 400), 1).unwrap();
         let mut seqs = Vec::new();
         loop {
             let pkid = seqs.len() as u16 + 1;
-            match add(&mut spool, 0, pkid, false, "0123456789") {
+            match add(&mut spool, 0, 1, pkid, "0123456789") {
                 Appended::New(seq) => seqs.push(seq),
                 Appended::Full => break,
-                Appended::Duplicate(_) => unreachable!(),
+                Appended::Resend => unreachable!(),
             }
             spool.sync().unwrap();
         }
@@ -940,7 +1035,7 @@ mod tests {
         let freed = spool.release(last).unwrap();
         assert!(freed > 0);
         assert!(matches!(
-            add(&mut spool, 0, 999, false, "0123456789"),
+            add(&mut spool, 0, 1, 999, "0123456789"),
             Appended::New(_)
         ));
         assert_eq!(spool.first_seq(), spool.segments.back().unwrap().first_seq);

@@ -123,12 +123,15 @@ pub enum SubscriberEvent {
         /// Delay before the next attempt.
         retry_in: Duration,
     },
-    /// The broker refused a subscription.
-    SubscribeRefused {
+    /// The broker answered a connection's subscription: from then on it delivers what
+    /// matches the filters it accepted.
+    Subscribed {
         /// Connection number.
         connection: u16,
-        /// The filter and the broker's reason.
-        detail: String,
+        /// Filters the broker accepted.
+        accepted: usize,
+        /// The filters it refused, each with its reason.
+        refused: Vec<String>,
     },
     /// A `$SYS` counter of the broker.
     BrokerStat {
@@ -279,9 +282,14 @@ struct ConnectionTask {
 
 /// What one poll of the event loop gave.
 enum Polled {
-    ConnAck { session_present: bool },
+    ConnAck {
+        session_present: bool,
+    },
     Publish(Delivery),
-    SubAck { refused: Vec<String> },
+    SubAck {
+        accepted: usize,
+        refused: Vec<String>,
+    },
     Disconnect(String),
     Other,
 }
@@ -399,15 +407,19 @@ impl EventLoop {
                         topic: p.topic,
                         payload: p.payload,
                     })),
-                    Event::Incoming(Packet::SubAck(ack)) => Ok(Polled::SubAck {
-                        refused: ack
+                    Event::Incoming(Packet::SubAck(ack)) => {
+                        let refused: Vec<String> = ack
                             .return_codes
                             .iter()
                             .enumerate()
                             .filter(|(_, c)| matches!(c, rumqttc::SubscribeReasonCode::Failure))
                             .map(|(i, _)| format!("filter #{i}: failure"))
-                            .collect(),
-                    }),
+                            .collect();
+                        Ok(Polled::SubAck {
+                            accepted: ack.return_codes.len() - refused.len(),
+                            refused,
+                        })
+                    }
                     Event::Incoming(Packet::Disconnect) => {
                         Ok(Polled::Disconnect("the broker disconnected".into()))
                     }
@@ -431,15 +443,19 @@ impl EventLoop {
                         topic: String::from_utf8_lossy(&p.topic).into_owned(),
                         payload: p.payload,
                     })),
-                    Event::Incoming(Packet::SubAck(ack)) => Ok(Polled::SubAck {
-                        refused: ack
+                    Event::Incoming(Packet::SubAck(ack)) => {
+                        let refused: Vec<String> = ack
                             .return_codes
                             .iter()
                             .enumerate()
                             .filter(|(_, c)| !matches!(c, SubscribeReasonCode::Success(_)))
                             .map(|(i, c)| format!("filter #{i}: {c:?}"))
-                            .collect(),
-                    }),
+                            .collect();
+                        Ok(Polled::SubAck {
+                            accepted: ack.return_codes.len() - refused.len(),
+                            refused,
+                        })
+                    }
                     Event::Incoming(Packet::Disconnect(d)) => Ok(Polled::Disconnect(format!(
                         "the broker disconnected: {:?}",
                         d.reason_code
@@ -626,15 +642,11 @@ async fn attempt(
                     session_present,
                 }
             }
-            Ok(Polled::SubAck { refused }) => {
-                if refused.is_empty() {
-                    continue;
-                }
-                SubscriberEvent::SubscribeRefused {
-                    connection: task.n,
-                    detail: refused.join("; "),
-                }
-            }
+            Ok(Polled::SubAck { accepted, refused }) => SubscriberEvent::Subscribed {
+                connection: task.n,
+                accepted,
+                refused,
+            },
             Ok(Polled::Disconnect(reason)) => return Ended::Failed(reason),
             Ok(Polled::Publish(delivery)) => {
                 if let Some(name) = delivery.topic.strip_prefix("$SYS/broker/") {

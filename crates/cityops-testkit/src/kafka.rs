@@ -160,6 +160,58 @@ impl KafkaBroker {
         Ok((delivery.partition, delivery.offset))
     }
 
+    /// Produces one record to partition `partition` of `topic`; returns its offset.
+    pub async fn produce_to(
+        &self,
+        producer: &FutureProducer,
+        topic: &str,
+        partition: i32,
+        payload: &[u8],
+    ) -> anyhow::Result<i64> {
+        let record = FutureRecord::<(), [u8]>::to(topic)
+            .partition(partition)
+            .payload(payload);
+        let delivery = producer
+            .send(record, Duration::from_secs(30))
+            .await
+            .map_err(|(e, _)| anyhow::anyhow!("produce to {topic}/{partition} failed: {e}"))?;
+        Ok(delivery.offset)
+    }
+
+    /// Records of `topics` (name, partitions) that consumer group `group` has not committed:
+    /// the sum over partitions of the high watermark minus the committed offset (from the low
+    /// watermark where nothing is committed).
+    pub fn group_lag(&self, group: &str, topics: &[(&str, i32)]) -> anyhow::Result<i64> {
+        // Asking for committed offsets does not join the group.
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", self.bootstrap())
+            .set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .create()?;
+        let timeout = Duration::from_secs(30);
+        let mut wanted = TopicPartitionList::new();
+        for (topic, partitions) in topics {
+            for partition in 0..*partitions {
+                wanted.add_partition(topic, partition);
+            }
+        }
+        let committed = consumer
+            .committed_offsets(wanted, timeout)
+            .context("fetch committed offsets")?;
+        let mut lag = 0;
+        for element in committed.elements() {
+            let (low, high) = consumer
+                .fetch_watermarks(element.topic(), element.partition(), timeout)
+                .context("fetch watermarks")?;
+            let from = match element.offset() {
+                Offset::Offset(offset) => offset,
+                _ => low,
+            };
+            lag += high - from;
+        }
+        Ok(lag)
+    }
+
     /// Reads every partition of `topic` from the beginning until `count` records arrived or
     /// `timeout` passed; returns (partition, offset, payload) in arrival order.
     pub fn consume(

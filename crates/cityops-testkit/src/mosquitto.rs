@@ -2,7 +2,9 @@
 
 use crate::ServiceProcess;
 use crate::instance::{Instance, ServiceSpec};
-use crate::support::{instance_dir, make_dirs, port_open, render, require_binary, template};
+use crate::support::{
+    instance_dir, make_dirs, port_open, render, require_binary, template, wait_until,
+};
 use anyhow::{Context, bail};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use std::time::Duration;
@@ -109,6 +111,33 @@ impl Mosquitto {
         );
         let secured = secured.map(|(s, _)| s);
         Instance::launch(dir, MosquittoSpec { port, secured }, process)
+    }
+
+    /// Makes the broker write its persistence database now (SIGUSR1, as its periodic autosave
+    /// does) and waits until the new file has replaced the old one. A later crash (`kill9`)
+    /// restarts the broker from exactly this state.
+    pub fn save_now(&self) -> anyhow::Result<()> {
+        use std::os::unix::fs::MetadataExt;
+        let db = self.dir().join("data/mosquitto.db");
+        let identity = || {
+            std::fs::metadata(&db)
+                .ok()
+                .map(|m| (m.ino(), m.mtime_nsec()))
+        };
+        let before = identity();
+        let pid = self.pid().context("mosquitto is not running")?;
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGUSR1,
+        )
+        .context("signal mosquitto")?;
+        // mosquitto writes `mosquitto.db.new` and renames it over the old file.
+        if !wait_until(Duration::from_secs(60), || {
+            identity().is_some_and(|now| Some(now) != before)
+        }) {
+            bail!("mosquitto did not replace {} within 60 s", db.display());
+        }
+        Ok(())
     }
 
     /// The MQTT port on 127.0.0.1.

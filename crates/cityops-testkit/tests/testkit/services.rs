@@ -22,7 +22,7 @@ async fn mosquitto_starts_answers_restarts_keeps_sessions_and_stops() {
         .await
         .unwrap();
     let (topic, payload) = sub
-        .next(Duration::from_secs(10))
+        .next(Duration::from_secs(30))
         .await
         .expect("message arrives");
     assert_eq!(topic, "danang/cam-le/water/wl-03");
@@ -36,7 +36,7 @@ async fn mosquitto_starts_answers_restarts_keeps_sessions_and_stops() {
         .await
         .unwrap();
     assert_eq!(
-        sub.next(Duration::from_secs(10)).await.unwrap().1,
+        sub.next(Duration::from_secs(30)).await.unwrap().1,
         b"after restart"
     );
     drop(sub);
@@ -114,7 +114,7 @@ async fn kafka_broker_starts_produces_consumes_and_restarts() {
             .unwrap();
     }
     let records = kafka
-        .consume("danang.citizen.reports", 3, 30, Duration::from_secs(20))
+        .consume("danang.citizen.reports", 3, 30, Duration::from_secs(60))
         .unwrap();
     assert_eq!(records.len(), 30);
     let partitions: std::collections::BTreeSet<i32> = records.iter().map(|r| r.0).collect();
@@ -130,7 +130,7 @@ async fn kafka_broker_starts_produces_consumes_and_restarts() {
     kafka.produce(&producer, "t2", b"k", b"v").await.unwrap();
     assert_eq!(
         kafka
-            .consume("t2", 1, 1, Duration::from_secs(20))
+            .consume("t2", 1, 1, Duration::from_secs(60))
             .unwrap()
             .len(),
         1
@@ -146,16 +146,18 @@ async fn kafka_broker_starts_produces_consumes_and_restarts() {
     assert!(!pid_alive(pid));
 }
 
-/// Alertmanager ingests posted alerts asynchronously: poll for a few seconds.
+/// Alertmanager ingests posted alerts asynchronously: poll until they show (or 60 s pass).
 async fn wait_for_alerts(am: &Alertmanager, count: usize) -> Vec<serde_json::Value> {
-    for _ in 0..50 {
-        let alerts = am.alerts().await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut alerts = Vec::new();
+    while std::time::Instant::now() < deadline {
+        alerts = am.alerts().await.unwrap();
         if alerts.len() >= count {
             return alerts;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    panic!("Alertmanager did not show {count} alert(s) within 5 s");
+    panic!("Alertmanager did not show {count} alert(s) within 60 s: {alerts:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -203,7 +205,8 @@ async fn prometheus_and_alertmanager_start_answer_restart_and_stop() {
         .add_target("alertmanager", &format!("127.0.0.1:{}", am.port()))
         .unwrap();
     let mut scraped = false;
-    for _ in 0..100 {
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    while std::time::Instant::now() < deadline {
         let up = prometheus.query("up{job=\"cityops\"}").await.unwrap();
         if up.first().is_some_and(|s| s["value"][1] == "1") {
             scraped = true;
@@ -213,7 +216,7 @@ async fn prometheus_and_alertmanager_start_answer_restart_and_stop() {
     }
     assert!(
         scraped,
-        "Prometheus did not scrape the added target within 20 s"
+        "Prometheus did not scrape the added target within 90 s"
     );
 
     let alert = serde_json::json!([{
@@ -260,14 +263,17 @@ async fn two_instances_of_each_service_run_side_by_side() {
     let mut sub2 = m2.subscribe("x").await.unwrap();
     m1.publish("x", &[b"to m1".to_vec()]).await.unwrap();
     m2.publish("x", &[b"to m2".to_vec()]).await.unwrap();
-    assert_eq!(
-        sub2.next(Duration::from_secs(10)).await.unwrap().1,
-        b"to m2"
-    );
-    assert!(
-        sub2.next(Duration::from_millis(300)).await.is_none(),
-        "m1's message must not reach m2"
-    );
+    // A last message to m2 marks the end: what m2's subscriber got up to it is all it gets.
+    m2.publish("x", &[b"end".to_vec()]).await.unwrap();
+    let mut got = Vec::new();
+    while let Some((_, payload)) = sub2.next(Duration::from_secs(30)).await {
+        let end = payload == b"end";
+        got.push(String::from_utf8(payload).unwrap());
+        if end {
+            break;
+        }
+    }
+    assert_eq!(got, ["to m2", "end"], "m1's message must not reach m2");
 
     let (k1, k2) = (KafkaBroker::start(), KafkaBroker::start());
     k1.create_topic("only-k1", 1).unwrap();

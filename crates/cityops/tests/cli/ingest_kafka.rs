@@ -252,17 +252,55 @@ async fn proof_1_every_event_lands_once_with_the_values_of_the_source() {
     // A clean stop commits: a second run reads nothing again.
     assert_eq!(ingest.terminate(Duration::from_secs(30)), Some(0));
     assert!(ingest.log_text().contains("drained=true"));
+    let topics: Vec<(&str, i32)> = TOPICS.iter().map(|t| (*t, PARTITIONS as i32)).collect();
+    assert_eq!(
+        rig.kafka.group_lag("proof", &topics).unwrap(),
+        0,
+        "committed offsets are where the first run stopped"
+    );
     let mut again = rig.ingest("again");
-    tokio::time::sleep(Duration::from_secs(10)).await;
+    // One marker after the end of each partition: the second run reads each partition from
+    // its committed offset, so once it stored the markers, it read all it ever will before them.
+    let producer = rig.kafka.producer().unwrap();
+    for (topic, feed) in TOPICS.iter().zip(["reports", "dossiers", "buses"]) {
+        for partition in 0..PARTITIONS as i32 {
+            let record = serde_json::json!({
+                "id": format!("marker-{feed}-{partition}"), "ts": base_ms(), "v": 1, "note": "x"
+            });
+            let payload = if feed == "buses" {
+                serde_json::json!({"route": "R16", "items": [record]})
+            } else {
+                record
+            };
+            rig.kafka
+                .produce_to(&producer, topic, partition, payload.to_string().as_bytes())
+                .await
+                .unwrap();
+        }
+    }
+    let markers = (TOPICS.len() * PARTITIONS as usize) as f64;
+    let want = 100_000.0 + 2.0 * markers;
+    assert_eq!(
+        rig.wait_for_rows(want, Duration::from_secs(60)).await,
+        want,
+        "{}",
+        again.log_text()
+    );
+    again.wait_settled().await;
     let metrics = again.metrics().await;
     assert_eq!(
         metric_sum(&metrics, "cityops_ingest_messages_total", &[]),
-        0.0,
-        "committed offsets are where the first run stopped"
+        markers,
+        "the second run read the markers only"
+    );
+    assert_eq!(
+        metric_sum(&metrics, "cityops_ingest_replayed_messages_total", &[]),
+        0.0
     );
     assert_eq!(again.terminate(Duration::from_secs(30)), Some(0));
     assert_eq!(
-        rig.count("SELECT count() FROM {db}.events").await,
+        rig.count("SELECT count() FROM {db}.events WHERE entity_id NOT LIKE 'marker-%'")
+            .await,
         100_000.0
     );
 }
@@ -295,8 +333,8 @@ async fn proof_2_kill_9_three_times_during_the_load_loses_and_duplicates_nothing
     }
     producer.join().unwrap();
     let n = rig.wait_for_rows(200_000.0, Duration::from_secs(180)).await;
-    // Let a late duplicate show if there were one.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // A late duplicate would be stored by then.
+    ingest.wait_settled().await;
     assert_eq!(n, 200_000.0, "{}", ingest.log_text());
     rig.assert_rows_equal_source(&load.expected).await;
     let replayed = metric_sum(
@@ -354,7 +392,7 @@ async fn proof_3_clickhouse_down_for_20_s_pauses_within_the_memory_bound_and_cat
     rig.clickhouse.start_again();
     producer.join().unwrap();
     let n = rig.wait_for_rows(120_000.0, Duration::from_secs(120)).await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    ingest.wait_settled().await;
     eprintln!(
         "while ClickHouse was down: in-flight peak {max_in_flight} bytes (bound {bound}), RSS {rss_before} -> peak {max_rss} bytes, paused {saw_paused}, unready {saw_unready}"
     );
@@ -481,7 +519,7 @@ async fn proof_4_poison_messages_go_to_rejects_with_their_reason_and_never_stall
         .unwrap();
     let mut ingest = rig.ingest("ingest");
     let n = rig.wait_for_rows(39_600.0, Duration::from_secs(120)).await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    ingest.wait_settled().await;
     let strays = rig
         .clickhouse
         .sql(&format!(
@@ -581,7 +619,7 @@ async fn proof_5_a_second_process_takes_over_the_partitions_of_a_killed_one() {
     a.kill9();
     producer.join().unwrap();
     let n = rig.wait_for_rows(120_000.0, Duration::from_secs(120)).await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    b.wait_settled().await;
     assert_eq!(n, 120_000.0, "{}", b.log_text());
     rig.assert_rows_equal_source(&load.expected).await;
     let mb_after = consumed(&b.metrics().await);
@@ -612,7 +650,7 @@ async fn proof_6_a_durable_broker_restart_mid_load_loses_and_duplicates_nothing(
         .await
         .unwrap();
     let n = rig.wait_for_rows(40_000.0, Duration::from_secs(180)).await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    ingest.wait_settled().await;
     assert_eq!(n, 40_000.0, "{}", ingest.log_text());
     rig.assert_rows_equal_source(&load.expected).await;
 }
@@ -652,7 +690,7 @@ async fn sigterm_mid_load_stores_commits_and_leaves_so_the_next_run_reads_nothin
         .unwrap();
     let next = rig.ingest("next");
     let n = rig.wait_for_rows(60_000.0, Duration::from_secs(120)).await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    next.wait_settled().await;
     assert_eq!(n, 60_000.0, "{}", next.log_text());
     rig.assert_rows_equal_source(&load.expected).await;
     // The first run committed everything it stored: nothing was read twice.
@@ -684,7 +722,7 @@ async fn inserts_that_time_out_but_land_are_not_written_twice() {
         .unwrap();
     let mut ingest = rig.ingest("ingest");
     let n = rig.wait_for_rows(80_000.0, Duration::from_secs(120)).await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    ingest.wait_settled().await;
     assert_eq!(n, 80_000.0, "{}", ingest.log_text());
     rig.assert_rows_equal_source(&load.expected).await;
     let retries = metric_sum(

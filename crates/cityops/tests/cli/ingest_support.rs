@@ -42,13 +42,24 @@ impl Ingest {
         self.child.wait().unwrap();
     }
 
+    /// SIGSTOP: the process freezes with its connections open (nothing read, nothing
+    /// acknowledged) until [`Ingest::resume`].
+    pub fn pause(&self) {
+        self.signal(nix::sys::signal::Signal::SIGSTOP);
+    }
+
+    /// SIGCONT after [`Ingest::pause`].
+    pub fn resume(&self) {
+        self.signal(nix::sys::signal::Signal::SIGCONT);
+    }
+
+    fn signal(&self, signal: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), signal).unwrap();
+    }
+
     /// SIGTERM, then the exit code.
     pub fn terminate(&mut self, timeout: Duration) -> Option<i32> {
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.child.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        )
-        .unwrap();
+        self.signal(nix::sys::signal::Signal::SIGTERM);
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
             if let Some(status) = self.child.try_wait().unwrap() {
@@ -60,6 +71,28 @@ impl Ingest {
             "ingest did not stop within {timeout:?}:\n{}",
             self.log_text()
         );
+    }
+
+    /// Waits until the process holds nothing it received and has not stored: no rows in
+    /// flight, no spooled message waiting. From then on the tables show everything it stores
+    /// of what it received, duplicates included (a check for duplicates waits for this, not
+    /// for a fixed time).
+    pub async fn wait_settled(&self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let m = self.metrics().await;
+            let pending = metric_sum(&m, "cityops_ingest_in_flight_bytes", &[])
+                + metric_sum(&m, "cityops_ingest_spool_backlog_messages", &[]);
+            if !m.is_empty() && pending == 0.0 {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the ingest still holds what it has not stored after 60 s:\n{m}\n{}",
+                self.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     pub fn log_text(&self) -> String {

@@ -285,6 +285,29 @@ async fn backfill_writes_history_of_every_feed_into_clickhouse() {
     );
 }
 
+/// Scrapes `/metrics` on `port` until the body contains `needle` (or 60 s pass); returns the
+/// last body.
+fn scrape_until(port: u16, needle: &str) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut body = String::new();
+    while std::time::Instant::now() < deadline {
+        if let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            use std::io::{Read, Write};
+            body.clear();
+            if stream
+                .write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
+                .and_then(|()| stream.read_to_string(&mut body))
+                .is_ok()
+                && body.contains(needle)
+            {
+                break;
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    body
+}
+
 #[test]
 fn a_live_run_serves_its_metrics() {
     // A paced run to a real broker lasts its whole duration: scrape it while it runs.
@@ -309,21 +332,7 @@ fn a_live_run_serves_its_metrics() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let mut body = String::new();
-    for _ in 0..100 {
-        std::thread::sleep(std::time::Duration::from_millis(100));
-        if let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) {
-            use std::io::{Read, Write};
-            stream
-                .write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
-                .unwrap();
-            body.clear();
-            stream.read_to_string(&mut body).unwrap();
-            if body.contains("cityops_sim_messages_sent_total{feed=") {
-                break;
-            }
-        }
-    }
+    let body = scrape_until(port, "cityops_sim_messages_sent_total{feed=");
     child.kill().unwrap();
     child.wait().unwrap();
     assert!(
@@ -339,6 +348,7 @@ fn a_live_run_serves_its_metrics() {
 #[test]
 fn ctrl_c_stops_a_live_run_which_still_flushes_and_summarises() {
     let broker = cityops_testkit::Mosquitto::start();
+    let port = cityops_testkit::free_port();
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_cityops"))
         .args([
             "sim",
@@ -350,10 +360,16 @@ fn ctrl_c_stops_a_live_run_which_still_flushes_and_summarises() {
             "traffic_counter",
         ])
         .args(["--to-mqtt", &format!("127.0.0.1:{}", broker.port())])
+        .args(["--listen-addr", &format!("127.0.0.1:{port}")])
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(std::time::Duration::from_secs(2));
+    // Interrupted once it has sent something, so that there is something to flush.
+    let body = scrape_until(port, "cityops_sim_messages_sent_total{feed=");
+    assert!(
+        body.contains("cityops_sim_messages_sent_total{feed="),
+        "{body}"
+    );
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
         nix::sys::signal::Signal::SIGINT,
