@@ -6,11 +6,12 @@ FUZZ_SECONDS ?= 60
 # Two cores: one build at a time, each using both.
 export CARGO_BUILD_JOBS ?= 2
 
-.PHONY: help deps deps-durable up down status build release demo test fmt fmt-check clippy unit bench bench-kafka bench-mqtt check-config fuzz clean
+.PHONY: help deps deps-durable up down status build release demo test test-stress fmt fmt-check clippy unit bench bench-kafka bench-mqtt check-config fuzz clean
 
 help:
 	@echo "make demo   - run the pipeline as far as it exists (decode every sample payload)"
 	@echo "make test   - format check, clippy -D warnings, and every test"
+	@echo "make test-stress - the Kafka and MQTT ingest tests with every core busy (STRESS_RUNS=5 repeats)"
 	@echo "make deps   - install build and test dependencies (apt, rustup components)"
 	@echo "make up     - start mosquitto, ClickHouse, Tansu, Prometheus, Alertmanager on 127.0.0.1"
 	@echo "make status - show which local services run"
@@ -58,6 +59,10 @@ unit: deps deps-durable
 	@deploy/local/run-tests.sh
 
 test: fmt-check clippy unit
+
+# The ingest integration tests while stress-ng keeps every core busy (STRESS_RUNS=N repeats).
+test-stress: deps deps-durable
+	@deploy/local/test-stress.sh
 
 # Benchmarks report ratios against a baseline run in the same process (these machines are noisy).
 bench: deps

