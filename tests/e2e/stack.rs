@@ -111,7 +111,8 @@ fn up_status_and_down_manage_all_five_services() {
             "{service} not up:\n{stdout}"
         );
     }
-    assert!(up_seconds < 120.0, "make up took {up_seconds:.1} s");
+    // How long depends on the machine's load: reported, not asserted.
+    eprintln!("make up took {up_seconds:.1} s");
 
     // Idempotent: a second run starts nothing new and succeeds.
     let pids_before = pids_under(state.path());

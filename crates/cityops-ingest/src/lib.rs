@@ -6,6 +6,7 @@
 mod backoff;
 mod batch;
 pub mod kafka;
+mod le;
 mod metrics;
 pub mod mqtt;
 mod pipeline;

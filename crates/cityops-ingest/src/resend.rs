@@ -13,6 +13,8 @@
 //! Identical payloads that are genuinely new (a heartbeat without a time in it) differ by packet
 //! id or come on the same connection attempt, and are stored.
 
+use crate::le::{take_u16, take_u32, take_u64};
+
 /// Packet ids a session can have: 1 to 65,535 (0 means QoS 0, never remembered).
 const IDS: usize = 1 << 16;
 
@@ -172,31 +174,6 @@ impl ResendTable {
         }
         body.is_empty().then_some(table)
     }
-}
-
-fn take<'a>(body: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
-    if body.len() < n {
-        return None;
-    }
-    let (head, rest) = body.split_at(n);
-    *body = rest;
-    Some(head)
-}
-
-fn take_u16(body: &mut &[u8]) -> Option<u16> {
-    take(body, 2).map(|b| u16::from_le_bytes([b[0], b[1]]))
-}
-
-fn take_u32(body: &mut &[u8]) -> Option<u32> {
-    take(body, 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-}
-
-fn take_u64(body: &mut &[u8]) -> Option<u64> {
-    take(body, 8).map(|b| {
-        let mut a = [0u8; 8];
-        a.copy_from_slice(b);
-        u64::from_le_bytes(a)
-    })
 }
 
 #[cfg(test)]

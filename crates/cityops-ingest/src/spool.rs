@@ -13,6 +13,7 @@
 //! crash mid-write) is cut off on open; a damaged record anywhere else, or a damaged table
 //! file, stops the open with an error rather than skipping data silently.
 
+use crate::le::{take, take_u16, take_u64};
 use crate::resend::ResendTable;
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
@@ -224,27 +225,6 @@ fn parse(bytes: &[u8]) -> Result<Option<(Record<'_>, usize)>, String> {
         _ => Record::Table(body),
     };
     Ok(Some((record, HEADER + len)))
-}
-
-fn take<'a>(body: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
-    if body.len() < n {
-        return None;
-    }
-    let (head, rest) = body.split_at(n);
-    *body = rest;
-    Some(head)
-}
-
-fn take_u16(body: &mut &[u8]) -> Option<u16> {
-    take(body, 2).map(|b| u16::from_le_bytes([b[0], b[1]]))
-}
-
-fn take_u64(body: &mut &[u8]) -> Option<u64> {
-    take(body, 8).map(|b| {
-        let mut a = [0u8; 8];
-        a.copy_from_slice(b);
-        u64::from_le_bytes(a)
-    })
 }
 
 fn parse_message(mut body: &[u8]) -> Option<SpooledMessage> {
@@ -678,11 +658,9 @@ fn read_table(settings: &SpoolSettings) -> Result<(ResendTable, Option<u64>), Sp
         Ok(_) => return Err(damaged("not one complete table record".into())),
         Err(detail) => return Err(damaged(detail)),
     };
-    let covered = body
-        .get(..8)
-        .map(|b| u64::from_le_bytes(b.try_into().unwrap_or_default()))
-        .ok_or_else(|| damaged("no sequence number".into()))?;
-    let table = ResendTable::decode(&body[8..], settings.connections, settings.window)
+    let mut rest = body;
+    let covered = take_u64(&mut rest).ok_or_else(|| damaged("no sequence number".into()))?;
+    let table = ResendTable::decode(rest, settings.connections, settings.window)
         .ok_or_else(|| damaged("malformed table".into()))?;
     Ok((table, Some(covered)))
 }

@@ -438,6 +438,18 @@ async fn wait_metric(ingest: &Ingest, metric: &str, want: f64, timeout: Duration
     }
 }
 
+/// Waits until `ingest` handed over `want` acknowledgements in all; returns how many.
+async fn wait_acks(ingest: &Ingest, want: f64, what: &str) -> f64 {
+    let metric = "cityops_ingest_mqtt_acks_total";
+    let acked = wait_metric(ingest, metric, want, Duration::from_secs(120)).await;
+    assert!(
+        acked >= want,
+        "{what}: {acked} of {want} acknowledged:\n{}",
+        ingest.log_text()
+    );
+    acked
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn proof_7_a_broker_killed_with_9_comes_back_from_an_older_save_and_nothing_is_stored_twice()
 {
@@ -468,38 +480,14 @@ async fn proof_7_a_broker_killed_with_9_comes_back_from_an_older_save_and_nothin
         ingest.resume();
         assert_eq!(published, slice as u64);
         // Every message of the slice acknowledged after the save...
-        let want = acked + slice as f64;
-        acked = wait_metric(
-            &ingest,
-            "cityops_ingest_mqtt_acks_total",
-            want,
-            Duration::from_secs(120),
-        )
-        .await;
-        assert!(
-            acked >= want,
-            "acknowledged {acked} of {want}:\n{}",
-            ingest.log_text()
-        );
+        acked = wait_acks(&ingest, acked + slice as f64, "the slice").await;
         let metrics = ingest.metrics().await;
         let backlog = metric_sum(&metrics, "cityops_ingest_spool_backlog_messages", &[]);
         let stored = rig.count("SELECT count() FROM {db}.events").await;
         // ...then the crash: the broker comes back from the save and sends the slice again.
         rig.mosquitto.kill9();
         rig.mosquitto.start_again();
-        let want = acked + slice as f64;
-        acked = wait_metric(
-            &ingest,
-            "cityops_ingest_mqtt_acks_total",
-            want,
-            Duration::from_secs(120),
-        )
-        .await;
-        assert!(
-            acked >= want,
-            "redeliveries acknowledged: {acked} of {want}:\n{}",
-            ingest.log_text()
-        );
+        acked = wait_acks(&ingest, acked + slice as f64, "the redeliveries").await;
         let now = metric_sum(
             &ingest.metrics().await,
             "cityops_ingest_mqtt_resends_total",

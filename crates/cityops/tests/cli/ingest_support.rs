@@ -43,9 +43,36 @@ impl Ingest {
     }
 
     /// SIGSTOP: the process freezes with its connections open (nothing read, nothing
-    /// acknowledged) until [`Ingest::resume`].
+    /// acknowledged) until [`Ingest::resume`]. Returns once the kernel says it is stopped
+    /// (the signal takes effect asynchronously).
     pub fn pause(&self) {
         self.signal(nix::sys::signal::Signal::SIGSTOP);
+        let tasks = format!("/proc/{}/task", self.child.id());
+        // The state follows the command name, which is in parentheses.
+        let state = |stat: &str| -> Option<String> {
+            let text = std::fs::read_to_string(stat).ok()?;
+            let (_, rest) = text.rsplit_once(')')?;
+            rest.split_whitespace().next().map(str::to_owned)
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            // Every thread, not only the first, must have stopped.
+            let states: Vec<Option<String>> = std::fs::read_dir(&tasks)
+                .map(|dir| {
+                    dir.filter_map(Result::ok)
+                        .map(|t| state(&t.path().join("stat").display().to_string()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            if !states.is_empty() && states.iter().all(|s| s.as_deref() == Some("T")) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the ingest did not stop: {states:?}"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 
     /// SIGCONT after [`Ingest::pause`].
