@@ -399,7 +399,7 @@ async fn proof_3_a_broker_restart_mid_load_heals_by_itself_and_totals_stay_exact
     let restarted = Instant::now();
     // The ingest notices, then reconnects by itself; the broker's persisted backlog and new
     // messages flow.
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + Duration::from_secs(60);
     while metric_sum(
         &ingest.metrics().await,
         "cityops_ingest_mqtt_connection_errors_total",
@@ -656,7 +656,7 @@ async fn proof_6_a_silently_dead_subscription_is_detected_and_healed_by_the_watc
     // Rows stop growing, then grow again once the watchdog reconnected.
     let mut healed = None;
     let mut stalled_at = before;
-    while silenced.elapsed() < Duration::from_secs(30) {
+    while silenced.elapsed() < Duration::from_secs(90) {
         tokio::time::sleep(Duration::from_millis(100)).await;
         let n = rig.count("SELECT count() FROM {db}.events").await;
         if proxy.connections() > connections_before && n > stalled_at + 20.0 {
@@ -852,7 +852,7 @@ async fn poison_messages_go_to_rejects_with_their_reason_and_raw_bytes() {
         .await
         .unwrap_or_default();
     assert_eq!(n, 19_800.0, "poison that decoded:\n{decoded_poison}");
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + Duration::from_secs(60);
     while rig.count("SELECT count() FROM {db}.rejects").await < 100.0 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -930,7 +930,7 @@ async fn messages_the_broker_drops_and_missing_sequence_numbers_are_counted_and_
     let ingest = Ingest::spawn(&config, rig.dir.path(), "a");
     wait_connected(&ingest, 1.0).await;
     // The broker's drop counter is read once before the burst, so that its rise is seen.
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + Duration::from_secs(60);
     while !ingest.log_text().contains("count of dropped messages read") {
         assert!(Instant::now() < deadline, "{}", ingest.log_text());
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -1008,7 +1008,7 @@ async fn messages_the_broker_drops_and_missing_sequence_numbers_are_counted_and_
         &ingest,
         "cityops_ingest_mqtt_broker_dropped_messages",
         gaps,
-        Duration::from_secs(30),
+        Duration::from_secs(60),
     )
     .await;
     assert!(dropped >= gaps, "$SYS says {dropped}, sequences {gaps}");
