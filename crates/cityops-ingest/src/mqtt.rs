@@ -211,7 +211,8 @@ impl Receiver {
                     session_present,
                     "MQTT connection accepted; subscribing"
                 );
-                self.update_connections();
+                // A new attempt (also a forced one): subscribed once the broker says so.
+                self.set_subscribed(connection, false);
             }
             SubscriberEvent::Disconnected {
                 connection,
@@ -219,16 +220,13 @@ impl Receiver {
                 retry_in,
             } => {
                 self.metrics.mqtt_connection_errors.inc();
-                if let Some(s) = self.subscribed.get_mut(usize::from(connection)) {
-                    *s = false;
-                }
                 tracing::warn!(
                     connection,
                     %error,
                     retry_in_ms = retry_in.as_millis() as u64,
                     "MQTT connection lost; reconnecting after a delay"
                 );
-                self.update_connections();
+                self.set_subscribed(connection, false);
             }
             SubscriberEvent::Subscribed {
                 connection,
@@ -243,10 +241,7 @@ impl Receiver {
                         "the broker refused a subscription"
                     );
                 }
-                if let Some(s) = self.subscribed.get_mut(usize::from(connection)) {
-                    *s = accepted > 0;
-                }
-                self.update_connections();
+                self.set_subscribed(connection, accepted > 0);
             }
             SubscriberEvent::BrokerStat { name, value } => {
                 if name == "publish/messages/dropped" {
@@ -270,6 +265,13 @@ impl Receiver {
                 }
             }
         }
+    }
+
+    fn set_subscribed(&mut self, connection: u16, subscribed: bool) {
+        if let Some(s) = self.subscribed.get_mut(usize::from(connection)) {
+            *s = subscribed;
+        }
+        self.update_connections();
     }
 
     fn update_connections(&mut self) {
