@@ -4,6 +4,7 @@ mod check;
 mod decode;
 mod ingest;
 mod migrate;
+mod rules;
 mod sim;
 
 use clap::{Parser, Subcommand};
@@ -29,6 +30,8 @@ enum Command {
     Migrate(migrate::MigrateArgs),
     /// Drop ClickHouse partitions older than the configured retention.
     Retention(migrate::RetentionArgs),
+    /// Check alert rule files and run their tests.
+    Rules(rules::Args),
     /// Simulate Da Nang's feeds in their real formats (deterministic with --seed).
     Sim(sim::Args),
 }
@@ -41,6 +44,7 @@ fn main() -> ExitCode {
         Command::Ingest(args) => ingest::run(&args),
         Command::Migrate(args) => migrate::run_migrate(&args),
         Command::Retention(args) => migrate::run_retention(&args),
+        Command::Rules(args) => rules::run(&args),
         Command::Sim(args) => sim::run(&args),
     }
 }

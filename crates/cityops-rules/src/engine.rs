@@ -1,0 +1,708 @@
+//! The engine: routes events to the rules whose selector matches, keeps each rule's series
+//! (bounded), puts out-of-order events back in order within the allowed lateness, and turns
+//! lifecycle changes into [`Transition`]s. Time only comes in as arguments.
+
+use crate::condition::{Condition, Value};
+use crate::lifecycle::{AlertState, Change, Lifecycle, Timers};
+use crate::rule::{Kind, MAX_WINDOW_SAMPLES, Rule, RuleSet, Severity};
+use crate::template;
+use crate::window::{Sample, Window};
+use cityops_event::{Event, Quality};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::hash::Hasher;
+use std::sync::Arc;
+
+/// A change of an alert's state, with everything a notification and the history need.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transition {
+    /// The rule (alert name).
+    pub rule: Arc<str>,
+    /// Stable id of the alert: a hash of the rule's name and the series labels.
+    pub fingerprint: u64,
+    /// Every label: `alertname`, `severity`, the rule's labels, the series labels.
+    pub labels: BTreeMap<String, String>,
+    /// The state before.
+    pub from: AlertState,
+    /// The state after.
+    pub to: AlertState,
+    /// When, ms: event time for threshold, window and rate rules, arrival time for absence.
+    pub at_ms: i64,
+    /// When the condition started to hold.
+    pub active_since_ms: i64,
+    /// When the alert fired (firing and resolved transitions).
+    pub fired_at_ms: Option<i64>,
+    /// The value that decided (latest value, aggregate, change, seconds of silence).
+    pub value: Option<Value>,
+    /// Whether a `suspect` event contributed to the value.
+    pub suspect: bool,
+    /// The rendered annotations (plus `quality: suspect` when suspect).
+    pub annotations: BTreeMap<String, String>,
+    /// The rule's severity.
+    pub severity: Severity,
+}
+
+/// An alert that is pending or firing now.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ActiveAlert {
+    /// The rule.
+    pub rule: Arc<str>,
+    /// Stable id.
+    pub fingerprint: u64,
+    /// Every label.
+    pub labels: BTreeMap<String, String>,
+    /// Pending or firing.
+    pub state: AlertState,
+    /// When the condition started to hold.
+    pub active_since_ms: i64,
+    /// When it fired.
+    pub fired_at_ms: Option<i64>,
+    /// The current value.
+    pub value: Option<Value>,
+    /// The rule's severity.
+    pub severity: Severity,
+}
+
+/// Counters of one rule since the engine started (or the rule was loaded).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RuleStats {
+    /// Events that matched the selector and were evaluated.
+    pub evaluated: u64,
+    /// Events later than the allowed lateness, ignored.
+    pub late: u64,
+    /// Events of quality `bad`, skipped.
+    pub bad_skipped: u64,
+    /// Events of a new series refused because the rule tracked `max_series` already.
+    pub refused: u64,
+    /// Window samples dropped early because a series held the most a window keeps.
+    pub dropped_samples: u64,
+    /// Arrival time of the last evaluated event.
+    pub last_event_ms: Option<i64>,
+    /// The last error (an annotation that failed to render), with the time it happened.
+    pub last_error: Option<(i64, String)>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Observation {
+    ts: i64,
+    arrival: i64,
+    value: Option<Value>,
+    entity: u64,
+    suspect: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+enum Data {
+    Threshold { last: Option<Value>, suspect: bool },
+    Window(Window),
+    Absence { last_arrival: i64, learned_interval_ms: f32, intervals_seen: u16, expected_ms: i64 },
+}
+
+/// The state of one series of one rule.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Series {
+    /// Values of the rule's `by` labels, in its order.
+    labels: Box<[Box<str>]>,
+    lifecycle: Lifecycle,
+    /// Events with an earlier time are late.
+    watermark: i64,
+    max_ts: i64,
+    /// Time and arrival of the last applied event.
+    last_ts: i64,
+    last_arrival: i64,
+    /// Events not yet applied, sorted.
+    buffer: Vec<Observation>,
+    data: Data,
+}
+
+const NEVER: i64 = i64::MIN;
+
+struct RuleState {
+    rule: Rule,
+    timers: Timers,
+    series: HashMap<u64, Series>,
+    stats: RuleStats,
+}
+
+/// All rules and their series.
+pub struct Engine {
+    rules: Vec<RuleState>,
+    changes: Vec<Change>,
+}
+
+/// A rule's series, as a snapshot stores them.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RuleSnapshot {
+    /// The rule's name.
+    pub rule: String,
+    /// Its state key: the state is restored only into the same definition.
+    pub state_key: u64,
+    series: Vec<(u64, Series)>,
+}
+
+/// Everything the engine must keep across a restart.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// One entry per rule.
+    pub rules: Vec<RuleSnapshot>,
+}
+
+impl Snapshot {
+    /// Number of series in the snapshot.
+    pub fn series(&self) -> usize {
+        self.rules.iter().map(|r| r.series.len()).sum()
+    }
+}
+
+impl Engine {
+    /// An engine for `rules`, with no series yet.
+    pub fn new(rules: RuleSet) -> Engine {
+        Engine {
+            rules: rules
+                .rules
+                .into_iter()
+                .map(|rule| RuleState {
+                    timers: Timers { for_ms: rule.for_ms, clear_for_ms: rule.clear_for_ms, keep_firing_for_ms: rule.keep_firing_for_ms },
+                    rule,
+                    series: HashMap::new(),
+                    stats: RuleStats::default(),
+                })
+                .collect(),
+            changes: Vec::new(),
+        }
+    }
+
+    /// Replaces the rules, keeping the series (and counters) of every rule whose name and state
+    /// key are unchanged; other rules start empty.
+    pub fn reload(&mut self, rules: RuleSet) {
+        let mut old: HashMap<(Arc<str>, u64), RuleState> = self.rules.drain(..).map(|r| ((Arc::clone(&r.rule.name), r.rule.state_key), r)).collect();
+        let mut fresh = Engine::new(rules);
+        for state in &mut fresh.rules {
+            if let Some(previous) = old.remove(&(Arc::clone(&state.rule.name), state.rule.state_key)) {
+                state.series = previous.series;
+                state.stats = previous.stats;
+            }
+        }
+        self.rules = fresh.rules;
+    }
+
+    /// The rules.
+    pub fn rules(&self) -> impl Iterator<Item = (&Rule, &RuleStats, usize)> {
+        self.rules.iter().map(|r| (&r.rule, &r.stats, r.series.len()))
+    }
+
+    /// Evaluates one event (its arrival time is `event.ingested_at`), appending transitions.
+    pub fn observe(&mut self, event: &Event, out: &mut Vec<Transition>) {
+        let arrival = event.ingested_at.as_millis();
+        let ts = event.ts.as_millis();
+        for state in &mut self.rules {
+            if !state.rule.selector.matches(event) {
+                continue;
+            }
+            if event.quality == Quality::Bad && !state.rule.include_bad {
+                state.stats.bad_skipped += 1;
+                continue;
+            }
+            state.stats.evaluated += 1;
+            state.stats.last_event_ms = Some(arrival);
+            if let Kind::Window { filter: Some(filter), .. } = &state.rule.kind
+                && !passes(filter, event)
+            {
+                continue;
+            }
+            let Some((fingerprint, series)) = series_for(&state.rule, &mut state.series, event) else {
+                state.stats.refused += 1;
+                continue;
+            };
+            let suspect = event.quality == Quality::Suspect;
+            if let Data::Absence { last_arrival, learned_interval_ms, intervals_seen, .. } = &mut series.data {
+                let arrival = arrival.max(*last_arrival);
+                if *last_arrival != NEVER && arrival > *last_arrival {
+                    let interval = (arrival - *last_arrival) as f32;
+                    *learned_interval_ms = if *intervals_seen == 0 { interval } else { *learned_interval_ms + (interval - *learned_interval_ms) / 8.0 };
+                    *intervals_seen = intervals_seen.saturating_add(1);
+                }
+                *last_arrival = arrival;
+                series.last_arrival = arrival;
+                self.changes.clear();
+                series.lifecycle.step(arrival, false, true, &state.timers, &mut self.changes);
+                emit(&state.rule, fingerprint, series, &self.changes, &mut state.stats, out);
+                continue;
+            }
+            if ts < series.watermark {
+                state.stats.late += 1;
+                continue;
+            }
+            let value = observed_value(&state.rule.kind, event);
+            let observation = Observation { ts, arrival, value, entity: entity_hash(&event.entity_id), suspect };
+            let at = series.buffer.partition_point(|o| order(o) <= order(&observation));
+            series.buffer.insert(at, observation);
+            series.max_ts = series.max_ts.max(ts);
+            let watermark = series.max_ts.saturating_sub(state.rule.lateness_ms);
+            series.watermark = series.watermark.max(watermark);
+            state.flush(fingerprint, out);
+        }
+    }
+
+    /// Lets processing time pass to `now_ms`: flushes events that waited out the lateness,
+    /// advances quiet series as their clocks would have moved (so `for` completes without a
+    /// new event), expires window samples, and judges absence.
+    pub fn tick(&mut self, now_ms: i64, out: &mut Vec<Transition>) {
+        for i in 0..self.rules.len() {
+            let fingerprints: Vec<u64> = self.rules[i].series.keys().copied().collect();
+            for fingerprint in fingerprints {
+                self.rules[i].tick_series(fingerprint, now_ms, false, out);
+            }
+        }
+    }
+
+    /// The state as of time `t` when every event up to `t` has arrived (rule tests): all
+    /// buffered events up to `t` are applied and every series' clock moves to `t`.
+    pub fn settle(&mut self, t: i64, out: &mut Vec<Transition>) {
+        for i in 0..self.rules.len() {
+            let fingerprints: Vec<u64> = self.rules[i].series.keys().copied().collect();
+            for fingerprint in fingerprints {
+                self.rules[i].tick_series(fingerprint, t, true, out);
+            }
+        }
+    }
+
+    /// Applies every buffered event, as if the lateness had passed for all of them.
+    pub fn flush_all(&mut self, out: &mut Vec<Transition>) {
+        for state in &mut self.rules {
+            let fingerprints: Vec<u64> = state.series.keys().copied().collect();
+            for fingerprint in fingerprints {
+                if let Some(series) = state.series.get_mut(&fingerprint)
+                    && let Some(last) = series.buffer.last()
+                {
+                    series.watermark = series.watermark.max(last.ts.saturating_add(1));
+                    state.flush(fingerprint, out);
+                }
+            }
+        }
+    }
+
+    /// Fills windows (and absence rules' last arrivals) from a recent event without judging:
+    /// a warm start. Events must come in time order per series; transitions are not made.
+    pub fn warm(&mut self, event: &Event) {
+        let arrival = event.ingested_at.as_millis();
+        let ts = event.ts.as_millis();
+        for state in &mut self.rules {
+            if !state.rule.selector.matches(event) || (event.quality == Quality::Bad && !state.rule.include_bad) {
+                continue;
+            }
+            if let Kind::Window { filter: Some(filter), .. } = &state.rule.kind
+                && !passes(filter, event)
+            {
+                continue;
+            }
+            let kind = state.rule.kind.clone();
+            let Some((_, series)) = series_for(&state.rule, &mut state.series, event) else {
+                continue;
+            };
+            match (&kind, &mut series.data) {
+                (Kind::Absence { .. }, Data::Absence { last_arrival, .. }) => {
+                    *last_arrival = (*last_arrival).max(arrival);
+                    series.last_arrival = *last_arrival;
+                }
+                (Kind::Window { over_ms, .. } | Kind::RateOfChange { over_ms, .. }, Data::Window(window)) if ts >= series.watermark => {
+                    let value = observed_value(&kind, event);
+                    window.expire(ts, *over_ms);
+                    window.push(sample(ts, value.as_ref(), entity_hash(&event.entity_id), event.quality == Quality::Suspect), MAX_WINDOW_SAMPLES);
+                    series.watermark = ts;
+                    series.max_ts = series.max_ts.max(ts);
+                    series.last_ts = ts;
+                    series.last_arrival = arrival;
+                }
+                (Kind::Threshold { .. }, Data::Threshold { last, .. }) if ts >= series.watermark => {
+                    *last = observed_value(&kind, event);
+                    series.watermark = ts;
+                    series.max_ts = series.max_ts.max(ts);
+                    series.last_ts = ts;
+                    series.last_arrival = arrival;
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Every pending or firing alert.
+    pub fn active(&self) -> Vec<ActiveAlert> {
+        let mut out = Vec::new();
+        for state in &self.rules {
+            for (fingerprint, series) in &state.series {
+                let Some(since) = series.lifecycle.active_since() else { continue };
+                out.push(ActiveAlert {
+                    rule: Arc::clone(&state.rule.name),
+                    fingerprint: *fingerprint,
+                    labels: alert_labels(&state.rule, series),
+                    state: series.lifecycle.state(),
+                    active_since_ms: since,
+                    fired_at_ms: series.lifecycle.fired_at(),
+                    value: current_value(&state.rule, series, series.last_ts.max(series.last_arrival)),
+                    severity: state.rule.severity,
+                });
+            }
+        }
+        out.sort_by(|a, b| (&a.rule, a.fingerprint).cmp(&(&b.rule, b.fingerprint)));
+        out
+    }
+
+    /// The state to keep across a restart.
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            rules: self
+                .rules
+                .iter()
+                .map(|r| RuleSnapshot {
+                    rule: r.rule.name.to_string(),
+                    state_key: r.rule.state_key,
+                    series: r.series.iter().map(|(k, v)| (*k, v.clone())).collect(),
+                })
+                .collect(),
+        }
+    }
+
+    /// Restores series from a snapshot into the rules of the same name and state key; returns
+    /// how many series were restored.
+    pub fn restore(&mut self, snapshot: Snapshot) -> usize {
+        let mut restored = 0;
+        for saved in snapshot.rules {
+            if let Some(state) = self.rules.iter_mut().find(|r| *r.rule.name == *saved.rule && r.rule.state_key == saved.state_key) {
+                for (fingerprint, series) in saved.series {
+                    if state.series.len() < state.rule.max_series as usize {
+                        state.series.insert(fingerprint, series);
+                        restored += 1;
+                    }
+                }
+            }
+        }
+        restored
+    }
+
+    /// Series tracked over all rules.
+    pub fn series_count(&self) -> usize {
+        self.rules.iter().map(|r| r.series.len()).sum()
+    }
+
+    /// Bytes the series take: the series themselves, their heap, and the map's slots.
+    pub fn state_bytes(&self) -> usize {
+        self.rules
+            .iter()
+            .map(|r| {
+                let slots = r.series.capacity() * (std::mem::size_of::<(u64, Series)>() + 1);
+                let heap: usize = r.series.values().map(Series::heap_bytes).sum();
+                slots + heap
+            })
+            .sum()
+    }
+}
+
+impl Series {
+    fn heap_bytes(&self) -> usize {
+        let labels = self.labels.len() * std::mem::size_of::<Box<str>>() + self.labels.iter().map(|l| l.len()).sum::<usize>();
+        let buffer = self.buffer.capacity() * std::mem::size_of::<Observation>();
+        let data = match &self.data {
+            Data::Window(w) => w.heap_bytes(),
+            Data::Threshold { last: Some(Value::Text(t)), .. } => t.len(),
+            _ => 0,
+        };
+        labels + buffer + data
+    }
+}
+
+fn series_for<'a>(rule: &Rule, map: &'a mut HashMap<u64, Series>, event: &Event) -> Option<(u64, &'a mut Series)> {
+        let fingerprint = fingerprint_of(rule, rule.by.iter().map(|(name, field)| (name.as_str(), field.get(event))));
+        let len = map.len();
+        let max = rule.max_series as usize;
+        match map.entry(fingerprint) {
+            std::collections::hash_map::Entry::Occupied(e) => Some((fingerprint, e.into_mut())),
+            std::collections::hash_map::Entry::Vacant(_) if len >= max => None,
+            std::collections::hash_map::Entry::Vacant(e) => {
+                let labels = rule.by.iter().map(|(_, field)| Box::<str>::from(field.get(event))).collect();
+                let data = match &rule.kind {
+                    Kind::Threshold { .. } => Data::Threshold { last: None, suspect: false },
+                    Kind::Window { .. } | Kind::RateOfChange { .. } => Data::Window(Window::default()),
+                    Kind::Absence { expected_ms, interval_by, intervals, .. } => {
+                        let configured = interval_by.as_ref().and_then(|f| intervals.get(f.get(event)).copied()).or(*expected_ms);
+                        Data::Absence { last_arrival: NEVER, learned_interval_ms: 0.0, intervals_seen: 0, expected_ms: configured.unwrap_or(-1) }
+                    }
+                };
+                Some((fingerprint, e.insert(Series { labels, lifecycle: Lifecycle::Inactive, watermark: NEVER, max_ts: NEVER, last_ts: NEVER, last_arrival: NEVER, buffer: Vec::new(), data })))
+            }
+        }
+}
+
+impl RuleState {
+
+    /// Applies the buffered events before the watermark, in order.
+    fn flush(&mut self, fingerprint: u64, out: &mut Vec<Transition>) {
+        let Some(series) = self.series.get_mut(&fingerprint) else { return };
+        let ready = series.buffer.partition_point(|o| o.ts < series.watermark);
+        if ready == 0 {
+            return;
+        }
+        let mut changes = Vec::new();
+        let applied: Vec<Observation> = series.buffer.drain(..ready).collect();
+        for o in applied {
+            changes.clear();
+            apply(&self.rule, &self.timers, series, o, &mut self.stats, &mut changes);
+            emit(&self.rule, fingerprint, series, &changes, &mut self.stats, out);
+        }
+        if series.buffer.capacity() > 8 && series.buffer.is_empty() {
+            series.buffer = Vec::new();
+        }
+    }
+
+    fn tick_series(&mut self, fingerprint: u64, now: i64, settle: bool, out: &mut Vec<Transition>) {
+        let lateness = self.rule.lateness_ms;
+        let Some(series) = self.series.get_mut(&fingerprint) else { return };
+        if let Data::Absence { .. } = series.data {
+            let mut changes = Vec::new();
+            absence_tick(&self.rule, &self.timers, series, now, &mut changes);
+            emit(&self.rule, fingerprint, series, &changes, &mut self.stats, out);
+            return;
+        }
+        // Events that waited out the lateness in processing time are applied, with everything
+        // before them in event time.
+        let waited = if settle {
+            series.buffer.iter().filter(|o| o.ts <= now).map(|o| o.ts).max()
+        } else {
+            series.buffer.iter().filter(|o| o.arrival.saturating_add(lateness) <= now).map(|o| o.ts).max()
+        };
+        if let Some(ts) = waited {
+            series.watermark = series.watermark.max(ts.saturating_add(1));
+            self.flush(fingerprint, out);
+        }
+        let Some(series) = self.series.get_mut(&fingerprint) else { return };
+        if !series.buffer.is_empty() || series.last_ts == NEVER {
+            return;
+        }
+        // A quiet series: its clock moves on with processing time since its last event.
+        let clock = if settle { now } else { series.last_ts.saturating_add(now - lateness - series.last_arrival) };
+        if clock <= series.last_ts && !settle {
+            return;
+        }
+        let mut changes = Vec::new();
+        advance_to(&self.rule, &self.timers, series, clock, &mut changes);
+        series.watermark = series.watermark.max(clock);
+        emit(&self.rule, fingerprint, series, &changes, &mut self.stats, out);
+    }
+}
+
+fn order(o: &Observation) -> (i64, u64, u64) {
+    let value_bits = match &o.value {
+        Some(Value::Num(n)) => n.to_bits(),
+        Some(Value::Text(t)) => xxhash_rust::xxh3::xxh3_64(t.as_bytes()),
+        None => 0,
+    };
+    (o.ts, o.entity, value_bits)
+}
+
+fn observed_value(kind: &Kind, event: &Event) -> Option<Value> {
+    let wants_text = matches!(kind, Kind::Threshold { fire, .. } if fire.is_text());
+    if wants_text {
+        event.text.as_deref().map(|t| Value::Text(t.into()))
+    } else {
+        event.value.filter(|v| v.is_finite()).map(Value::Num)
+    }
+}
+
+/// Whether the event's value (its text for a text condition) satisfies a window's `where`.
+fn passes(filter: &Condition, event: &Event) -> bool {
+    let value = if filter.is_text() { event.text.as_deref().map(|t| Value::Text(t.into())) } else { event.value.map(Value::Num) };
+    value.is_some_and(|v| filter.holds(&v))
+}
+
+fn sample(ts: i64, value: Option<&Value>, entity: u64, suspect: bool) -> Sample {
+    let number = value.and_then(Value::as_f64);
+    Sample { ts, value: number.unwrap_or(0.0), entity, has_value: number.is_some(), suspect }
+}
+
+fn holds(fire: &Condition, clear: Option<&Condition>, value: Option<&Value>) -> (bool, bool) {
+    let Some(value) = value else { return (false, false) };
+    let fire_holds = fire.holds(value);
+    let clear_holds = match clear {
+        Some(c) => c.holds(value),
+        None => !fire_holds,
+    };
+    (fire_holds, clear_holds)
+}
+
+fn holds_num(fire: &Condition, clear: Option<&Condition>, value: Option<f64>) -> (bool, bool) {
+    holds(fire, clear, value.map(Value::Num).as_ref())
+}
+
+/// Applies one event, in order, to its series.
+fn apply(rule: &Rule, timers: &Timers, series: &mut Series, o: Observation, stats: &mut RuleStats, changes: &mut Vec<Change>) {
+    let ts = o.ts;
+    match (&rule.kind, &mut series.data) {
+        (Kind::Threshold { fire, clear }, Data::Threshold { last, suspect }) => {
+            if o.value.is_some() {
+                *last = o.value;
+                *suspect = o.suspect;
+                let (f, c) = holds(fire, clear.as_ref(), last.as_ref());
+                series.lifecycle.step(ts, f, c, timers, changes);
+            } else {
+                series.lifecycle.advance(ts, timers, changes);
+            }
+        }
+        (Kind::Window { over_ms, .. } | Kind::RateOfChange { over_ms, .. }, Data::Window(_)) => {
+            let over = *over_ms;
+            expire_until(rule, timers, series, ts, false, changes);
+            if let Data::Window(window) = &mut series.data {
+                window.expire(ts, over);
+                stats.dropped_samples += window.push(sample(ts, o.value.as_ref(), o.entity, o.suspect), MAX_WINDOW_SAMPLES) as u64;
+            }
+            let (f, c) = window_holds(rule, series);
+            series.lifecycle.step(ts, f, c, timers, changes);
+        }
+        _ => {}
+    }
+    series.last_ts = ts;
+    series.last_arrival = o.arrival;
+}
+
+/// The window rule's conditions on its current samples.
+fn window_holds(rule: &Rule, series: &Series) -> (bool, bool) {
+    let Data::Window(window) = &series.data else { return (false, false) };
+    match &rule.kind {
+        Kind::Window { aggregate, fire, clear, min_samples, .. } => holds_num(fire, clear.as_ref(), window.aggregate(*aggregate, *min_samples)),
+        Kind::RateOfChange { per_ms, min_span_ms, fire, clear, .. } => holds_num(fire, clear.as_ref(), window.change_per(*per_ms, *min_span_ms)),
+        _ => (false, false),
+    }
+}
+
+/// Evaluates a window at each instant a sample leaves it, up to `to` (inclusive when asked),
+/// so that a count that falls as reports age out clears at the exact instant.
+fn expire_until(rule: &Rule, timers: &Timers, series: &mut Series, to: i64, inclusive: bool, changes: &mut Vec<Change>) {
+    let over = match rule.kind {
+        Kind::Window { over_ms, .. } | Kind::RateOfChange { over_ms, .. } => over_ms,
+        _ => return,
+    };
+    loop {
+        let Data::Window(window) = &mut series.data else { return };
+        let Some(expiry) = window.next_expiry(over) else { return };
+        if expiry > to || (expiry == to && !inclusive) {
+            return;
+        }
+        window.expire(expiry, over);
+        let (f, c) = window_holds(rule, series);
+        series.lifecycle.step(expiry, f, c, timers, changes);
+    }
+}
+
+fn advance_to(rule: &Rule, timers: &Timers, series: &mut Series, clock: i64, changes: &mut Vec<Change>) {
+    expire_until(rule, timers, series, clock, true, changes);
+    series.lifecycle.advance(clock, timers, changes);
+}
+
+fn absence_limit(rule: &Rule, data: &Data) -> Option<i64> {
+    let (Kind::Absence { learn, factor, .. }, Data::Absence { learned_interval_ms, intervals_seen, expected_ms, .. }) = (&rule.kind, data) else {
+        return None;
+    };
+    // A learned interval counts once a few intervals were seen; before that the configured one.
+    let interval = if *learn && *intervals_seen >= 3 {
+        f64::from(*learned_interval_ms)
+    } else if *expected_ms > 0 {
+        *expected_ms as f64
+    } else {
+        return None;
+    };
+    Some((interval * factor).ceil() as i64)
+}
+
+fn absence_tick(rule: &Rule, timers: &Timers, series: &mut Series, now: i64, changes: &mut Vec<Change>) {
+    let Data::Absence { last_arrival, .. } = series.data else { return };
+    if last_arrival == NEVER {
+        return;
+    }
+    let Some(limit) = absence_limit(rule, &series.data) else { return };
+    let silent_from = last_arrival.saturating_add(limit);
+    if now > silent_from && series.lifecycle.state() == AlertState::Inactive {
+        series.lifecycle.step(silent_from, true, false, timers, changes);
+    }
+    series.lifecycle.advance(now, timers, changes);
+}
+
+fn current_value(rule: &Rule, series: &Series, at: i64) -> Option<Value> {
+    match (&rule.kind, &series.data) {
+        (Kind::Threshold { .. }, Data::Threshold { last, .. }) => last.clone(),
+        (Kind::Window { aggregate, min_samples, .. }, Data::Window(w)) => w.aggregate(*aggregate, *min_samples).map(Value::Num),
+        (Kind::RateOfChange { per_ms, min_span_ms, .. }, Data::Window(w)) => w.change_per(*per_ms, *min_span_ms).map(Value::Num),
+        (Kind::Absence { .. }, Data::Absence { last_arrival, .. }) if *last_arrival != NEVER => Some(Value::Num((at - last_arrival).max(0) as f64 / 1000.0)),
+        _ => None,
+    }
+}
+
+fn suspect_of(series: &Series) -> bool {
+    match &series.data {
+        Data::Threshold { suspect, .. } => *suspect,
+        Data::Window(w) => w.any_suspect(),
+        Data::Absence { .. } => false,
+    }
+}
+
+fn alert_labels(rule: &Rule, series: &Series) -> BTreeMap<String, String> {
+    let mut labels = rule.labels.clone();
+    for ((name, _), value) in rule.by.iter().zip(series.labels.iter()) {
+        labels.insert(name.clone(), value.to_string());
+    }
+    labels.insert("alertname".into(), rule.name.to_string());
+    labels.insert("severity".into(), rule.severity.as_str().into());
+    labels
+}
+
+fn emit(rule: &Rule, fingerprint: u64, series: &Series, changes: &[Change], stats: &mut RuleStats, out: &mut Vec<Transition>) {
+    for change in changes {
+        let labels = alert_labels(rule, series);
+        let value = current_value(rule, series, change.at);
+        let suspect = suspect_of(series);
+        let mut annotations = BTreeMap::new();
+        for (name, source) in &rule.annotations {
+            let cx = template::Context { labels: &labels, value: value.as_ref(), suspect };
+            let text = template::render(source, &cx).unwrap_or_else(|e| {
+                stats.last_error = Some((change.at, format!("annotation {name}: {e}")));
+                format!("(annotation {name} failed to render: {e})")
+            });
+            annotations.insert(name.clone(), text);
+        }
+        if suspect {
+            annotations.insert("quality".into(), "suspect".into());
+        }
+        out.push(Transition {
+            rule: Arc::clone(&rule.name),
+            fingerprint,
+            labels,
+            from: change.from,
+            to: change.to,
+            at_ms: change.at,
+            active_since_ms: change.active_since,
+            fired_at_ms: change.fired_at,
+            value,
+            suspect,
+            annotations,
+            severity: rule.severity,
+        });
+    }
+}
+
+/// The alert's fingerprint: a hash of the rule's name and its series labels sorted by name,
+/// the same in every process that loads the same rule.
+pub fn fingerprint_of<'a>(rule: &Rule, labels: impl Iterator<Item = (&'a str, &'a str)>) -> u64 {
+    let mut pairs: Vec<(&str, &str)> = labels.collect();
+    pairs.sort_unstable();
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    h.write(rule.name.as_bytes());
+    for (name, value) in pairs {
+        h.write(&[0xff]);
+        h.write(name.as_bytes());
+        h.write(&[0xfe]);
+        h.write(value.as_bytes());
+    }
+    h.finish()
+}
+
+fn entity_hash(entity: &str) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(entity.as_bytes())
+}

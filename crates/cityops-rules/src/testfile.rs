@@ -1,0 +1,331 @@
+//! Rule tests, as `promtool test rules` has them: a test file names rule files, gives input
+//! series over time in a compact notation, and the alerts expected at given times. Running a
+//! test is pure: the caller reads the files.
+
+use crate::condition::Value;
+use crate::duration::DurationMs;
+use crate::engine::{ActiveAlert, Engine};
+use crate::error::RuleError;
+use crate::lifecycle::AlertState;
+use crate::notation;
+use crate::rule::RuleSet;
+use crate::selector::{MatchOp, Selector};
+use cityops_event::{Domain, Event, Quality, Timestamp};
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TestFileSpec {
+    rule_files: Vec<String>,
+    #[serde(default)]
+    evaluation_interval: Option<Spanned<String>>,
+    tests: Vec<TestSpec>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TestSpec {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    interval: Option<Spanned<String>>,
+    #[serde(default)]
+    start: Option<Spanned<String>>,
+    input_series: Vec<SeriesSpec>,
+    #[serde(default)]
+    alert_rule_test: Vec<AlertTestSpec>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SeriesSpec {
+    series: Spanned<String>,
+    values: Spanned<String>,
+    #[serde(default)]
+    arrival_delay: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AlertTestSpec {
+    eval_time: Spanned<String>,
+    alertname: Spanned<String>,
+    #[serde(default)]
+    exp_alerts: Vec<ExpectedSpec>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExpectedSpec {
+    #[serde(default)]
+    exp_labels: BTreeMap<String, String>,
+    #[serde(default)]
+    exp_annotations: BTreeMap<String, String>,
+    #[serde(default)]
+    exp_state: Option<Spanned<String>>,
+}
+
+/// A parsed test file.
+#[derive(Debug)]
+pub struct TestFile {
+    /// The file's name as given.
+    pub name: String,
+    /// The rule files it tests, as written (relative to the test file).
+    pub rule_files: Vec<String>,
+    tests: Vec<Test>,
+}
+
+#[derive(Debug)]
+struct Test {
+    name: String,
+    events: Vec<Event>,
+    checks: Vec<Check>,
+}
+
+#[derive(Debug)]
+struct Check {
+    line: u64,
+    at_ms: i64,
+    at_text: String,
+    alertname: String,
+    expected: Vec<Expected>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct Expected {
+    state: AlertState,
+    labels: BTreeMap<String, String>,
+    annotations: BTreeMap<String, String>,
+}
+
+/// The default start of a test's time: 2026-01-01T00:00:00Z.
+const DEFAULT_START_MS: i64 = 1_767_225_600_000;
+
+impl TestFile {
+    /// Parses a test file; every problem found is returned.
+    pub fn parse(name: &str, text: &str) -> Result<TestFile, Vec<RuleError>> {
+        let spec: TestFileSpec = serde_saphyr::from_str(text).map_err(|e| vec![RuleError::from_yaml(name, &e)])?;
+        let mut errors = Vec::new();
+        let mut err = |at: &serde_saphyr::Location, message: String| errors.push(RuleError::at(name, *at, message));
+        let duration = |text: &Spanned<String>, what: &str, err: &mut dyn FnMut(&serde_saphyr::Location, String)| match DurationMs::parse(&text.value) {
+            Ok(d) => d.ms(),
+            Err(e) => {
+                err(&text.referenced, format!("{what}: {e}"));
+                0
+            }
+        };
+        let evaluation_interval = spec.evaluation_interval.as_ref().map_or(60_000, |d| duration(d, "evaluation_interval", &mut err));
+        let mut tests = Vec::new();
+        for (index, test) in spec.tests.iter().enumerate() {
+            let interval = test.interval.as_ref().map_or(evaluation_interval, |d| duration(d, "interval", &mut err));
+            if interval <= 0 {
+                let at = test.interval.as_ref().map(|i| i.referenced).or(spec.evaluation_interval.as_ref().map(|i| i.referenced));
+                if let Some(at) = at {
+                    err(&at, "interval: must be longer than 0".into());
+                }
+            }
+            let start = match &test.start {
+                None => DEFAULT_START_MS,
+                Some(s) => match Timestamp::parse_rfc3339(&s.value) {
+                    Ok(t) => t.as_millis(),
+                    Err(e) => {
+                        err(&s.referenced, format!("start: {e}"));
+                        DEFAULT_START_MS
+                    }
+                },
+            };
+            let mut events = Vec::new();
+            for series in &test.input_series {
+                let template = match input_event(&series.series.value) {
+                    Ok(e) => e,
+                    Err(e) => {
+                        err(&series.series.referenced, format!("series: {e}"));
+                        continue;
+                    }
+                };
+                let delay = series.arrival_delay.as_ref().map_or(0, |d| duration(d, "arrival_delay", &mut err));
+                let values = match notation::expand(&series.values.value) {
+                    Ok(v) => v,
+                    Err(e) => {
+                        err(&series.values.referenced, format!("values: {e}"));
+                        continue;
+                    }
+                };
+                for (i, value) in values.into_iter().enumerate() {
+                    let Some(value) = value else { continue };
+                    let ts = start + interval.max(1) * i as i64;
+                    let mut event = template.clone();
+                    match value {
+                        Value::Num(n) => event.value = Some(n),
+                        Value::Text(t) => event.text = Some(t.into()),
+                    }
+                    match (Timestamp::from_millis(ts), Timestamp::from_millis(ts + delay)) {
+                        (Ok(t), Ok(a)) => {
+                            event.ts = t;
+                            event.ingested_at = a;
+                            events.push(event);
+                        }
+                        _ => err(&series.values.referenced, "values: the times run past what a timestamp holds".into()),
+                    }
+                }
+            }
+            let mut checks = Vec::new();
+            for check in &test.alert_rule_test {
+                let at = duration(&check.eval_time, "eval_time", &mut err);
+                let mut expected = Vec::new();
+                for exp in &check.exp_alerts {
+                    let state = match exp.exp_state.as_ref().map(|s| (s, s.value.as_str())) {
+                        None | Some((_, "firing")) => AlertState::Firing,
+                        Some((_, "pending")) => AlertState::Pending,
+                        Some((s, other)) => {
+                            err(&s.referenced, format!("exp_state {other:?} must be firing or pending"));
+                            AlertState::Firing
+                        }
+                    };
+                    expected.push(Expected { state, labels: exp.exp_labels.clone(), annotations: exp.exp_annotations.clone() });
+                }
+                expected.sort_by(|a, b| (&a.labels, a.state).cmp(&(&b.labels, b.state)));
+                checks.push(Check { line: check.eval_time.referenced.line(), at_ms: start + at, at_text: check.eval_time.value.clone(), alertname: check.alertname.value.clone(), expected });
+            }
+            checks.sort_by_key(|c| c.at_ms);
+            events.sort_by_key(|e| (e.ingested_at.as_millis(), e.ts.as_millis()));
+            tests.push(Test { name: test.name.clone().unwrap_or_else(|| format!("test {}", index + 1)), events, checks });
+        }
+        if errors.is_empty() { Ok(TestFile { name: name.to_owned(), rule_files: spec.rule_files, tests }) } else { Err(errors) }
+    }
+
+    /// Runs every test against `rules`; returns one readable report per failed check.
+    pub fn run(&self, rules: &RuleSet) -> Vec<String> {
+        let mut failures = Vec::new();
+        for test in &self.tests {
+            let mut engine = Engine::new(rules.clone());
+            let mut transitions = Vec::new();
+            let mut next = 0;
+            for check in &test.checks {
+                if rules.get(&check.alertname).is_none() {
+                    failures.push(format!("{}:{}: {:?}: no rule named {:?} in {}", self.name, check.line, test.name, check.alertname, self.rule_files.join(", ")));
+                    continue;
+                }
+                while next < test.events.len() && test.events[next].ingested_at.as_millis() <= check.at_ms {
+                    engine.observe(&test.events[next], &mut transitions);
+                    next += 1;
+                }
+                engine.settle(check.at_ms, &mut transitions);
+                let mut got: Vec<Expected> = engine
+                    .active()
+                    .into_iter()
+                    .filter(|a| *a.rule == *check.alertname)
+                    .map(|a| expected_of(&a, &transitions))
+                    .collect();
+                got.sort_by(|a, b| (&a.labels, a.state).cmp(&(&b.labels, b.state)));
+                // Annotations: those the test lists are compared; the others are not.
+                for alert in &mut got {
+                    let listed = check.expected.iter().find(|e| e.labels == alert.labels && e.state == alert.state);
+                    let keys: Vec<&String> = listed.map(|e| e.annotations.keys().collect()).unwrap_or_default();
+                    alert.annotations.retain(|k, _| keys.contains(&k));
+                }
+                if got != check.expected {
+                    let mut report = format!("{}:{}: {:?}: alertname {} at {}:\n", self.name, check.line, test.name, check.alertname, check.at_text);
+                    report.push_str("    expected:\n");
+                    describe(&mut report, &check.expected);
+                    report.push_str("    got:\n");
+                    describe(&mut report, &got);
+                    failures.push(report);
+                }
+            }
+        }
+        failures
+    }
+
+    /// Number of tests and of checks in them.
+    pub fn counts(&self) -> (usize, usize) {
+        (self.tests.len(), self.tests.iter().map(|t| t.checks.len()).sum())
+    }
+}
+
+fn expected_of(alert: &ActiveAlert, transitions: &[crate::engine::Transition]) -> Expected {
+    let mut labels = alert.labels.clone();
+    labels.remove("alertname");
+    // The annotations an alert carries are those rendered when it entered its current state.
+    let annotations = transitions
+        .iter()
+        .rev()
+        .find(|t| t.fingerprint == alert.fingerprint && *t.rule == *alert.rule && t.to == alert.state)
+        .map(|t| t.annotations.clone())
+        .unwrap_or_default();
+    Expected { state: alert.state, labels, annotations }
+}
+
+fn describe(out: &mut String, alerts: &[Expected]) {
+    if alerts.is_empty() {
+        out.push_str("      (none)\n");
+    }
+    for a in alerts {
+        let _ = writeln!(out, "      {} {}", a.state.as_str(), braces(&a.labels));
+        if !a.annotations.is_empty() {
+            let _ = writeln!(out, "        annotations {}", braces(&a.annotations));
+        }
+    }
+}
+
+fn braces(map: &BTreeMap<String, String>) -> String {
+    let inner: Vec<String> = map.iter().map(|(k, v)| format!("{k}={v:?}")).collect();
+    format!("{{{}}}", inner.join(", "))
+}
+
+/// The event an input series stands for: its labels say the event's fields; other labels are
+/// attributes.
+fn input_event(series: &str) -> Result<Event, String> {
+    let selector = Selector::parse(series)?;
+    let epoch = Timestamp::from_millis(0).map_err(|e| e.to_string())?;
+    let mut event = Event {
+        event_id: Default::default(),
+        ts: epoch,
+        ingested_at: epoch,
+        feed: String::new(),
+        domain: Domain::Other,
+        entity_id: String::new(),
+        entity_type: String::new(),
+        metric: String::new(),
+        value: None,
+        text: None,
+        unit: String::new(),
+        district: String::new(),
+        ward: String::new(),
+        lat: None,
+        lon: None,
+        attrs: Default::default(),
+        quality: Quality::Good,
+    };
+    for m in &selector.matchers {
+        if m.op != MatchOp::Equal {
+            return Err(format!("label {}: input series take = only", m.name));
+        }
+        let v = m.value.clone();
+        match m.name.as_str() {
+            "feed" => event.feed = v,
+            "domain" => event.domain = v.parse().map_err(|_| format!("domain {v:?} is not a domain (water, environment, ...)"))?,
+            "metric" => event.metric = v,
+            "entity_id" => event.entity_id = v,
+            "entity_type" => event.entity_type = v,
+            "district" => event.district = v,
+            "ward" => event.ward = v,
+            "unit" => event.unit = v,
+            "quality" => {
+                event.quality = match v.as_str() {
+                    "good" => Quality::Good,
+                    "suspect" => Quality::Suspect,
+                    "bad" => Quality::Bad,
+                    _ => return Err(format!("quality {v:?} must be good, suspect or bad")),
+                }
+            }
+            _ => {
+                event.attrs.insert(m.name.clone(), v);
+            }
+        }
+    }
+    Ok(event)
+}
