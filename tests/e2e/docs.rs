@@ -18,11 +18,11 @@ fn config_keys(source: &str) -> Vec<String> {
             .strip_prefix("pub ")
             .and_then(|l| l.split_once(':'))
             .map(|(name, _)| name)
+            && field.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+            && !field.is_empty()
         {
-            if field.chars().all(|c| c.is_ascii_lowercase() || c == '_') && !field.is_empty() {
-                keys.push(rename.take().unwrap_or_else(|| field.to_owned()));
-                continue;
-            }
+            keys.push(rename.take().unwrap_or_else(|| field.to_owned()));
+            continue;
         }
         if !line.starts_with("///") && !line.is_empty() {
             rename = None;

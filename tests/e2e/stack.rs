@@ -165,10 +165,10 @@ fn every_kafka_feed_of_the_example_config_has_its_topic_created_by_make_up() {
         if let Some(v) = line.strip_prefix("source = ") {
             source = if v.contains("kafka") { "kafka" } else { "mqtt" };
         }
-        if let Some(v) = line.strip_prefix("topic = ") {
-            if source == "kafka" {
-                kafka_topics.push(v.trim_matches('"').to_owned());
-            }
+        if let Some(v) = line.strip_prefix("topic = ")
+            && source == "kafka"
+        {
+            kafka_topics.push(v.trim_matches('"').to_owned());
         }
     }
     assert_eq!(kafka_topics.len(), 4);

@@ -195,8 +195,10 @@ mod tests {
             entity_id: format!("PA-{i}"),
             entity_type: "CitizenReport".into(),
             metric: "status".into(),
-            value: (i % 2 == 0).then_some(f64::from(i) * 0.5),
-            text: (i % 3 == 0).then(|| "Đèn đường hỏng ở Hải Châu".to_owned()),
+            value: i.is_multiple_of(2).then_some(f64::from(i) * 0.5),
+            text: i
+                .is_multiple_of(3)
+                .then(|| "Đèn đường hỏng ở Hải Châu".to_owned()),
             unit: String::new(),
             district: "Hải Châu".into(),
             ward: "Thạch Thang".into(),

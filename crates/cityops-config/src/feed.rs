@@ -488,10 +488,10 @@ impl JsonMappingConfig {
                     "scale, offset, valid_min and valid_max apply to numbers only",
                 );
             }
-            if let (Some(lo), Some(hi)) = (field.valid_min, field.valid_max) {
-                if lo > hi {
-                    problems.at(&fpath, "valid_min", format!("{lo} is above valid_max {hi}"));
-                }
+            if let (Some(lo), Some(hi)) = (field.valid_min, field.valid_max)
+                && lo > hi
+            {
+                problems.at(&fpath, "valid_min", format!("{lo} is above valid_max {hi}"));
             }
         }
     }

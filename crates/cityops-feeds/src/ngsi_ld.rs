@@ -266,11 +266,11 @@ fn decode_entity(
     let default_ts = date_observed.or(notified_at);
 
     let (mut lat, mut lon) = (None, None);
-    if let Some(Attribute::Geo { geometry }) = entity.get("location").map(classify) {
-        if let Some((la, lo)) = point(&at("location"), geometry)? {
-            lat = Some(la);
-            lon = Some(lo);
-        }
+    if let Some(Attribute::Geo { geometry }) = entity.get("location").map(classify)
+        && let Some((la, lo)) = point(&at("location"), geometry)?
+    {
+        lat = Some(la);
+        lon = Some(lo);
     }
 
     let mut shared_attrs = Attrs::new();

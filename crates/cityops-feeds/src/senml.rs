@@ -301,15 +301,15 @@ fn resolve(
     let mut base = Base::default();
     let mut drafts = Vec::with_capacity(records.len());
     for (index, r) in records.into_iter().enumerate() {
-        if let Some(version) = r.bver {
-            if version > SUPPORTED_VERSION {
-                return Err(Failure::new(
-                    RejectReason::InvalidSenml,
-                    format!(
-                        "record {index}: SenML version {version} is newer than the supported {SUPPORTED_VERSION}"
-                    ),
-                ));
-            }
+        if let Some(version) = r.bver
+            && version > SUPPORTED_VERSION
+        {
+            return Err(Failure::new(
+                RejectReason::InvalidSenml,
+                format!(
+                    "record {index}: SenML version {version} is newer than the supported {SUPPORTED_VERSION}"
+                ),
+            ));
         }
         // Base fields apply to this record and the ones after it, until replaced.
         if let Some(bn) = &r.bn {

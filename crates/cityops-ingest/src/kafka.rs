@@ -215,7 +215,7 @@ impl GroupEvents for Shared {
                     return;
                 }
                 Err(error) => {
-                    if backoff.attempts() % 10 == 0 {
+                    if backoff.attempts().is_multiple_of(10) {
                         tracing::warn!(%error, "cannot read stored offsets; consumption waits for ClickHouse");
                     }
                     let delay = backoff.next_delay();

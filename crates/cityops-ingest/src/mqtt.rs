@@ -770,7 +770,7 @@ fn stored_check(
                 ));
             }
             Err(error) => {
-                if backoff.attempts() % 10 == 0 {
+                if backoff.attempts().is_multiple_of(10) {
                     tracing::warn!(%error, "cannot read what is stored; the spool is read once ClickHouse answers (messages are still received and acknowledged)");
                 }
                 let delay = backoff.next_delay();

@@ -356,7 +356,7 @@ impl Writer {
         let attempts = self.backoff.attempts();
         let since = *self.failing_since.get_or_insert_with(Instant::now);
         // First failure, then about every tenth retry: a log line per problem, not per try.
-        if attempts == 0 || attempts % 10 == 0 {
+        if attempts == 0 || attempts.is_multiple_of(10) {
             tracing::warn!(
                 %error,
                 table,

@@ -89,13 +89,15 @@ impl Condition {
                 .strip_suffix('"')
                 .ok_or_else(|| format!("condition {text:?}: the text has no closing quote"))?;
             if !matches!(cmp, Cmp::Equal | Cmp::NotEqual) {
-                return Err(format!("condition {text:?}: text can only be compared with == or !="));
+                return Err(format!(
+                    "condition {text:?}: text can only be compared with == or !="
+                ));
             }
             Bound::Text(inner.to_owned())
         } else {
-            let number: f64 = rest
-                .parse()
-                .map_err(|_| format!("condition {text:?}: {rest:?} is not a number (quote text: \"ok\")"))?;
+            let number: f64 = rest.parse().map_err(|_| {
+                format!("condition {text:?}: {rest:?} is not a number (quote text: \"ok\")")
+            })?;
             if !number.is_finite() {
                 return Err(format!("condition {text:?}: the bound must be finite"));
             }
@@ -183,12 +185,22 @@ mod tests {
         assert!(text(r#"!= "ok""#, "fault"));
         assert!(!text(r#"!= "ok""#, "ok"));
         assert!(text(r#"== "mất điện""#, "mất điện"));
-        assert!(!Condition::parse("> 1").unwrap().holds(&Value::Text("2".into())));
+        assert!(
+            !Condition::parse("> 1")
+                .unwrap()
+                .holds(&Value::Text("2".into()))
+        );
     }
 
     #[test]
     fn malformed_conditions_say_what_is_wrong() {
-        for (c, says) in [("2.5", "must start with"), ("> abc", "not a number"), (r#"> "ok""#, "only be compared"), (r#"== "ok"#, "closing quote"), ("> inf", "finite")] {
+        for (c, says) in [
+            ("2.5", "must start with"),
+            ("> abc", "not a number"),
+            (r#"> "ok""#, "only be compared"),
+            (r#"== "ok"#, "closing quote"),
+            ("> inf", "finite"),
+        ] {
             let e = Condition::parse(c).unwrap_err();
             assert!(e.contains(says), "{c}: {e}");
         }

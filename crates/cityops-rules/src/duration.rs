@@ -27,7 +27,9 @@ impl DurationMs {
                 i += 1;
             }
             if start == i {
-                return Err(format!("invalid duration {text:?}: expected a number at byte {i}"));
+                return Err(format!(
+                    "invalid duration {text:?}: expected a number at byte {i}"
+                ));
             }
             let number: i64 = text[start..i]
                 .parse()
@@ -43,11 +45,21 @@ impl DurationMs {
                 "m" => (3, 60_000),
                 "s" => (4, 1_000),
                 "ms" => (5, 1),
-                "" => return Err(format!("invalid duration {text:?}: a unit is missing (ms, s, m, h, d, w)")),
-                other => return Err(format!("invalid duration {text:?}: unknown unit {other:?} (ms, s, m, h, d, w)")),
+                "" => {
+                    return Err(format!(
+                        "invalid duration {text:?}: a unit is missing (ms, s, m, h, d, w)"
+                    ));
+                }
+                other => {
+                    return Err(format!(
+                        "invalid duration {text:?}: unknown unit {other:?} (ms, s, m, h, d, w)"
+                    ));
+                }
             };
             if last_rank != usize::MAX && rank <= last_rank {
-                return Err(format!("invalid duration {text:?}: units must go from largest to smallest, each once"));
+                return Err(format!(
+                    "invalid duration {text:?}: units must go from largest to smallest, each once"
+                ));
             }
             last_rank = rank;
             total = number
@@ -75,7 +87,14 @@ impl fmt::Display for DurationMs {
             f.write_str("-")?;
             rest = -rest;
         }
-        for (unit, ms) in [("w", 604_800_000), ("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1_000), ("ms", 1)] {
+        for (unit, ms) in [
+            ("w", 604_800_000),
+            ("d", 86_400_000),
+            ("h", 3_600_000),
+            ("m", 60_000),
+            ("s", 1_000),
+            ("ms", 1),
+        ] {
             if rest >= ms {
                 write!(f, "{}{unit}", rest / ms)?;
                 rest %= ms;
@@ -98,7 +117,16 @@ mod tests {
 
     #[test]
     fn prometheus_durations_parse_and_print_back() {
-        for (text, ms) in [("0", 0), ("0s", 0), ("250ms", 250), ("90s", 90_000), ("5m", 300_000), ("1h30m", 5_400_000), ("1d", 86_400_000), ("2w", 1_209_600_000)] {
+        for (text, ms) in [
+            ("0", 0),
+            ("0s", 0),
+            ("250ms", 250),
+            ("90s", 90_000),
+            ("5m", 300_000),
+            ("1h30m", 5_400_000),
+            ("1d", 86_400_000),
+            ("2w", 1_209_600_000),
+        ] {
             assert_eq!(DurationMs::parse(text), Ok(DurationMs(ms)), "{text}");
         }
         assert_eq!(DurationMs(5_400_000).to_string(), "1h30m");
@@ -107,7 +135,14 @@ mod tests {
 
     #[test]
     fn malformed_durations_say_what_is_wrong() {
-        for (text, says) in [("", "empty"), ("5", "unit is missing"), ("5min", "unknown unit"), ("m5", "expected a number"), ("30s5m", "largest to smallest"), ("99999999999999w", "too large")] {
+        for (text, says) in [
+            ("", "empty"),
+            ("5", "unit is missing"),
+            ("5min", "unknown unit"),
+            ("m5", "expected a number"),
+            ("30s5m", "largest to smallest"),
+            ("99999999999999w", "too large"),
+        ] {
             let error = DurationMs::parse(text).unwrap_err();
             assert!(error.contains(says), "{text}: {error}");
         }

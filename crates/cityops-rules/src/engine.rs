@@ -10,7 +10,7 @@ use crate::window::{Sample, Window};
 use cityops_event::{Event, Quality};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
-use std::hash::Hasher;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
 /// A change of an alert's state, with everything a notification and the history need.
@@ -93,9 +93,17 @@ struct Observation {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 enum Data {
-    Threshold { last: Option<Value>, suspect: bool },
+    Threshold {
+        last: Option<Value>,
+        suspect: bool,
+    },
     Window(Window),
-    Absence { last_arrival: i64, learned_interval_ms: f32, intervals_seen: u16, expected_ms: i64 },
+    Absence {
+        last_arrival: i64,
+        learned_interval_ms: f32,
+        intervals_seen: u16,
+        expected_ms: i64,
+    },
 }
 
 /// The state of one series of one rule.
@@ -117,17 +125,40 @@ struct Series {
 
 const NEVER: i64 = i64::MIN;
 
+/// Series keyed by fingerprint. Fingerprints are hashes already, so the map uses them as they
+/// are: no second hash, and the same iteration order in every run (goldens rely on it).
+type SeriesMap = HashMap<u64, Series, BuildHasherDefault<FingerprintHasher>>;
+
+/// A hasher for keys that are already well-spread 64-bit hashes.
+#[derive(Default)]
+struct FingerprintHasher(u64);
+
+impl Hasher for FingerprintHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
 struct RuleState {
     rule: Rule,
     timers: Timers,
-    series: HashMap<u64, Series>,
+    series: SeriesMap,
     stats: RuleStats,
 }
 
 /// All rules and their series.
 pub struct Engine {
     rules: Vec<RuleState>,
-    changes: Vec<Change>,
 }
 
 /// A rule's series, as a snapshot stores them.
@@ -162,23 +193,32 @@ impl Engine {
                 .rules
                 .into_iter()
                 .map(|rule| RuleState {
-                    timers: Timers { for_ms: rule.for_ms, clear_for_ms: rule.clear_for_ms, keep_firing_for_ms: rule.keep_firing_for_ms },
+                    timers: Timers {
+                        for_ms: rule.for_ms,
+                        clear_for_ms: rule.clear_for_ms,
+                        keep_firing_for_ms: rule.keep_firing_for_ms,
+                    },
                     rule,
-                    series: HashMap::new(),
+                    series: SeriesMap::default(),
                     stats: RuleStats::default(),
                 })
                 .collect(),
-            changes: Vec::new(),
         }
     }
 
     /// Replaces the rules, keeping the series (and counters) of every rule whose name and state
     /// key are unchanged; other rules start empty.
     pub fn reload(&mut self, rules: RuleSet) {
-        let mut old: HashMap<(Arc<str>, u64), RuleState> = self.rules.drain(..).map(|r| ((Arc::clone(&r.rule.name), r.rule.state_key), r)).collect();
+        let mut old: HashMap<(Arc<str>, u64), RuleState> = self
+            .rules
+            .drain(..)
+            .map(|r| ((Arc::clone(&r.rule.name), r.rule.state_key), r))
+            .collect();
         let mut fresh = Engine::new(rules);
         for state in &mut fresh.rules {
-            if let Some(previous) = old.remove(&(Arc::clone(&state.rule.name), state.rule.state_key)) {
+            if let Some(previous) =
+                old.remove(&(Arc::clone(&state.rule.name), state.rule.state_key))
+            {
                 state.series = previous.series;
                 state.stats = previous.stats;
             }
@@ -188,7 +228,9 @@ impl Engine {
 
     /// The rules.
     pub fn rules(&self) -> impl Iterator<Item = (&Rule, &RuleStats, usize)> {
-        self.rules.iter().map(|r| (&r.rule, &r.stats, r.series.len()))
+        self.rules
+            .iter()
+            .map(|r| (&r.rule, &r.stats, r.series.len()))
     }
 
     /// Evaluates one event (its arrival time is `event.ingested_at`), appending transitions.
@@ -205,28 +247,47 @@ impl Engine {
             }
             state.stats.evaluated += 1;
             state.stats.last_event_ms = Some(arrival);
-            if let Kind::Window { filter: Some(filter), .. } = &state.rule.kind
+            if let Kind::Window {
+                filter: Some(filter),
+                ..
+            } = &state.rule.kind
                 && !passes(filter, event)
             {
                 continue;
             }
-            let Some((fingerprint, series)) = series_for(&state.rule, &mut state.series, event) else {
+            let Some((fingerprint, series)) = series_for(&state.rule, &mut state.series, event)
+            else {
                 state.stats.refused += 1;
                 continue;
             };
             let suspect = event.quality == Quality::Suspect;
-            if let Data::Absence { last_arrival, learned_interval_ms, intervals_seen, .. } = &mut series.data {
+            if let Data::Absence {
+                last_arrival,
+                learned_interval_ms,
+                intervals_seen,
+                ..
+            } = &mut series.data
+            {
                 let arrival = arrival.max(*last_arrival);
                 if *last_arrival != NEVER && arrival > *last_arrival {
                     let interval = (arrival - *last_arrival) as f32;
-                    *learned_interval_ms = if *intervals_seen == 0 { interval } else { *learned_interval_ms + (interval - *learned_interval_ms) / 8.0 };
+                    *learned_interval_ms = if *intervals_seen == 0 {
+                        interval
+                    } else {
+                        *learned_interval_ms + (interval - *learned_interval_ms) / 8.0
+                    };
                     *intervals_seen = intervals_seen.saturating_add(1);
                 }
                 *last_arrival = arrival;
                 series.last_arrival = arrival;
-                self.changes.clear();
-                series.lifecycle.step(arrival, false, true, &state.timers, &mut self.changes);
-                emit(&state.rule, fingerprint, series, &self.changes, &mut state.stats, out);
+                let mut em = Emit::new(
+                    &state.rule,
+                    &state.timers,
+                    fingerprint,
+                    &mut state.stats,
+                    out,
+                );
+                em.step(series, arrival, false, true);
                 continue;
             }
             if ts < series.watermark {
@@ -234,8 +295,16 @@ impl Engine {
                 continue;
             }
             let value = observed_value(&state.rule.kind, event);
-            let observation = Observation { ts, arrival, value, entity: entity_hash(&event.entity_id), suspect };
-            let at = series.buffer.partition_point(|o| order(o) <= order(&observation));
+            let observation = Observation {
+                ts,
+                arrival,
+                value,
+                entity: entity_hash(&event.entity_id),
+                suspect,
+            };
+            let at = series
+                .buffer
+                .partition_point(|o| order(o) <= order(&observation));
             series.buffer.insert(at, observation);
             series.max_ts = series.max_ts.max(ts);
             let watermark = series.max_ts.saturating_sub(state.rule.lateness_ms);
@@ -288,10 +357,15 @@ impl Engine {
         let arrival = event.ingested_at.as_millis();
         let ts = event.ts.as_millis();
         for state in &mut self.rules {
-            if !state.rule.selector.matches(event) || (event.quality == Quality::Bad && !state.rule.include_bad) {
+            if !state.rule.selector.matches(event)
+                || (event.quality == Quality::Bad && !state.rule.include_bad)
+            {
                 continue;
             }
-            if let Kind::Window { filter: Some(filter), .. } = &state.rule.kind
+            if let Kind::Window {
+                filter: Some(filter),
+                ..
+            } = &state.rule.kind
                 && !passes(filter, event)
             {
                 continue;
@@ -305,16 +379,29 @@ impl Engine {
                     *last_arrival = (*last_arrival).max(arrival);
                     series.last_arrival = *last_arrival;
                 }
-                (Kind::Window { over_ms, .. } | Kind::RateOfChange { over_ms, .. }, Data::Window(window)) if ts >= series.watermark => {
+                (
+                    Kind::Window { over_ms, .. } | Kind::RateOfChange { over_ms, .. },
+                    Data::Window(window),
+                ) if ts >= series.watermark => {
                     let value = observed_value(&kind, event);
                     window.expire(ts, *over_ms);
-                    window.push(sample(ts, value.as_ref(), entity_hash(&event.entity_id), event.quality == Quality::Suspect), MAX_WINDOW_SAMPLES);
+                    window.push(
+                        sample(
+                            ts,
+                            value.as_ref(),
+                            entity_hash(&event.entity_id),
+                            event.quality == Quality::Suspect,
+                        ),
+                        MAX_WINDOW_SAMPLES,
+                    );
                     series.watermark = ts;
                     series.max_ts = series.max_ts.max(ts);
                     series.last_ts = ts;
                     series.last_arrival = arrival;
                 }
-                (Kind::Threshold { .. }, Data::Threshold { last, .. }) if ts >= series.watermark => {
+                (Kind::Threshold { .. }, Data::Threshold { last, .. })
+                    if ts >= series.watermark =>
+                {
                     *last = observed_value(&kind, event);
                     series.watermark = ts;
                     series.max_ts = series.max_ts.max(ts);
@@ -331,7 +418,9 @@ impl Engine {
         let mut out = Vec::new();
         for state in &self.rules {
             for (fingerprint, series) in &state.series {
-                let Some(since) = series.lifecycle.active_since() else { continue };
+                let Some(since) = series.lifecycle.active_since() else {
+                    continue;
+                };
                 out.push(ActiveAlert {
                     rule: Arc::clone(&state.rule.name),
                     fingerprint: *fingerprint,
@@ -339,7 +428,11 @@ impl Engine {
                     state: series.lifecycle.state(),
                     active_since_ms: since,
                     fired_at_ms: series.lifecycle.fired_at(),
-                    value: current_value(&state.rule, series, series.last_ts.max(series.last_arrival)),
+                    value: current_value(
+                        &state.rule,
+                        series,
+                        series.last_ts.max(series.last_arrival),
+                    ),
                     severity: state.rule.severity,
                 });
             }
@@ -368,7 +461,11 @@ impl Engine {
     pub fn restore(&mut self, snapshot: Snapshot) -> usize {
         let mut restored = 0;
         for saved in snapshot.rules {
-            if let Some(state) = self.rules.iter_mut().find(|r| *r.rule.name == *saved.rule && r.rule.state_key == saved.state_key) {
+            if let Some(state) = self
+                .rules
+                .iter_mut()
+                .find(|r| *r.rule.name == *saved.rule && r.rule.state_key == saved.state_key)
+            {
                 for (fingerprint, series) in saved.series {
                     if state.series.len() < state.rule.max_series as usize {
                         state.series.insert(fingerprint, series);
@@ -400,54 +497,98 @@ impl Engine {
 
 impl Series {
     fn heap_bytes(&self) -> usize {
-        let labels = self.labels.len() * std::mem::size_of::<Box<str>>() + self.labels.iter().map(|l| l.len()).sum::<usize>();
+        let labels = self.labels.len() * std::mem::size_of::<Box<str>>()
+            + self.labels.iter().map(|l| l.len()).sum::<usize>();
         let buffer = self.buffer.capacity() * std::mem::size_of::<Observation>();
         let data = match &self.data {
             Data::Window(w) => w.heap_bytes(),
-            Data::Threshold { last: Some(Value::Text(t)), .. } => t.len(),
+            Data::Threshold {
+                last: Some(Value::Text(t)),
+                ..
+            } => t.len(),
             _ => 0,
         };
         labels + buffer + data
     }
 }
 
-fn series_for<'a>(rule: &Rule, map: &'a mut HashMap<u64, Series>, event: &Event) -> Option<(u64, &'a mut Series)> {
-        let fingerprint = fingerprint_of(rule, rule.by.iter().map(|(name, field)| (name.as_str(), field.get(event))));
-        let len = map.len();
-        let max = rule.max_series as usize;
-        match map.entry(fingerprint) {
-            std::collections::hash_map::Entry::Occupied(e) => Some((fingerprint, e.into_mut())),
-            std::collections::hash_map::Entry::Vacant(_) if len >= max => None,
-            std::collections::hash_map::Entry::Vacant(e) => {
-                let labels = rule.by.iter().map(|(_, field)| Box::<str>::from(field.get(event))).collect();
-                let data = match &rule.kind {
-                    Kind::Threshold { .. } => Data::Threshold { last: None, suspect: false },
-                    Kind::Window { .. } | Kind::RateOfChange { .. } => Data::Window(Window::default()),
-                    Kind::Absence { expected_ms, interval_by, intervals, .. } => {
-                        let configured = interval_by.as_ref().and_then(|f| intervals.get(f.get(event)).copied()).or(*expected_ms);
-                        Data::Absence { last_arrival: NEVER, learned_interval_ms: 0.0, intervals_seen: 0, expected_ms: configured.unwrap_or(-1) }
+fn series_for<'a>(
+    rule: &Rule,
+    map: &'a mut SeriesMap,
+    event: &Event,
+) -> Option<(u64, &'a mut Series)> {
+    let fingerprint = fingerprint_of(
+        rule,
+        rule.by
+            .iter()
+            .map(|(name, field)| (name.as_str(), field.get(event))),
+    );
+    let len = map.len();
+    let max = rule.max_series as usize;
+    match map.entry(fingerprint) {
+        std::collections::hash_map::Entry::Occupied(e) => Some((fingerprint, e.into_mut())),
+        std::collections::hash_map::Entry::Vacant(_) if len >= max => None,
+        std::collections::hash_map::Entry::Vacant(e) => {
+            let labels = rule
+                .by
+                .iter()
+                .map(|(_, field)| Box::<str>::from(field.get(event)))
+                .collect();
+            let data = match &rule.kind {
+                Kind::Threshold { .. } => Data::Threshold {
+                    last: None,
+                    suspect: false,
+                },
+                Kind::Window { .. } | Kind::RateOfChange { .. } => Data::Window(Window::default()),
+                Kind::Absence {
+                    expected_ms,
+                    interval_by,
+                    intervals,
+                    ..
+                } => {
+                    let configured = interval_by
+                        .as_ref()
+                        .and_then(|f| intervals.get(f.get(event)).copied())
+                        .or(*expected_ms);
+                    Data::Absence {
+                        last_arrival: NEVER,
+                        learned_interval_ms: 0.0,
+                        intervals_seen: 0,
+                        expected_ms: configured.unwrap_or(-1),
                     }
-                };
-                Some((fingerprint, e.insert(Series { labels, lifecycle: Lifecycle::Inactive, watermark: NEVER, max_ts: NEVER, last_ts: NEVER, last_arrival: NEVER, buffer: Vec::new(), data })))
-            }
+                }
+            };
+            Some((
+                fingerprint,
+                e.insert(Series {
+                    labels,
+                    lifecycle: Lifecycle::Inactive,
+                    watermark: NEVER,
+                    max_ts: NEVER,
+                    last_ts: NEVER,
+                    last_arrival: NEVER,
+                    buffer: Vec::new(),
+                    data,
+                }),
+            ))
         }
+    }
 }
 
 impl RuleState {
-
     /// Applies the buffered events before the watermark, in order.
     fn flush(&mut self, fingerprint: u64, out: &mut Vec<Transition>) {
-        let Some(series) = self.series.get_mut(&fingerprint) else { return };
+        let Some(series) = self.series.get_mut(&fingerprint) else {
+            return;
+        };
         let ready = series.buffer.partition_point(|o| o.ts < series.watermark);
         if ready == 0 {
             return;
         }
-        let mut changes = Vec::new();
         let applied: Vec<Observation> = series.buffer.drain(..ready).collect();
+        let mut em = Emit::new(&self.rule, &self.timers, fingerprint, &mut self.stats, out);
         for o in applied {
-            changes.clear();
-            apply(&self.rule, &self.timers, series, o, &mut self.stats, &mut changes);
-            emit(&self.rule, fingerprint, series, &changes, &mut self.stats, out);
+            apply(&mut em, series, o);
         }
         if series.buffer.capacity() > 8 && series.buffer.is_empty() {
             series.buffer = Vec::new();
@@ -456,37 +597,55 @@ impl RuleState {
 
     fn tick_series(&mut self, fingerprint: u64, now: i64, settle: bool, out: &mut Vec<Transition>) {
         let lateness = self.rule.lateness_ms;
-        let Some(series) = self.series.get_mut(&fingerprint) else { return };
+        let Some(series) = self.series.get_mut(&fingerprint) else {
+            return;
+        };
         if let Data::Absence { .. } = series.data {
-            let mut changes = Vec::new();
-            absence_tick(&self.rule, &self.timers, series, now, &mut changes);
-            emit(&self.rule, fingerprint, series, &changes, &mut self.stats, out);
+            let mut em = Emit::new(&self.rule, &self.timers, fingerprint, &mut self.stats, out);
+            absence_tick(&mut em, series, now);
             return;
         }
         // Events that waited out the lateness in processing time are applied, with everything
         // before them in event time.
         let waited = if settle {
-            series.buffer.iter().filter(|o| o.ts <= now).map(|o| o.ts).max()
+            series
+                .buffer
+                .iter()
+                .filter(|o| o.ts <= now)
+                .map(|o| o.ts)
+                .max()
         } else {
-            series.buffer.iter().filter(|o| o.arrival.saturating_add(lateness) <= now).map(|o| o.ts).max()
+            series
+                .buffer
+                .iter()
+                .filter(|o| o.arrival.saturating_add(lateness) <= now)
+                .map(|o| o.ts)
+                .max()
         };
         if let Some(ts) = waited {
             series.watermark = series.watermark.max(ts.saturating_add(1));
             self.flush(fingerprint, out);
         }
-        let Some(series) = self.series.get_mut(&fingerprint) else { return };
+        let Some(series) = self.series.get_mut(&fingerprint) else {
+            return;
+        };
         if !series.buffer.is_empty() || series.last_ts == NEVER {
             return;
         }
         // A quiet series: its clock moves on with processing time since its last event.
-        let clock = if settle { now } else { series.last_ts.saturating_add(now - lateness - series.last_arrival) };
+        let clock = if settle {
+            now
+        } else {
+            series
+                .last_ts
+                .saturating_add(now - lateness - series.last_arrival)
+        };
         if clock <= series.last_ts && !settle {
             return;
         }
-        let mut changes = Vec::new();
-        advance_to(&self.rule, &self.timers, series, clock, &mut changes);
+        let mut em = Emit::new(&self.rule, &self.timers, fingerprint, &mut self.stats, out);
+        advance_to(&mut em, series, clock);
         series.watermark = series.watermark.max(clock);
-        emit(&self.rule, fingerprint, series, &changes, &mut self.stats, out);
     }
 }
 
@@ -510,17 +669,29 @@ fn observed_value(kind: &Kind, event: &Event) -> Option<Value> {
 
 /// Whether the event's value (its text for a text condition) satisfies a window's `where`.
 fn passes(filter: &Condition, event: &Event) -> bool {
-    let value = if filter.is_text() { event.text.as_deref().map(|t| Value::Text(t.into())) } else { event.value.map(Value::Num) };
+    let value = if filter.is_text() {
+        event.text.as_deref().map(|t| Value::Text(t.into()))
+    } else {
+        event.value.map(Value::Num)
+    };
     value.is_some_and(|v| filter.holds(&v))
 }
 
 fn sample(ts: i64, value: Option<&Value>, entity: u64, suspect: bool) -> Sample {
     let number = value.and_then(Value::as_f64);
-    Sample { ts, value: number.unwrap_or(0.0), entity, has_value: number.is_some(), suspect }
+    Sample {
+        ts,
+        value: number.unwrap_or(0.0),
+        entity,
+        has_value: number.is_some(),
+        suspect,
+    }
 }
 
 fn holds(fire: &Condition, clear: Option<&Condition>, value: Option<&Value>) -> (bool, bool) {
-    let Some(value) = value else { return (false, false) };
+    let Some(value) = value else {
+        return (false, false);
+    };
     let fire_holds = fire.holds(value);
     let clear_holds = match clear {
         Some(c) => c.holds(value),
@@ -533,29 +704,96 @@ fn holds_num(fire: &Condition, clear: Option<&Condition>, value: Option<f64>) ->
     holds(fire, clear, value.map(Value::Num).as_ref())
 }
 
-/// Applies one event, in order, to its series.
-fn apply(rule: &Rule, timers: &Timers, series: &mut Series, o: Observation, stats: &mut RuleStats, changes: &mut Vec<Change>) {
+/// Drives one series' lifecycle and turns each change into a transition at once, so that
+/// its value and annotations are those of the instant it happened.
+struct Emit<'a> {
+    rule: &'a Rule,
+    timers: &'a Timers,
+    fingerprint: u64,
+    stats: &'a mut RuleStats,
+    out: &'a mut Vec<Transition>,
+    changes: Vec<Change>,
+}
+
+impl<'a> Emit<'a> {
+    fn new(
+        rule: &'a Rule,
+        timers: &'a Timers,
+        fingerprint: u64,
+        stats: &'a mut RuleStats,
+        out: &'a mut Vec<Transition>,
+    ) -> Emit<'a> {
+        Emit {
+            rule,
+            timers,
+            fingerprint,
+            stats,
+            out,
+            changes: Vec::new(),
+        }
+    }
+
+    fn step(&mut self, series: &mut Series, at: i64, fire: bool, clear: bool) {
+        self.changes.clear();
+        series
+            .lifecycle
+            .step(at, fire, clear, self.timers, &mut self.changes);
+        self.flush(series);
+    }
+
+    fn advance(&mut self, series: &mut Series, to: i64) {
+        self.changes.clear();
+        series.lifecycle.advance(to, self.timers, &mut self.changes);
+        self.flush(series);
+    }
+
+    fn flush(&mut self, series: &Series) {
+        let changes = std::mem::take(&mut self.changes);
+        emit(
+            self.rule,
+            self.fingerprint,
+            series,
+            &changes,
+            self.stats,
+            self.out,
+        );
+        self.changes = changes;
+    }
+}
+
+/// Applies one event, in order, to its series: time passes to the event first (with the
+/// previous value), then the event is evaluated.
+fn apply(em: &mut Emit<'_>, series: &mut Series, o: Observation) {
     let ts = o.ts;
+    let rule = em.rule;
     match (&rule.kind, &mut series.data) {
-        (Kind::Threshold { fire, clear }, Data::Threshold { last, suspect }) => {
+        (Kind::Threshold { fire, clear }, Data::Threshold { .. }) => {
+            em.advance(series, ts);
             if o.value.is_some() {
-                *last = o.value;
-                *suspect = o.suspect;
-                let (f, c) = holds(fire, clear.as_ref(), last.as_ref());
-                series.lifecycle.step(ts, f, c, timers, changes);
-            } else {
-                series.lifecycle.advance(ts, timers, changes);
+                if let Data::Threshold { last, suspect } = &mut series.data {
+                    *last = o.value;
+                    *suspect = o.suspect;
+                }
+                let (f, c) = match &series.data {
+                    Data::Threshold { last, .. } => holds(fire, clear.as_ref(), last.as_ref()),
+                    _ => (false, false),
+                };
+                em.step(series, ts, f, c);
             }
         }
         (Kind::Window { over_ms, .. } | Kind::RateOfChange { over_ms, .. }, Data::Window(_)) => {
             let over = *over_ms;
-            expire_until(rule, timers, series, ts, false, changes);
+            expire_until(em, series, ts, false);
+            em.advance(series, ts);
             if let Data::Window(window) = &mut series.data {
                 window.expire(ts, over);
-                stats.dropped_samples += window.push(sample(ts, o.value.as_ref(), o.entity, o.suspect), MAX_WINDOW_SAMPLES) as u64;
+                em.stats.dropped_samples += window.push(
+                    sample(ts, o.value.as_ref(), o.entity, o.suspect),
+                    MAX_WINDOW_SAMPLES,
+                ) as u64;
             }
             let (f, c) = window_holds(rule, series);
-            series.lifecycle.step(ts, f, c, timers, changes);
+            em.step(series, ts, f, c);
         }
         _ => {}
     }
@@ -565,40 +803,75 @@ fn apply(rule: &Rule, timers: &Timers, series: &mut Series, o: Observation, stat
 
 /// The window rule's conditions on its current samples.
 fn window_holds(rule: &Rule, series: &Series) -> (bool, bool) {
-    let Data::Window(window) = &series.data else { return (false, false) };
+    let Data::Window(window) = &series.data else {
+        return (false, false);
+    };
     match &rule.kind {
-        Kind::Window { aggregate, fire, clear, min_samples, .. } => holds_num(fire, clear.as_ref(), window.aggregate(*aggregate, *min_samples)),
-        Kind::RateOfChange { per_ms, min_span_ms, fire, clear, .. } => holds_num(fire, clear.as_ref(), window.change_per(*per_ms, *min_span_ms)),
+        Kind::Window {
+            aggregate,
+            fire,
+            clear,
+            min_samples,
+            ..
+        } => holds_num(
+            fire,
+            clear.as_ref(),
+            window.aggregate(*aggregate, *min_samples),
+        ),
+        Kind::RateOfChange {
+            per_ms,
+            min_span_ms,
+            fire,
+            clear,
+            ..
+        } => holds_num(
+            fire,
+            clear.as_ref(),
+            window.change_per(*per_ms, *min_span_ms),
+        ),
         _ => (false, false),
     }
 }
 
 /// Evaluates a window at each instant a sample leaves it, up to `to` (inclusive when asked),
 /// so that a count that falls as reports age out clears at the exact instant.
-fn expire_until(rule: &Rule, timers: &Timers, series: &mut Series, to: i64, inclusive: bool, changes: &mut Vec<Change>) {
-    let over = match rule.kind {
+fn expire_until(em: &mut Emit<'_>, series: &mut Series, to: i64, inclusive: bool) {
+    let over = match em.rule.kind {
         Kind::Window { over_ms, .. } | Kind::RateOfChange { over_ms, .. } => over_ms,
         _ => return,
     };
     loop {
-        let Data::Window(window) = &mut series.data else { return };
-        let Some(expiry) = window.next_expiry(over) else { return };
+        let Data::Window(window) = &mut series.data else {
+            return;
+        };
+        let Some(expiry) = window.next_expiry(over) else {
+            return;
+        };
         if expiry > to || (expiry == to && !inclusive) {
             return;
         }
         window.expire(expiry, over);
-        let (f, c) = window_holds(rule, series);
-        series.lifecycle.step(expiry, f, c, timers, changes);
+        let (f, c) = window_holds(em.rule, series);
+        em.step(series, expiry, f, c);
     }
 }
 
-fn advance_to(rule: &Rule, timers: &Timers, series: &mut Series, clock: i64, changes: &mut Vec<Change>) {
-    expire_until(rule, timers, series, clock, true, changes);
-    series.lifecycle.advance(clock, timers, changes);
+fn advance_to(em: &mut Emit<'_>, series: &mut Series, clock: i64) {
+    expire_until(em, series, clock, true);
+    em.advance(series, clock);
 }
 
 fn absence_limit(rule: &Rule, data: &Data) -> Option<i64> {
-    let (Kind::Absence { learn, factor, .. }, Data::Absence { learned_interval_ms, intervals_seen, expected_ms, .. }) = (&rule.kind, data) else {
+    let (
+        Kind::Absence { learn, factor, .. },
+        Data::Absence {
+            learned_interval_ms,
+            intervals_seen,
+            expected_ms,
+            ..
+        },
+    ) = (&rule.kind, data)
+    else {
         return None;
     };
     // A learned interval counts once a few intervals were seen; before that the configured one.
@@ -612,25 +885,45 @@ fn absence_limit(rule: &Rule, data: &Data) -> Option<i64> {
     Some((interval * factor).ceil() as i64)
 }
 
-fn absence_tick(rule: &Rule, timers: &Timers, series: &mut Series, now: i64, changes: &mut Vec<Change>) {
-    let Data::Absence { last_arrival, .. } = series.data else { return };
+fn absence_tick(em: &mut Emit<'_>, series: &mut Series, now: i64) {
+    let Data::Absence { last_arrival, .. } = series.data else {
+        return;
+    };
     if last_arrival == NEVER {
         return;
     }
-    let Some(limit) = absence_limit(rule, &series.data) else { return };
+    let Some(limit) = absence_limit(em.rule, &series.data) else {
+        return;
+    };
     let silent_from = last_arrival.saturating_add(limit);
     if now > silent_from && series.lifecycle.state() == AlertState::Inactive {
-        series.lifecycle.step(silent_from, true, false, timers, changes);
+        em.step(series, silent_from, true, false);
     }
-    series.lifecycle.advance(now, timers, changes);
+    em.advance(series, now);
 }
 
 fn current_value(rule: &Rule, series: &Series, at: i64) -> Option<Value> {
     match (&rule.kind, &series.data) {
         (Kind::Threshold { .. }, Data::Threshold { last, .. }) => last.clone(),
-        (Kind::Window { aggregate, min_samples, .. }, Data::Window(w)) => w.aggregate(*aggregate, *min_samples).map(Value::Num),
-        (Kind::RateOfChange { per_ms, min_span_ms, .. }, Data::Window(w)) => w.change_per(*per_ms, *min_span_ms).map(Value::Num),
-        (Kind::Absence { .. }, Data::Absence { last_arrival, .. }) if *last_arrival != NEVER => Some(Value::Num((at - last_arrival).max(0) as f64 / 1000.0)),
+        (
+            Kind::Window {
+                aggregate,
+                min_samples,
+                ..
+            },
+            Data::Window(w),
+        ) => w.aggregate(*aggregate, *min_samples).map(Value::Num),
+        (
+            Kind::RateOfChange {
+                per_ms,
+                min_span_ms,
+                ..
+            },
+            Data::Window(w),
+        ) => w.change_per(*per_ms, *min_span_ms).map(Value::Num),
+        (Kind::Absence { .. }, Data::Absence { last_arrival, .. }) if *last_arrival != NEVER => {
+            Some(Value::Num((at - last_arrival).max(0) as f64 / 1000.0))
+        }
         _ => None,
     }
 }
@@ -653,14 +946,25 @@ fn alert_labels(rule: &Rule, series: &Series) -> BTreeMap<String, String> {
     labels
 }
 
-fn emit(rule: &Rule, fingerprint: u64, series: &Series, changes: &[Change], stats: &mut RuleStats, out: &mut Vec<Transition>) {
+fn emit(
+    rule: &Rule,
+    fingerprint: u64,
+    series: &Series,
+    changes: &[Change],
+    stats: &mut RuleStats,
+    out: &mut Vec<Transition>,
+) {
     for change in changes {
         let labels = alert_labels(rule, series);
         let value = current_value(rule, series, change.at);
         let suspect = suspect_of(series);
         let mut annotations = BTreeMap::new();
         for (name, source) in &rule.annotations {
-            let cx = template::Context { labels: &labels, value: value.as_ref(), suspect };
+            let cx = template::Context {
+                labels: &labels,
+                value: value.as_ref(),
+                suspect,
+            };
             let text = template::render(source, &cx).unwrap_or_else(|e| {
                 stats.last_error = Some((change.at, format!("annotation {name}: {e}")));
                 format!("(annotation {name} failed to render: {e})")

@@ -20,15 +20,28 @@ impl fmt::Display for RuleError {
         if self.line == 0 {
             write!(f, "{}: {}", self.file, self.message)
         } else {
-            write!(f, "{}:{}:{}: {}", self.file, self.line, self.column, self.message)
+            write!(
+                f,
+                "{}:{}:{}: {}",
+                self.file, self.line, self.column, self.message
+            )
         }
     }
 }
 
 impl RuleError {
     /// A problem at a place in `file`.
-    pub fn at(file: &str, location: serde_saphyr::Location, message: impl Into<String>) -> RuleError {
-        RuleError { file: file.to_owned(), line: location.line(), column: location.column(), message: message.into() }
+    pub fn at(
+        file: &str,
+        location: serde_saphyr::Location,
+        message: impl Into<String>,
+    ) -> RuleError {
+        RuleError {
+            file: file.to_owned(),
+            line: location.line(),
+            column: location.column(),
+            message: message.into(),
+        }
     }
 
     /// A YAML syntax or shape error (an unknown key, a wrong type) from the parser.
@@ -37,9 +50,18 @@ impl RuleError {
         let text = error.without_snippet().to_string();
         // The parser's message starts with its own "line L column C: "; the place is ours to print.
         let message = match text.split_once(": ") {
-            Some((place, rest)) if place.starts_with("line ") || place.starts_with("error: line ") => rest.to_owned(),
+            Some((place, rest))
+                if place.starts_with("line ") || place.starts_with("error: line ") =>
+            {
+                rest.to_owned()
+            }
             _ => text,
         };
-        RuleError { file: file.to_owned(), line, column, message: message.trim().to_owned() }
+        RuleError {
+            file: file.to_owned(),
+            line,
+            column,
+            message: message.trim().to_owned(),
+        }
     }
 }

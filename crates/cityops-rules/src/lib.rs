@@ -21,10 +21,15 @@ mod window;
 
 pub use condition::{Condition, Value};
 pub use duration::DurationMs;
-pub use engine::{ActiveAlert, Engine, RuleSnapshot, RuleStats, Snapshot, Transition, fingerprint_of};
+pub use engine::{
+    ActiveAlert, Engine, RuleSnapshot, RuleStats, Snapshot, Transition, fingerprint_of,
+};
 pub use error::RuleError;
 pub use labels::{Field, is_label_name};
 pub use lifecycle::{AlertState, Lifecycle, Timers};
-pub use rule::{Aggregate, DEFAULT_LATENESS_MS, DEFAULT_MAX_SERIES, Kind, MAX_WINDOW_SAMPLES, Rule, RuleSet, Severity, parse_file};
+pub use rule::{
+    Aggregate, DEFAULT_LATENESS_MS, DEFAULT_MAX_SERIES, Kind, MAX_WINDOW_SAMPLES, Rule, RuleSet,
+    Severity, parse_file,
+};
 pub use selector::{MatchOp, Matcher, Selector};
 pub use testfile::TestFile;

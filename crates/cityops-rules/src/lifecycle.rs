@@ -113,8 +113,12 @@ impl Lifecycle {
         match *self {
             Lifecycle::Inactive => None,
             Lifecycle::Pending { since } => Some(since.saturating_add(t.for_ms)),
-            Lifecycle::Firing { keep_since, .. } if keep_since != NONE => Some(keep_since.saturating_add(t.keep_firing_for_ms)),
-            Lifecycle::Firing { clear_since, .. } if clear_since != NONE => Some(clear_since.saturating_add(t.clear_for_ms)),
+            Lifecycle::Firing { keep_since, .. } if keep_since != NONE => {
+                Some(keep_since.saturating_add(t.keep_firing_for_ms))
+            }
+            Lifecycle::Firing { clear_since, .. } if clear_since != NONE => {
+                Some(clear_since.saturating_add(t.clear_for_ms))
+            }
             Lifecycle::Firing { .. } => None,
         }
     }
@@ -126,20 +130,53 @@ impl Lifecycle {
             match *self {
                 Lifecycle::Pending { since } if to >= since.saturating_add(t.for_ms) => {
                     let at = since.saturating_add(t.for_ms);
-                    *self = Lifecycle::Firing { since, fired_at: at, clear_since: NONE, keep_since: NONE };
-                    out.push(Change { from: AlertState::Pending, to: AlertState::Firing, at, active_since: since, fired_at: Some(at) });
+                    *self = Lifecycle::Firing {
+                        since,
+                        fired_at: at,
+                        clear_since: NONE,
+                        keep_since: NONE,
+                    };
+                    out.push(Change {
+                        from: AlertState::Pending,
+                        to: AlertState::Firing,
+                        at,
+                        active_since: since,
+                        fired_at: Some(at),
+                    });
                 }
-                Lifecycle::Firing { since, fired_at, clear_since, keep_since }
-                    if keep_since == NONE && clear_since != NONE && to >= clear_since.saturating_add(t.clear_for_ms) =>
+                Lifecycle::Firing {
+                    since,
+                    fired_at,
+                    clear_since,
+                    keep_since,
+                } if keep_since == NONE
+                    && clear_since != NONE
+                    && to >= clear_since.saturating_add(t.clear_for_ms) =>
                 {
-                    *self = Lifecycle::Firing { since, fired_at, clear_since, keep_since: clear_since.saturating_add(t.clear_for_ms) };
+                    *self = Lifecycle::Firing {
+                        since,
+                        fired_at,
+                        clear_since,
+                        keep_since: clear_since.saturating_add(t.clear_for_ms),
+                    };
                 }
-                Lifecycle::Firing { since, fired_at, keep_since, .. }
-                    if keep_since != NONE && to >= keep_since.saturating_add(t.keep_firing_for_ms) =>
+                Lifecycle::Firing {
+                    since,
+                    fired_at,
+                    keep_since,
+                    ..
+                } if keep_since != NONE
+                    && to >= keep_since.saturating_add(t.keep_firing_for_ms) =>
                 {
                     let at = keep_since.saturating_add(t.keep_firing_for_ms);
                     *self = Lifecycle::Inactive;
-                    out.push(Change { from: AlertState::Firing, to: AlertState::Resolved, at, active_since: since, fired_at: Some(fired_at) });
+                    out.push(Change {
+                        from: AlertState::Firing,
+                        to: AlertState::Resolved,
+                        at,
+                        active_since: since,
+                        fired_at: Some(fired_at),
+                    });
                 }
                 _ => return,
             }
@@ -154,26 +191,63 @@ impl Lifecycle {
         match *self {
             Lifecycle::Inactive if fire => {
                 *self = Lifecycle::Pending { since: at };
-                out.push(Change { from: AlertState::Inactive, to: AlertState::Pending, at, active_since: at, fired_at: None });
+                out.push(Change {
+                    from: AlertState::Inactive,
+                    to: AlertState::Pending,
+                    at,
+                    active_since: at,
+                    fired_at: None,
+                });
             }
             Lifecycle::Inactive => {}
             Lifecycle::Pending { since } if !fire => {
                 *self = Lifecycle::Inactive;
-                out.push(Change { from: AlertState::Pending, to: AlertState::Inactive, at, active_since: since, fired_at: None });
+                out.push(Change {
+                    from: AlertState::Pending,
+                    to: AlertState::Inactive,
+                    at,
+                    active_since: since,
+                    fired_at: None,
+                });
             }
             Lifecycle::Pending { .. } => {}
-            Lifecycle::Firing { since, fired_at, clear_since, keep_since } => {
+            Lifecycle::Firing {
+                since,
+                fired_at,
+                clear_since,
+                keep_since,
+            } => {
                 *self = if fire {
-                    Lifecycle::Firing { since, fired_at, clear_since: NONE, keep_since: NONE }
+                    Lifecycle::Firing {
+                        since,
+                        fired_at,
+                        clear_since: NONE,
+                        keep_since: NONE,
+                    }
                 } else if keep_since != NONE {
                     // The clear requirement was met: only firing again stops the keep-firing time.
-                    Lifecycle::Firing { since, fired_at, clear_since, keep_since }
+                    Lifecycle::Firing {
+                        since,
+                        fired_at,
+                        clear_since,
+                        keep_since,
+                    }
                 } else if clear {
                     let clear_since = if clear_since == NONE { at } else { clear_since };
-                    Lifecycle::Firing { since, fired_at, clear_since, keep_since: NONE }
+                    Lifecycle::Firing {
+                        since,
+                        fired_at,
+                        clear_since,
+                        keep_since: NONE,
+                    }
                 } else {
                     // Between the bounds: the clear condition must hold again from the start.
-                    Lifecycle::Firing { since, fired_at, clear_since: NONE, keep_since: NONE }
+                    Lifecycle::Firing {
+                        since,
+                        fired_at,
+                        clear_since: NONE,
+                        keep_since: NONE,
+                    }
                 };
             }
         }
@@ -187,7 +261,11 @@ mod tests {
     use super::*;
     use AlertState::*;
 
-    fn run(t: Timers, steps: &[(i64, bool, bool)], until: i64) -> Vec<(AlertState, AlertState, i64)> {
+    fn run(
+        t: Timers,
+        steps: &[(i64, bool, bool)],
+        until: i64,
+    ) -> Vec<(AlertState, AlertState, i64)> {
         let mut l = Lifecycle::Inactive;
         let mut out = Vec::new();
         for &(at, fire, clear) in steps {
@@ -197,33 +275,87 @@ mod tests {
         out.iter().map(|c| (c.from, c.to, c.at)).collect()
     }
 
-    const T: Timers = Timers { for_ms: 300, clear_for_ms: 900, keep_firing_for_ms: 0 };
+    const T: Timers = Timers {
+        for_ms: 300,
+        clear_for_ms: 900,
+        keep_firing_for_ms: 0,
+    };
 
     #[test]
     fn fires_when_for_has_elapsed_at_that_instant() {
-        assert_eq!(run(T, &[(0, true, false), (100, true, false)], 1000), [(Inactive, Pending, 0), (Pending, Firing, 300)]);
+        assert_eq!(
+            run(T, &[(0, true, false), (100, true, false)], 1000),
+            [(Inactive, Pending, 0), (Pending, Firing, 300)]
+        );
     }
 
     #[test]
     fn a_pending_alert_whose_condition_stops_goes_back_to_inactive() {
-        assert_eq!(run(T, &[(0, true, false), (200, false, false)], 1000), [(Inactive, Pending, 0), (Pending, Inactive, 200)]);
+        assert_eq!(
+            run(T, &[(0, true, false), (200, false, false)], 1000),
+            [(Inactive, Pending, 0), (Pending, Inactive, 200)]
+        );
     }
 
     #[test]
     fn hysteresis_needs_the_clear_condition_for_clear_for_without_a_break() {
-        let steps = [(0, true, false), (400, false, true), (1000, false, false), (1100, false, true), (1500, false, true)];
-        assert_eq!(run(T, &steps, 2000), [(Inactive, Pending, 0), (Pending, Firing, 300), (Firing, Resolved, 2000)]);
+        let steps = [
+            (0, true, false),
+            (400, false, true),
+            (1000, false, false),
+            (1100, false, true),
+            (1500, false, true),
+        ];
+        assert_eq!(
+            run(T, &steps, 2000),
+            [
+                (Inactive, Pending, 0),
+                (Pending, Firing, 300),
+                (Firing, Resolved, 2000)
+            ]
+        );
     }
 
     #[test]
     fn keep_firing_for_extends_the_alert_and_firing_again_cancels_it() {
-        let t = Timers { for_ms: 0, clear_for_ms: 0, keep_firing_for_ms: 500 };
-        assert_eq!(run(t, &[(0, true, false), (100, false, true), (400, true, false), (450, false, true)], 2000), [(Inactive, Pending, 0), (Pending, Firing, 0), (Firing, Resolved, 950)]);
+        let t = Timers {
+            for_ms: 0,
+            clear_for_ms: 0,
+            keep_firing_for_ms: 500,
+        };
+        assert_eq!(
+            run(
+                t,
+                &[
+                    (0, true, false),
+                    (100, false, true),
+                    (400, true, false),
+                    (450, false, true)
+                ],
+                2000
+            ),
+            [
+                (Inactive, Pending, 0),
+                (Pending, Firing, 0),
+                (Firing, Resolved, 950)
+            ]
+        );
     }
 
     #[test]
     fn zero_timers_resolve_at_the_first_clear_evaluation() {
-        let t = Timers { for_ms: 0, clear_for_ms: 0, keep_firing_for_ms: 0 };
-        assert_eq!(run(t, &[(0, true, false), (10, false, true)], 10), [(Inactive, Pending, 0), (Pending, Firing, 0), (Firing, Resolved, 10)]);
+        let t = Timers {
+            for_ms: 0,
+            clear_for_ms: 0,
+            keep_firing_for_ms: 0,
+        };
+        assert_eq!(
+            run(t, &[(0, true, false), (10, false, true)], 10),
+            [
+                (Inactive, Pending, 0),
+                (Pending, Firing, 0),
+                (Firing, Resolved, 10)
+            ]
+        );
     }
 }

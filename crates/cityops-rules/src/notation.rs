@@ -32,7 +32,9 @@ fn tokens(values: &str) -> Result<Vec<String>, String> {
         }
     }
     if quoted {
-        return Err(format!("values {values:?}: a quoted text has no closing quote"));
+        return Err(format!(
+            "values {values:?}: a quoted text has no closing quote"
+        ));
     }
     if !current.is_empty() {
         tokens.push(current);
@@ -55,7 +57,9 @@ fn expand_token(token: &str, out: &mut Vec<Option<Value>>) -> Result<(), String>
         return Ok(());
     }
     if let Some(count) = token.strip_prefix("_x") {
-        let n = count.parse::<usize>().map_err(|_| format!("{token:?}: expected _xN with a whole N"))?;
+        let n = count
+            .parse::<usize>()
+            .map_err(|_| format!("{token:?}: expected _xN with a whole N"))?;
         out.extend(std::iter::repeat_n(None, n));
         return Ok(());
     }
@@ -63,11 +67,19 @@ fn expand_token(token: &str, out: &mut Vec<Option<Value>>) -> Result<(), String>
         out.push(Some(Value::Num(number(token, token)?)));
         return Ok(());
     };
-    let n = count.parse::<usize>().map_err(|_| format!("{token:?}: expected a whole number after x"))?;
+    let n = count
+        .parse::<usize>()
+        .map_err(|_| format!("{token:?}: expected a whole number after x"))?;
     // `a+b` / `a-b`: the sign after the first character separates start and step.
-    let split = start_step.char_indices().skip(1).find(|&(i, c)| (c == '+' || c == '-') && !start_step[..i].ends_with(['e', 'E']));
+    let split = start_step
+        .char_indices()
+        .skip(1)
+        .find(|&(i, c)| (c == '+' || c == '-') && !start_step[..i].ends_with(['e', 'E']));
     let (start, step) = match split {
-        Some((i, _)) => (number(&start_step[..i], token)?, number(&start_step[i..], token)?),
+        Some((i, _)) => (
+            number(&start_step[..i], token)?,
+            number(&start_step[i..], token)?,
+        ),
         None => (number(start_step, token)?, 0.0),
     };
     if n > 1_000_000 {
@@ -87,8 +99,14 @@ fn repeat(count: &str, token: &str) -> Result<usize, String> {
 }
 
 fn number(text: &str, token: &str) -> Result<f64, String> {
-    let n: f64 = text.parse().map_err(|_| format!("{token:?}: {text:?} is not a number"))?;
-    if n.is_finite() { Ok(n) } else { Err(format!("{token:?}: values must be finite")) }
+    let n: f64 = text
+        .parse()
+        .map_err(|_| format!("{token:?}: {text:?} is not a number"))?;
+    if n.is_finite() {
+        Ok(n)
+    } else {
+        Err(format!("{token:?}: values must be finite"))
+    }
 }
 
 #[cfg(test)]
@@ -96,7 +114,11 @@ mod tests {
     use super::*;
 
     fn nums(values: &str) -> Vec<Option<f64>> {
-        expand(values).unwrap().into_iter().map(|v| v.and_then(|v| v.as_f64())).collect()
+        expand(values)
+            .unwrap()
+            .into_iter()
+            .map(|v| v.and_then(|v| v.as_f64()))
+            .collect()
     }
 
     #[test]
@@ -108,12 +130,24 @@ mod tests {
         assert_eq!(nums("-1+1x1"), [Some(-1.0), Some(0.0)]);
         assert_eq!(nums("1e-1 _x2"), [Some(0.1), None, None]);
         let text = expand(r#""ok" "mất điện"x1"#).unwrap();
-        assert_eq!(text, [Some(Value::Text("ok".into())), Some(Value::Text("mất điện".into())), Some(Value::Text("mất điện".into()))]);
+        assert_eq!(
+            text,
+            [
+                Some(Value::Text("ok".into())),
+                Some(Value::Text("mất điện".into())),
+                Some(Value::Text("mất điện".into()))
+            ]
+        );
     }
 
     #[test]
     fn bad_tokens_say_which() {
-        for (values, says) in [("abc", "not a number"), ("1x", "whole number"), ("\"ok", "closing quote"), ("_xa", "_xN")] {
+        for (values, says) in [
+            ("abc", "not a number"),
+            ("1x", "whole number"),
+            ("\"ok", "closing quote"),
+            ("_xa", "_xN"),
+        ] {
             let e = expand(values).unwrap_err();
             assert!(e.contains(says), "{values}: {e}");
         }

@@ -21,7 +21,9 @@ pub const DEFAULT_MAX_SERIES: u32 = 10_000;
 pub const MAX_WINDOW_SAMPLES: usize = 100_000;
 
 /// How urgent an alert is; a label of every alert.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Severity {
     /// Act now: people or property at risk.
@@ -233,11 +235,18 @@ impl RuleSet {
                     file: rule.file.clone(),
                     line: rule.line,
                     column: 1,
-                    message: format!("alert {:?} is also defined at {}:{}: alert names must be unique", rule.name, first.file, first.line),
+                    message: format!(
+                        "alert {:?} is also defined at {}:{}: alert names must be unique",
+                        rule.name, first.file, first.line
+                    ),
                 });
             }
         }
-        if errors.is_empty() { Ok(RuleSet { rules }) } else { Err(errors) }
+        if errors.is_empty() {
+            Ok(RuleSet { rules })
+        } else {
+            Err(errors)
+        }
     }
 
     /// The rule of that name.
@@ -248,8 +257,12 @@ impl RuleSet {
 
 /// Parses one file into its rules, or every error found in it.
 pub fn parse_file(file: &str, text: &str) -> Result<Vec<Rule>, Vec<RuleError>> {
-    let spec: FileSpec = serde_saphyr::from_str(text).map_err(|e| vec![RuleError::from_yaml(file, &e)])?;
-    let mut cx = Cx { file, errors: Vec::new() };
+    let spec: FileSpec =
+        serde_saphyr::from_str(text).map_err(|e| vec![RuleError::from_yaml(file, &e)])?;
+    let mut cx = Cx {
+        file,
+        errors: Vec::new(),
+    };
     let mut rules = Vec::new();
     let mut groups = HashSet::new();
     for group in &spec.groups {
@@ -257,17 +270,31 @@ pub fn parse_file(file: &str, text: &str) -> Result<Vec<Rule>, Vec<RuleError>> {
             cx.error(&group.name.referenced, "a group needs a name");
         }
         if !groups.insert(group.name.value.as_str()) {
-            cx.error(&group.name.referenced, format!("group {:?} appears twice in this file", group.name.value));
+            cx.error(
+                &group.name.referenced,
+                format!("group {:?} appears twice in this file", group.name.value),
+            );
         }
-        let lateness = group.lateness.as_ref().and_then(|l| cx.duration(l, "lateness")).unwrap_or(DEFAULT_LATENESS_MS);
-        let max_series = group.max_series.as_ref().map_or(DEFAULT_MAX_SERIES, |m| m.value);
+        let lateness = group
+            .lateness
+            .as_ref()
+            .and_then(|l| cx.duration(l, "lateness"))
+            .unwrap_or(DEFAULT_LATENESS_MS);
+        let max_series = group
+            .max_series
+            .as_ref()
+            .map_or(DEFAULT_MAX_SERIES, |m| m.value);
         for spec in &group.rules {
             if let Some(rule) = cx.rule(&group.name.value, lateness, max_series, spec) {
                 rules.push(rule);
             }
         }
     }
-    if cx.errors.is_empty() { Ok(rules) } else { Err(cx.errors) }
+    if cx.errors.is_empty() {
+        Ok(rules)
+    } else {
+        Err(cx.errors)
+    }
 }
 
 struct Cx<'a> {
@@ -303,13 +330,22 @@ impl Cx<'_> {
     fn numeric(&mut self, text: &Spanned<String>, what: &str) -> Option<Condition> {
         let c = self.condition(text, what)?;
         if c.is_text() {
-            self.error(&text.referenced, format!("{what}: this kind computes a number; a text bound never holds"));
+            self.error(
+                &text.referenced,
+                format!("{what}: this kind computes a number; a text bound never holds"),
+            );
             return None;
         }
         Some(c)
     }
 
-    fn rule(&mut self, group: &str, group_lateness: i64, group_max_series: u32, spec: &RuleSpec) -> Option<Rule> {
+    fn rule(
+        &mut self,
+        group: &str,
+        group_lateness: i64,
+        group_max_series: u32,
+        spec: &RuleSpec,
+    ) -> Option<Rule> {
         let before = self.errors.len();
         let name = &spec.alert.value;
         let at = spec.alert.referenced;
@@ -325,14 +361,33 @@ impl Cx<'_> {
         };
         let by = self.by(spec);
         let kind = self.kind(spec, &at);
-        let for_ms = spec.for_.as_ref().and_then(|d| self.duration(d, "for")).unwrap_or(0);
-        let clear_for_ms = spec.clear_for.as_ref().and_then(|d| self.duration(d, "clear_for")).unwrap_or(0);
-        let keep_firing_for_ms = spec.keep_firing_for.as_ref().and_then(|d| self.duration(d, "keep_firing_for")).unwrap_or(0);
-        let lateness_ms = spec.lateness.as_ref().and_then(|d| self.duration(d, "lateness")).unwrap_or(group_lateness);
+        let for_ms = spec
+            .for_
+            .as_ref()
+            .and_then(|d| self.duration(d, "for"))
+            .unwrap_or(0);
+        let clear_for_ms = spec
+            .clear_for
+            .as_ref()
+            .and_then(|d| self.duration(d, "clear_for"))
+            .unwrap_or(0);
+        let keep_firing_for_ms = spec
+            .keep_firing_for
+            .as_ref()
+            .and_then(|d| self.duration(d, "keep_firing_for"))
+            .unwrap_or(0);
+        let lateness_ms = spec
+            .lateness
+            .as_ref()
+            .and_then(|d| self.duration(d, "lateness"))
+            .unwrap_or(group_lateness);
         let severity = match &spec.severity {
             None => Severity::Warning,
             Some(s) => Severity::parse(&s.value).unwrap_or_else(|| {
-                self.error(&s.referenced, format!("severity {:?} must be critical, warning or info", s.value));
+                self.error(
+                    &s.referenced,
+                    format!("severity {:?} must be critical, warning or info", s.value),
+                );
                 Severity::Warning
             }),
         };
@@ -340,11 +395,20 @@ impl Cx<'_> {
         if let Some(spanned) = &spec.labels {
             for (key, value) in &spanned.value {
                 if !is_label_name(key) {
-                    self.error(&spanned.referenced, format!("labels: {key:?} is not a label name ([a-zA-Z_][a-zA-Z0-9_]*)"));
+                    self.error(
+                        &spanned.referenced,
+                        format!("labels: {key:?} is not a label name ([a-zA-Z_][a-zA-Z0-9_]*)"),
+                    );
                 } else if RESERVED.contains(&key.as_str()) {
-                    self.error(&spanned.referenced, format!("labels: {key:?} is set by the alert itself"));
+                    self.error(
+                        &spanned.referenced,
+                        format!("labels: {key:?} is set by the alert itself"),
+                    );
                 } else if by.iter().any(|(b, _)| b == key) {
-                    self.error(&spanned.referenced, format!("labels: {key:?} is also a series label (by)"));
+                    self.error(
+                        &spanned.referenced,
+                        format!("labels: {key:?} is also a series label (by)"),
+                    );
                 }
                 labels.insert(key.clone(), value.clone());
             }
@@ -352,14 +416,20 @@ impl Cx<'_> {
         let mut annotations = BTreeMap::new();
         for (key, value) in &spec.annotations {
             if !is_label_name(key) {
-                self.error(&value.referenced, format!("annotations: {key:?} is not a name ([a-zA-Z_][a-zA-Z0-9_]*)"));
+                self.error(
+                    &value.referenced,
+                    format!("annotations: {key:?} is not a name ([a-zA-Z_][a-zA-Z0-9_]*)"),
+                );
             }
             if let Err(e) = template::check(&value.value) {
                 self.error(&value.referenced, format!("annotation {key}: {e}"));
             }
             annotations.insert(key.clone(), value.value.clone());
         }
-        let max_series = spec.max_series.as_ref().map_or(group_max_series, |m| m.value);
+        let max_series = spec
+            .max_series
+            .as_ref()
+            .map_or(group_max_series, |m| m.value);
         if max_series == 0 {
             self.error(&at, "max_series must be at least 1");
         }
@@ -367,7 +437,13 @@ impl Cx<'_> {
             return None;
         }
         let kind = kind?;
-        let state_key = state_key(&spec.select.value, &by, &kind, [for_ms, clear_for_ms, keep_firing_for_ms, lateness_ms], spec.include_bad);
+        let state_key = state_key(
+            &spec.select.value,
+            &by,
+            &kind,
+            [for_ms, clear_for_ms, keep_firing_for_ms, lateness_ms],
+            spec.include_bad,
+        );
         Some(Rule {
             name: Arc::from(name.as_str()),
             group: group.to_owned(),
@@ -397,9 +473,15 @@ impl Cx<'_> {
         let mut out = Vec::new();
         for name in &by.value {
             if !is_label_name(name) {
-                self.error(&by.referenced, format!("by: {name:?} is not a label name ([a-zA-Z_][a-zA-Z0-9_]*)"));
+                self.error(
+                    &by.referenced,
+                    format!("by: {name:?} is not a label name ([a-zA-Z_][a-zA-Z0-9_]*)"),
+                );
             } else if RESERVED.contains(&name.as_str()) {
-                self.error(&by.referenced, format!("by: {name:?} is set by the alert itself"));
+                self.error(
+                    &by.referenced,
+                    format!("by: {name:?} is set by the alert itself"),
+                );
             } else if !seen.insert(name.as_str()) {
                 self.error(&by.referenced, format!("by: {name:?} is listed twice"));
             } else {
@@ -410,7 +492,12 @@ impl Cx<'_> {
     }
 
     fn kind(&mut self, spec: &RuleSpec, at: &Location) -> Option<Kind> {
-        let given = [spec.threshold.is_some(), spec.window.is_some(), spec.rate_of_change.is_some(), spec.absence.is_some()];
+        let given = [
+            spec.threshold.is_some(),
+            spec.window.is_some(),
+            spec.rate_of_change.is_some(),
+            spec.absence.is_some(),
+        ];
         let count = given.iter().filter(|g| **g).count();
         if count != 1 {
             self.error(at, format!("a rule needs exactly one of threshold, window, rate_of_change, absence (found {count})"));
@@ -434,9 +521,15 @@ impl Cx<'_> {
         if let (Some(f), Some(Some(c))) = (&fire, &clear)
             && f.is_text() != c.is_text()
         {
-            self.error(&t.fire.referenced, "fire and clear must both compare numbers or both text");
+            self.error(
+                &t.fire.referenced,
+                "fire and clear must both compare numbers or both text",
+            );
         }
-        Some(Kind::Threshold { fire: fire?, clear: clear.map(|c| c.ok_or(())).transpose().ok()? })
+        Some(Kind::Threshold {
+            fire: fire?,
+            clear: clear.map(|c| c.ok_or(())).transpose().ok()?,
+        })
     }
 
     fn window(&mut self, w: &WindowSpec) -> Option<Kind> {
@@ -449,7 +542,14 @@ impl Cx<'_> {
         let fire = self.numeric(&w.fire, "fire");
         let clear = w.clear.as_ref().map(|c| self.numeric(c, "clear"));
         let min_samples = w.min_samples.as_ref().map_or(1, |m| m.value).max(1);
-        Some(Kind::Window { aggregate: aggregate?, over_ms: over_ms?, filter: filter.map(|c| c.ok_or(())).transpose().ok()?, fire: fire?, clear: clear.map(|c| c.ok_or(())).transpose().ok()?, min_samples })
+        Some(Kind::Window {
+            aggregate: aggregate?,
+            over_ms: over_ms?,
+            filter: filter.map(|c| c.ok_or(())).transpose().ok()?,
+            fire: fire?,
+            clear: clear.map(|c| c.ok_or(())).transpose().ok()?,
+            min_samples,
+        })
     }
 
     fn rate(&mut self, r: &RateSpec) -> Option<Kind> {
@@ -485,7 +585,10 @@ impl Cx<'_> {
         };
         let interval_by = a.interval_by.as_ref().map(|f| {
             if !is_label_name(&f.value) {
-                self.error(&f.referenced, format!("interval_by: {:?} is not a label name", f.value));
+                self.error(
+                    &f.referenced,
+                    format!("interval_by: {:?} is not a label name", f.value),
+                );
             }
             Field::from_name(&f.value)
         });
@@ -495,11 +598,14 @@ impl Cx<'_> {
                 intervals.insert(key.clone(), ms);
             }
         }
-        if interval_by.is_some() != !a.intervals.is_empty() {
+        if interval_by.is_some() == a.intervals.is_empty() {
             self.error(at, "absence: interval_by and intervals go together");
         }
         if expected_ms.is_none() && intervals.is_empty() && !a.learn {
-            self.error(at, "absence: give expected_interval, intervals (with interval_by), or learn: true");
+            self.error(
+                at,
+                "absence: give expected_interval, intervals (with interval_by), or learn: true",
+            );
         }
         let factor = a.factor.as_ref().map_or(3.0, |f| f.value);
         if let Some(f) = &a.factor
@@ -507,7 +613,13 @@ impl Cx<'_> {
         {
             self.error(&f.referenced, "factor must be a number of at least 1");
         }
-        Some(Kind::Absence { expected_ms, interval_by, intervals, learn: a.learn, factor })
+        Some(Kind::Absence {
+            expected_ms,
+            interval_by,
+            intervals,
+            learn: a.learn,
+            factor,
+        })
     }
 
     fn positive(&mut self, text: &Spanned<String>, what: &str) -> Option<i64> {
@@ -524,7 +636,13 @@ fn is_alert_name(name: &str) -> bool {
     name.chars().next().is_some_and(|c| c.is_ascii_alphabetic()) && is_label_name(name)
 }
 
-fn state_key(selector: &str, by: &[(String, Field)], kind: &Kind, durations: [i64; 4], include_bad: bool) -> u64 {
+fn state_key(
+    selector: &str,
+    by: &[(String, Field)],
+    kind: &Kind,
+    durations: [i64; 4],
+    include_bad: bool,
+) -> u64 {
     let mut h = xxhash_rust::xxh3::Xxh3::new();
     h.write(selector.as_bytes());
     for (name, _) in by {

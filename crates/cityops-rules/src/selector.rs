@@ -74,13 +74,28 @@ impl Selector {
             p.skip_ws();
             let value = p.quoted()?;
             let regex = match op {
-                MatchOp::Regex | MatchOp::NotRegex => Some(
-                    Regex::new(&format!("^(?:{value})$"))
-                        .map_err(|e| format!("label {name}: invalid regular expression {value:?}: {e}"))?,
-                ),
+                MatchOp::Regex | MatchOp::NotRegex => {
+                    Some(Regex::new(&format!("^(?:{value})$")).map_err(|e| {
+                        // The regex crate's message draws the pattern over several lines; the last says what is wrong.
+                        let text = e.to_string();
+                        let what = text
+                            .lines()
+                            .last()
+                            .unwrap_or_default()
+                            .trim_start_matches("error: ")
+                            .to_owned();
+                        format!("label {name}: invalid regular expression {value:?}: {what}")
+                    })?)
+                }
                 _ => None,
             };
-            matchers.push(Matcher { field: Field::from_name(&name), name, op, value, regex });
+            matchers.push(Matcher {
+                field: Field::from_name(&name),
+                name,
+                op,
+                value,
+                regex,
+            });
             p.skip_ws();
             if p.eat(',') {
                 continue;
@@ -91,7 +106,10 @@ impl Selector {
         }
         p.skip_ws();
         if p.pos != text.len() {
-            return Err(format!("unexpected {:?} after the closing brace", &text[p.pos..]));
+            return Err(format!(
+                "unexpected {:?} after the closing brace",
+                &text[p.pos..]
+            ));
         }
         Ok(Selector { matchers })
     }
@@ -160,18 +178,27 @@ impl Parser<'_> {
     }
 
     fn op(&mut self) -> Result<MatchOp, String> {
-        for (token, op) in [("=~", MatchOp::Regex), ("!~", MatchOp::NotRegex), ("!=", MatchOp::NotEqual), ("=", MatchOp::Equal)] {
+        for (token, op) in [
+            ("=~", MatchOp::Regex),
+            ("!~", MatchOp::NotRegex),
+            ("!=", MatchOp::NotEqual),
+            ("=", MatchOp::Equal),
+        ] {
             if self.rest().starts_with(token) {
                 self.pos += token.len();
                 return Ok(op);
             }
         }
-        Err(format!("expected one of =, !=, =~, !~ at byte {}", self.pos))
+        Err(format!(
+            "expected one of =, !=, =~, !~ at byte {}",
+            self.pos
+        ))
     }
 
     fn quoted(&mut self) -> Result<String, String> {
         let at = self.pos;
-        self.expect('"').map_err(|_| format!("expected a double-quoted value at byte {at}"))?;
+        self.expect('"')
+            .map_err(|_| format!("expected a double-quoted value at byte {at}"))?;
         let mut value = String::new();
         let rest = self.rest().to_owned();
         let mut chars = rest.char_indices();
@@ -195,7 +222,9 @@ impl Parser<'_> {
                 other => value.push(other),
             }
         }
-        Err(format!("the value starting at byte {at} has no closing quote"))
+        Err(format!(
+            "the value starting at byte {at} has no closing quote"
+        ))
     }
 }
 

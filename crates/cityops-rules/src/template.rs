@@ -20,7 +20,10 @@ fn environment() -> &'static Environment<'static> {
 
 /// Checks that `source` is a valid template (its syntax); the error says where.
 pub fn check(source: &str) -> Result<(), String> {
-    environment().template_from_str(source).map(|_| ()).map_err(|e| describe(&e))
+    environment()
+        .template_from_str(source)
+        .map(|_| ())
+        .map_err(|e| describe(&e))
 }
 
 /// What a template can use.
@@ -47,11 +50,15 @@ pub fn render(source: &str, cx: &Context<'_>) -> Result<String, String> {
         value => value,
         suspect => cx.suspect,
     };
-    environment().render_str(source, ctx).map_err(|e| describe(&e))
+    environment()
+        .render_str(source, ctx)
+        .map_err(|e| describe(&e))
 }
 
 fn describe(error: &minijinja::Error) -> String {
-    let mut text = error.detail().map_or_else(|| error.kind().to_string(), str::to_owned);
+    let mut text = error
+        .detail()
+        .map_or_else(|| error.kind().to_string(), str::to_owned);
     if let Some(line) = error.line() {
         text = format!("{text} (template line {line})");
     }
@@ -66,11 +73,24 @@ mod tests {
     fn vietnamese_renders_exactly() {
         let labels = BTreeMap::from([("station".to_string(), "Cầu Trần Thị Lý".to_string())]);
         let value = Value::Num(2.61);
-        let cx = Context { labels: &labels, value: Some(&value), suspect: false };
-        assert_eq!(render("Mực nước tại {{ labels.station }} đạt {{ value }} m", &cx).unwrap(), "Mực nước tại Cầu Trần Thị Lý đạt 2.61 m");
-        assert_eq!(render("{{ value | round(1) }} <b>&", &cx).unwrap(), "2.6 <b>&");
+        let cx = Context {
+            labels: &labels,
+            value: Some(&value),
+            suspect: false,
+        };
+        assert_eq!(
+            render("Mực nước tại {{ labels.station }} đạt {{ value }} m", &cx).unwrap(),
+            "Mực nước tại Cầu Trần Thị Lý đạt 2.61 m"
+        );
+        assert_eq!(
+            render("{{ value | round(1) }} <b>&", &cx).unwrap(),
+            "2.6 <b>&"
+        );
         assert_eq!(render("[{{ labels.missing }}]", &cx).unwrap(), "[]");
-        assert_eq!(render("{% if suspect %}nghi ngờ{% else %}tốt{% endif %}", &cx).unwrap(), "tốt");
+        assert_eq!(
+            render("{% if suspect %}nghi ngờ{% else %}tốt{% endif %}", &cx).unwrap(),
+            "tốt"
+        );
     }
 
     #[test]

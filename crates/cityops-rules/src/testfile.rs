@@ -107,22 +107,40 @@ const DEFAULT_START_MS: i64 = 1_767_225_600_000;
 impl TestFile {
     /// Parses a test file; every problem found is returned.
     pub fn parse(name: &str, text: &str) -> Result<TestFile, Vec<RuleError>> {
-        let spec: TestFileSpec = serde_saphyr::from_str(text).map_err(|e| vec![RuleError::from_yaml(name, &e)])?;
+        let spec: TestFileSpec =
+            serde_saphyr::from_str(text).map_err(|e| vec![RuleError::from_yaml(name, &e)])?;
         let mut errors = Vec::new();
-        let mut err = |at: &serde_saphyr::Location, message: String| errors.push(RuleError::at(name, *at, message));
-        let duration = |text: &Spanned<String>, what: &str, err: &mut dyn FnMut(&serde_saphyr::Location, String)| match DurationMs::parse(&text.value) {
-            Ok(d) => d.ms(),
-            Err(e) => {
-                err(&text.referenced, format!("{what}: {e}"));
-                0
-            }
+        let mut err = |at: &serde_saphyr::Location, message: String| {
+            errors.push(RuleError::at(name, *at, message))
         };
-        let evaluation_interval = spec.evaluation_interval.as_ref().map_or(60_000, |d| duration(d, "evaluation_interval", &mut err));
+        let duration =
+            |text: &Spanned<String>,
+             what: &str,
+             err: &mut dyn FnMut(&serde_saphyr::Location, String)| {
+                match DurationMs::parse(&text.value) {
+                    Ok(d) => d.ms(),
+                    Err(e) => {
+                        err(&text.referenced, format!("{what}: {e}"));
+                        0
+                    }
+                }
+            };
+        let evaluation_interval = spec
+            .evaluation_interval
+            .as_ref()
+            .map_or(60_000, |d| duration(d, "evaluation_interval", &mut err));
         let mut tests = Vec::new();
         for (index, test) in spec.tests.iter().enumerate() {
-            let interval = test.interval.as_ref().map_or(evaluation_interval, |d| duration(d, "interval", &mut err));
+            let interval = test
+                .interval
+                .as_ref()
+                .map_or(evaluation_interval, |d| duration(d, "interval", &mut err));
             if interval <= 0 {
-                let at = test.interval.as_ref().map(|i| i.referenced).or(spec.evaluation_interval.as_ref().map(|i| i.referenced));
+                let at = test
+                    .interval
+                    .as_ref()
+                    .map(|i| i.referenced)
+                    .or(spec.evaluation_interval.as_ref().map(|i| i.referenced));
                 if let Some(at) = at {
                     err(&at, "interval: must be longer than 0".into());
                 }
@@ -146,7 +164,10 @@ impl TestFile {
                         continue;
                     }
                 };
-                let delay = series.arrival_delay.as_ref().map_or(0, |d| duration(d, "arrival_delay", &mut err));
+                let delay = series
+                    .arrival_delay
+                    .as_ref()
+                    .map_or(0, |d| duration(d, "arrival_delay", &mut err));
                 let values = match notation::expand(&series.values.value) {
                     Ok(v) => v,
                     Err(e) => {
@@ -162,13 +183,19 @@ impl TestFile {
                         Value::Num(n) => event.value = Some(n),
                         Value::Text(t) => event.text = Some(t.into()),
                     }
-                    match (Timestamp::from_millis(ts), Timestamp::from_millis(ts + delay)) {
+                    match (
+                        Timestamp::from_millis(ts),
+                        Timestamp::from_millis(ts + delay),
+                    ) {
                         (Ok(t), Ok(a)) => {
                             event.ts = t;
                             event.ingested_at = a;
                             events.push(event);
                         }
-                        _ => err(&series.values.referenced, "values: the times run past what a timestamp holds".into()),
+                        _ => err(
+                            &series.values.referenced,
+                            "values: the times run past what a timestamp holds".into(),
+                        ),
                     }
                 }
             }
@@ -181,20 +208,48 @@ impl TestFile {
                         None | Some((_, "firing")) => AlertState::Firing,
                         Some((_, "pending")) => AlertState::Pending,
                         Some((s, other)) => {
-                            err(&s.referenced, format!("exp_state {other:?} must be firing or pending"));
+                            err(
+                                &s.referenced,
+                                format!("exp_state {other:?} must be firing or pending"),
+                            );
                             AlertState::Firing
                         }
                     };
-                    expected.push(Expected { state, labels: exp.exp_labels.clone(), annotations: exp.exp_annotations.clone() });
+                    expected.push(Expected {
+                        state,
+                        labels: exp.exp_labels.clone(),
+                        annotations: exp.exp_annotations.clone(),
+                    });
                 }
                 expected.sort_by(|a, b| (&a.labels, a.state).cmp(&(&b.labels, b.state)));
-                checks.push(Check { line: check.eval_time.referenced.line(), at_ms: start + at, at_text: check.eval_time.value.clone(), alertname: check.alertname.value.clone(), expected });
+                checks.push(Check {
+                    line: check.eval_time.referenced.line(),
+                    at_ms: start + at,
+                    at_text: check.eval_time.value.clone(),
+                    alertname: check.alertname.value.clone(),
+                    expected,
+                });
             }
             checks.sort_by_key(|c| c.at_ms);
             events.sort_by_key(|e| (e.ingested_at.as_millis(), e.ts.as_millis()));
-            tests.push(Test { name: test.name.clone().unwrap_or_else(|| format!("test {}", index + 1)), events, checks });
+            tests.push(Test {
+                name: test
+                    .name
+                    .clone()
+                    .unwrap_or_else(|| format!("test {}", index + 1)),
+                events,
+                checks,
+            });
         }
-        if errors.is_empty() { Ok(TestFile { name: name.to_owned(), rule_files: spec.rule_files, tests }) } else { Err(errors) }
+        if errors.is_empty() {
+            Ok(TestFile {
+                name: name.to_owned(),
+                rule_files: spec.rule_files,
+                tests,
+            })
+        } else {
+            Err(errors)
+        }
     }
 
     /// Runs every test against `rules`; returns one readable report per failed check.
@@ -206,10 +261,19 @@ impl TestFile {
             let mut next = 0;
             for check in &test.checks {
                 if rules.get(&check.alertname).is_none() {
-                    failures.push(format!("{}:{}: {:?}: no rule named {:?} in {}", self.name, check.line, test.name, check.alertname, self.rule_files.join(", ")));
+                    failures.push(format!(
+                        "{}:{}: {:?}: no rule named {:?} in {}",
+                        self.name,
+                        check.line,
+                        test.name,
+                        check.alertname,
+                        self.rule_files.join(", ")
+                    ));
                     continue;
                 }
-                while next < test.events.len() && test.events[next].ingested_at.as_millis() <= check.at_ms {
+                while next < test.events.len()
+                    && test.events[next].ingested_at.as_millis() <= check.at_ms
+                {
                     engine.observe(&test.events[next], &mut transitions);
                     next += 1;
                 }
@@ -223,12 +287,20 @@ impl TestFile {
                 got.sort_by(|a, b| (&a.labels, a.state).cmp(&(&b.labels, b.state)));
                 // Annotations: those the test lists are compared; the others are not.
                 for alert in &mut got {
-                    let listed = check.expected.iter().find(|e| e.labels == alert.labels && e.state == alert.state);
-                    let keys: Vec<&String> = listed.map(|e| e.annotations.keys().collect()).unwrap_or_default();
+                    let listed = check
+                        .expected
+                        .iter()
+                        .find(|e| e.labels == alert.labels && e.state == alert.state);
+                    let keys: Vec<&String> = listed
+                        .map(|e| e.annotations.keys().collect())
+                        .unwrap_or_default();
                     alert.annotations.retain(|k, _| keys.contains(&k));
                 }
                 if got != check.expected {
-                    let mut report = format!("{}:{}: {:?}: alertname {} at {}:\n", self.name, check.line, test.name, check.alertname, check.at_text);
+                    let mut report = format!(
+                        "{}:{}: {:?}: alertname {} at {}:\n",
+                        self.name, check.line, test.name, check.alertname, check.at_text
+                    );
                     report.push_str("    expected:\n");
                     describe(&mut report, &check.expected);
                     report.push_str("    got:\n");
@@ -242,7 +314,10 @@ impl TestFile {
 
     /// Number of tests and of checks in them.
     pub fn counts(&self) -> (usize, usize) {
-        (self.tests.len(), self.tests.iter().map(|t| t.checks.len()).sum())
+        (
+            self.tests.len(),
+            self.tests.iter().map(|t| t.checks.len()).sum(),
+        )
     }
 }
 
@@ -253,10 +328,16 @@ fn expected_of(alert: &ActiveAlert, transitions: &[crate::engine::Transition]) -
     let annotations = transitions
         .iter()
         .rev()
-        .find(|t| t.fingerprint == alert.fingerprint && *t.rule == *alert.rule && t.to == alert.state)
+        .find(|t| {
+            t.fingerprint == alert.fingerprint && *t.rule == *alert.rule && t.to == alert.state
+        })
         .map(|t| t.annotations.clone())
         .unwrap_or_default();
-    Expected { state: alert.state, labels, annotations }
+    Expected {
+        state: alert.state,
+        labels,
+        annotations,
+    }
 }
 
 fn describe(out: &mut String, alerts: &[Expected]) {
@@ -307,7 +388,11 @@ fn input_event(series: &str) -> Result<Event, String> {
         let v = m.value.clone();
         match m.name.as_str() {
             "feed" => event.feed = v,
-            "domain" => event.domain = v.parse().map_err(|_| format!("domain {v:?} is not a domain (water, environment, ...)"))?,
+            "domain" => {
+                event.domain = v.parse().map_err(|_| {
+                    format!("domain {v:?} is not a domain (water, environment, ...)")
+                })?
+            }
             "metric" => event.metric = v,
             "entity_id" => event.entity_id = v,
             "entity_type" => event.entity_type = v,

@@ -78,7 +78,12 @@ impl Window {
         if !aggregate.needs_values() {
             return Some(match aggregate {
                 Aggregate::Count => self.samples.len() as f64,
-                _ => self.samples.iter().map(|s| s.entity).collect::<HashSet<_>>().len() as f64,
+                _ => self
+                    .samples
+                    .iter()
+                    .map(|s| s.entity)
+                    .collect::<HashSet<_>>()
+                    .len() as f64,
             });
         }
         let values = || self.samples.iter().filter(|s| s.has_value).map(|s| s.value);
@@ -144,7 +149,16 @@ mod tests {
     fn window(values: &[(i64, f64, u64)]) -> Window {
         let mut w = Window::default();
         for &(ts, value, entity) in values {
-            w.push(Sample { ts, value, entity, has_value: true, suspect: false }, 100);
+            w.push(
+                Sample {
+                    ts,
+                    value,
+                    entity,
+                    has_value: true,
+                    suspect: false,
+                },
+                100,
+            );
         }
         w
     }
@@ -167,7 +181,12 @@ mod tests {
     #[test]
     fn rate_counts_a_counter_reset_as_a_restart() {
         // 10 → 20 (+10), reset to 5 (+5), → 15 (+10): 25 over 3 s.
-        let w = window(&[(0, 10.0, 1), (1000, 20.0, 1), (2000, 5.0, 1), (3000, 15.0, 1)]);
+        let w = window(&[
+            (0, 10.0, 1),
+            (1000, 20.0, 1),
+            (2000, 5.0, 1),
+            (3000, 15.0, 1),
+        ]);
         let rate = w.aggregate(Aggregate::Rate, 1).unwrap();
         assert!((rate - 25.0 / 3.0).abs() < 1e-12, "{rate}");
     }

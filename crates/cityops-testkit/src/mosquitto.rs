@@ -203,14 +203,13 @@ impl Mosquitto {
         let (tx, rx) = mpsc::channel(10_000);
         let task = tokio::spawn(async move {
             while let Ok(event) = events.poll().await {
-                if let Event::Incoming(Packet::Publish(p)) = event {
-                    if tx
+                if let Event::Incoming(Packet::Publish(p)) = event
+                    && tx
                         .send((p.topic.clone(), p.payload.to_vec()))
                         .await
                         .is_err()
-                    {
-                        break;
-                    }
+                {
+                    break;
                 }
             }
         });

@@ -153,7 +153,7 @@ async fn connect(config: &Config, cancel: &CancellationToken) -> Option<ClickHou
         match ClickHouse::connect(&config.clickhouse).await {
             Ok(clickhouse) => return Some(clickhouse),
             Err(error) => {
-                if backoff.attempts() % 10 == 0 {
+                if backoff.attempts().is_multiple_of(10) {
                     tracing::warn!(%error, url = config.clickhouse.url, "ClickHouse does not answer; retrying");
                 }
                 tokio::select! {

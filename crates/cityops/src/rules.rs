@@ -35,7 +35,11 @@ pub fn run(args: &Args) -> ExitCode {
         Command::Check { files } => check(files),
         Command::Test { files } => test(files),
     };
-    if ok { ExitCode::SUCCESS } else { ExitCode::from(1) }
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
 }
 
 /// Reads `(name, text)` of each file; a file that cannot be read is an error of its own.
@@ -46,10 +50,19 @@ pub fn read_files(files: &[PathBuf]) -> Result<Vec<(String, String)>, Vec<RuleEr
         let name = path.display().to_string();
         match std::fs::read_to_string(path) {
             Ok(text) => texts.push((name, text)),
-            Err(e) => errors.push(RuleError { file: name, line: 0, column: 0, message: format!("cannot read: {e}") }),
+            Err(e) => errors.push(RuleError {
+                file: name,
+                line: 0,
+                column: 0,
+                message: format!("cannot read: {e}"),
+            }),
         }
     }
-    if errors.is_empty() { Ok(texts) } else { Err(errors) }
+    if errors.is_empty() {
+        Ok(texts)
+    } else {
+        Err(errors)
+    }
 }
 
 /// Loads rule files into a rule set, or every error.
@@ -84,7 +97,14 @@ fn test(files: &[PathBuf]) -> bool {
     for file in files {
         let name = file.display().to_string();
         let parsed = std::fs::read_to_string(file)
-            .map_err(|e| vec![RuleError { file: name.clone(), line: 0, column: 0, message: format!("cannot read: {e}") }])
+            .map_err(|e| {
+                vec![RuleError {
+                    file: name.clone(),
+                    line: 0,
+                    column: 0,
+                    message: format!("cannot read: {e}"),
+                }]
+            })
             .and_then(|text| TestFile::parse(&name, &text));
         let test_file = match parsed {
             Ok(t) => t,
@@ -115,7 +135,11 @@ fn test(files: &[PathBuf]) -> bool {
             let _ = writeln!(out, "{name}: PASS ({tests} tests, {checks} checks)");
         } else {
             all_ok = false;
-            let _ = writeln!(out, "{name}: FAIL ({} of {checks} checks in {tests} tests)", failures.len());
+            let _ = writeln!(
+                out,
+                "{name}: FAIL ({} of {checks} checks in {tests} tests)",
+                failures.len()
+            );
             for f in &failures {
                 let _ = write!(out, "  {f}");
                 if !f.ends_with('\n') {
