@@ -12,6 +12,11 @@ samples=deploy/config/samples
 "$bin" check --config "$config"
 echo
 
+# The alert rules of Da Nang and their tests (the alerter runs them on the live feeds).
+"$bin" rules check deploy/rules/*.yaml
+"$bin" rules test deploy/rules/tests/*.test.yaml
+echo
+
 # samples.toml is a list of [[sample]] tables with file, source, topic and received_at.
 awk -F' = ' '
   /^\[\[sample\]\]/ { if (file) print file, source, topic, at; file = source = topic = at = "" }

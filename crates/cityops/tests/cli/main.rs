@@ -9,6 +9,7 @@ mod ingest_kafka;
 mod ingest_mqtt;
 mod ingest_support;
 mod migrate;
+mod rules;
 mod sim;
 
 use std::path::{Path, PathBuf};
