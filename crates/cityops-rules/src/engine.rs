@@ -487,7 +487,9 @@ impl Engine {
         self.rules
             .iter()
             .map(|r| {
-                let slots = r.series.capacity() * (std::mem::size_of::<(u64, Series)>() + 1);
+                // The map allocates capacity × 8/7 buckets (its load factor), a control byte each.
+                let slots =
+                    r.series.capacity() * 8 / 7 * (std::mem::size_of::<(u64, Series)>() + 1);
                 let heap: usize = r.series.values().map(Series::heap_bytes).sum();
                 slots + heap
             })
@@ -590,7 +592,9 @@ impl RuleState {
         for o in applied {
             apply(&mut em, series, o);
         }
-        if series.buffer.capacity() > 8 && series.buffer.is_empty() {
+        // An empty buffer holds no allocation: most series are quiet most of the time, and
+        // their state must stay small (measured in the tests below).
+        if series.buffer.is_empty() {
             series.buffer = Vec::new();
         }
     }
@@ -1009,4 +1013,42 @@ pub fn fingerprint_of<'a>(rule: &Rule, labels: impl Iterator<Item = (&'a str, &'
 
 fn entity_hash(entity: &str) -> u64 {
     xxhash_rust::xxh3::xxh3_64(entity.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::at;
+
+    fn engine(yaml: &str) -> Engine {
+        Engine::new(RuleSet::parse(&[("t.yaml".into(), yaml.into())]).expect("rules"))
+    }
+
+    fn bytes_per_series(yaml: &str) -> usize {
+        let mut e = engine(yaml);
+        let mut out = Vec::new();
+        let n = 100_000;
+        for i in 0..n {
+            e.observe(&at(&format!("gauge-{i:07}"), 1_000, Some(1.0)), &mut out);
+        }
+        e.tick(10_000, &mut out);
+        assert_eq!(e.series_count(), n);
+        e.state_bytes() / n
+    }
+
+    #[test]
+    fn threshold_and_absence_series_take_at_most_256_bytes() {
+        let threshold = bytes_per_series(
+            "groups:\n- name: g\n  max_series: 200000\n  rules:\n  - alert: T\n    match: '{}'\n    threshold: {fire: '> 2.5'}\n",
+        );
+        let absence = bytes_per_series(
+            "groups:\n- name: g\n  max_series: 200000\n  rules:\n  - alert: A\n    match: '{}'\n    absence: {expected_interval: 1m}\n",
+        );
+        eprintln!(
+            "bytes per series: threshold {threshold}, absence {absence}; Series is {} bytes",
+            std::mem::size_of::<Series>()
+        );
+        assert!(threshold <= 256, "threshold: {threshold} bytes per series");
+        assert!(absence <= 256, "absence: {absence} bytes per series");
+    }
 }
