@@ -37,7 +37,7 @@ fn every_config_key_is_documented_in_configuration_md() {
     let docs = std::fs::read_to_string(root.join("docs/configuration.md")).unwrap();
     let mut undocumented = Vec::new();
     let mut checked = 0;
-    for file in ["feed.rs", "sections.rs", "ingest.rs", "mqtt.rs"] {
+    for file in ["feed.rs", "sections.rs", "ingest.rs", "mqtt.rs", "alert.rs"] {
         let source =
             std::fs::read_to_string(root.join("crates/cityops-config/src").join(file)).unwrap();
         for key in config_keys(&source) {

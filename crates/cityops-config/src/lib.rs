@@ -6,6 +6,7 @@
 //! feed separately (so an unknown key in one feed does not hide a mistake in another),
 //! validate (pure), and only then read secret files.
 
+mod alert;
 mod env;
 mod feed;
 mod ingest;
@@ -15,6 +16,7 @@ mod secret;
 mod sections;
 mod topic;
 
+pub use alert::{AlertConfig, AlertmanagerConfig, WebhookConfig};
 pub use env::substitute;
 pub use feed::{
     DecoderConfig, FeedConfig, FieldMapping, JsonMappingConfig, NgsiLdConfig, QualityMapping,
@@ -52,6 +54,8 @@ pub struct Config {
     pub mqtt: MqttConfig,
     /// `[ingest]`: batching, memory bound and retries of `cityops ingest`.
     pub ingest: IngestConfig,
+    /// `[alert]`: the alerter service, `cityops alert`.
+    pub alert: AlertConfig,
     /// `[[feeds]]`: one entry per feed.
     pub feeds: Vec<FeedConfig>,
 }
@@ -74,7 +78,7 @@ fn render(problems: &[Problem]) -> String {
         .join("\n")
 }
 
-const SECTIONS: [&str; 8] = [
+const SECTIONS: [&str; 9] = [
     "telemetry",
     "rejects",
     "clickhouse",
@@ -82,6 +86,7 @@ const SECTIONS: [&str; 8] = [
     "kafka",
     "mqtt",
     "ingest",
+    "alert",
     "feeds",
 ];
 
@@ -103,6 +108,12 @@ impl Config {
             .map_err(|e| fail(e.problems))?;
         let base = path.parent().unwrap_or(Path::new("."));
         config.resolve_secrets(base).map_err(fail)?;
+        // Rule files are named relative to the config file, as secret files are.
+        for file in &mut config.alert.rule_files {
+            if file.is_relative() {
+                *file = base.join(&*file);
+            }
+        }
         Ok(config)
     }
 
@@ -133,6 +144,7 @@ impl Config {
                 "kafka" => section(&key, value, &mut problems, &mut config.kafka),
                 "mqtt" => section(&key, value, &mut problems, &mut config.mqtt),
                 "ingest" => section(&key, value, &mut problems, &mut config.ingest),
+                "alert" => section(&key, value, &mut problems, &mut config.alert),
                 "feeds" => feed_positions = feeds(value, &mut problems, &mut config.feeds),
                 other => problems.push(
                     other,
@@ -157,6 +169,7 @@ impl Config {
         self.kafka.validate(problems);
         self.mqtt.validate(problems);
         self.ingest.validate(problems);
+        self.alert.validate(problems);
         let mut names = BTreeMap::new();
         let mut topics = BTreeMap::new();
         for (feed, &i) in self.feeds.iter().zip(feed_positions) {
@@ -295,6 +308,30 @@ decoder = { type = "senml" }
         assert_eq!(config.telemetry.listen_addr.to_string(), "127.0.0.1:9464");
         assert_eq!(config.clickhouse.database, "cityops");
         assert_eq!(config.rejects.max_raw_bytes, 65536);
+    }
+
+    #[test]
+    fn the_alert_section_reports_every_problem_with_its_path() {
+        let text = format!(
+            "{AIR}\n[alert]\ntick_ms = 0\nexternal_url = \"localhost\"\nmqtt_shared_group = \"a/b\"\n\
+             [[alert.alertmanagers]]\nurl = \"ftp://x\"\n\
+             [[alert.webhooks]]\nname = \"Ops\"\nurl = \"http://127.0.0.1:1/hook\"\n\
+             [[alert.webhooks]]\nname = \"ops2\"\nurl = \"http://127.0.0.1:1/hook\"\nretry_initial_ms = 60000\n"
+        );
+        assert_eq!(
+            problems(&text),
+            [
+                "alert.tick_ms: must be between 1 and 10000",
+                "alert.mqtt_shared_group: must be a non-empty name without /, + or #",
+                "alert.external_url: \"localhost\" must be an http:// or https:// URL",
+                "alert.alertmanagers[0].url: \"ftp://x\" must be an http:// or https:// URL",
+                "alert.webhooks[0].name: \"Ops\" must be lowercase letters, digits and _",
+                "alert.webhooks[1].retry_initial_ms: must be at least 1 and at most retry_max_ms",
+            ]
+        );
+        let defaults = Config::from_str_with_env(AIR, &|_| None).unwrap().alert;
+        assert_eq!(defaults.listen_addr.to_string(), "127.0.0.1:9465");
+        assert_eq!(defaults.kafka_group_id, "cityops-alert");
     }
 
     #[test]

@@ -7,7 +7,7 @@ use crate::lifecycle::{AlertState, Change, Lifecycle, Timers};
 use crate::rule::{Kind, MAX_WINDOW_SAMPLES, Rule, RuleSet, Severity};
 use crate::template;
 use crate::window::{Sample, Window};
-use cityops_event::{Event, Quality};
+use cityops_event::{Domain, Event, Quality};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
@@ -40,6 +40,8 @@ pub struct Transition {
     pub annotations: BTreeMap<String, String>,
     /// The rule's severity.
     pub severity: Severity,
+    /// The city domain of the events that made the series.
+    pub domain: Domain,
 }
 
 /// An alert that is pending or firing now.
@@ -61,6 +63,8 @@ pub struct ActiveAlert {
     pub value: Option<Value>,
     /// The rule's severity.
     pub severity: Severity,
+    /// The city domain of the events that made the series.
+    pub domain: Domain,
 }
 
 /// Counters of one rule since the engine started (or the rule was loaded).
@@ -111,6 +115,8 @@ enum Data {
 struct Series {
     /// Values of the rule's `by` labels, in its order.
     labels: Box<[Box<str>]>,
+    /// Domain of the event that made the series.
+    domain: Domain,
     lifecycle: Lifecycle,
     /// Events with an earlier time are late.
     watermark: i64,
@@ -434,6 +440,7 @@ impl Engine {
                         series.last_ts.max(series.last_arrival),
                     ),
                     severity: state.rule.severity,
+                    domain: series.domain,
                 });
             }
         }
@@ -564,6 +571,7 @@ fn series_for<'a>(
                 fingerprint,
                 e.insert(Series {
                     labels,
+                    domain: event.domain,
                     lifecycle: Lifecycle::Inactive,
                     watermark: NEVER,
                     max_ts: NEVER,
@@ -991,6 +999,7 @@ fn emit(
             suspect,
             annotations,
             severity: rule.severity,
+            domain: series.domain,
         });
     }
 }
