@@ -52,3 +52,29 @@ pub struct Event {
     /// Trust in the value (see [`Quality`]).
     pub quality: Quality,
 }
+
+impl Default for Event {
+    /// An event with every field empty (domain `other`, quality `good`, time the epoch): a
+    /// base for events built field by field, such as a rule test's input series.
+    fn default() -> Self {
+        Event {
+            event_id: Uuid::nil(),
+            ts: Timestamp::MIN,
+            ingested_at: Timestamp::MIN,
+            feed: String::new(),
+            domain: Domain::Other,
+            entity_id: String::new(),
+            entity_type: String::new(),
+            metric: String::new(),
+            value: None,
+            text: None,
+            unit: String::new(),
+            district: String::new(),
+            ward: String::new(),
+            lat: None,
+            lon: None,
+            attrs: Attrs::new(),
+            quality: Quality::Good,
+        }
+    }
+}

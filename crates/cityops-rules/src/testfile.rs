@@ -10,7 +10,7 @@ use crate::lifecycle::AlertState;
 use crate::notation;
 use crate::rule::RuleSet;
 use crate::selector::{MatchOp, Selector};
-use cityops_event::{Domain, Event, Quality, Timestamp};
+use cityops_event::{Event, Quality, Timestamp};
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 use std::collections::BTreeMap;
@@ -361,26 +361,7 @@ fn braces(map: &BTreeMap<String, String>) -> String {
 /// attributes.
 fn input_event(series: &str) -> Result<Event, String> {
     let selector = Selector::parse(series)?;
-    let epoch = Timestamp::from_millis(0).map_err(|e| e.to_string())?;
-    let mut event = Event {
-        event_id: Default::default(),
-        ts: epoch,
-        ingested_at: epoch,
-        feed: String::new(),
-        domain: Domain::Other,
-        entity_id: String::new(),
-        entity_type: String::new(),
-        metric: String::new(),
-        value: None,
-        text: None,
-        unit: String::new(),
-        district: String::new(),
-        ward: String::new(),
-        lat: None,
-        lon: None,
-        attrs: Default::default(),
-        quality: Quality::Good,
-    };
+    let mut event = Event::default();
     for m in &selector.matchers {
         if m.op != MatchOp::Equal {
             return Err(format!("label {}: input series take = only", m.name));

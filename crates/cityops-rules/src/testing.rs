@@ -1,6 +1,6 @@
 //! Events for the unit tests.
 
-use cityops_event::{Domain, Event, Quality, Timestamp};
+use cityops_event::{Domain, Event, Timestamp};
 
 /// A water-level event of gauge-07 in Hải Châu at `ts` ms, arriving then, value 2.6.
 pub fn event() -> Event {
@@ -10,7 +10,6 @@ pub fn event() -> Event {
 /// A water-level event of `entity` at `ts` ms (arriving at the same time) with `value`.
 pub fn at(entity: &str, ts: i64, value: Option<f64>) -> Event {
     Event {
-        event_id: uuid::Uuid::nil(),
         ts: Timestamp::from_millis(ts).expect("test time"),
         ingested_at: Timestamp::from_millis(ts).expect("test time"),
         feed: "flood_gauges".into(),
@@ -19,13 +18,10 @@ pub fn at(entity: &str, ts: i64, value: Option<f64>) -> Event {
         entity_type: "WaterLevelObserved".into(),
         metric: "water_level".into(),
         value,
-        text: None,
         unit: "m".into(),
         district: "Hải Châu".into(),
         ward: "Thạch Thang".into(),
-        lat: None,
-        lon: None,
         attrs: [("station".to_string(), "Cầu Rồng".to_string())].into(),
-        quality: Quality::Good,
+        ..Event::default()
     }
 }

@@ -61,28 +61,23 @@ fn event_of(input: &InputEvent) -> Event {
     let ts = BASE_MS + offset(&input.ts);
     let arrival = input.arrival.as_deref().map_or(ts, |a| BASE_MS + offset(a));
     Event {
-        event_id: Default::default(),
         ts: Timestamp::from_millis(ts).expect("time"),
         ingested_at: Timestamp::from_millis(arrival).expect("time"),
         feed: input.feed.clone().unwrap_or_else(|| "f".into()),
         domain: Domain::Water,
         entity_id: input.entity_id.clone(),
-        entity_type: String::new(),
         metric: input.metric.clone().unwrap_or_else(|| "level".into()),
         value: input.value,
         text: input.text.clone(),
-        unit: String::new(),
         district: input.district.clone().unwrap_or_default(),
         ward: input.ward.clone().unwrap_or_default(),
-        lat: None,
-        lon: None,
-        attrs: Default::default(),
         quality: match input.quality.as_deref() {
             None | Some("good") => Quality::Good,
             Some("suspect") => Quality::Suspect,
             Some("bad") => Quality::Bad,
             Some(other) => panic!("quality {other}"),
         },
+        ..Event::default()
     }
 }
 

@@ -1,6 +1,6 @@
 //! Building events and rule sets for the tests.
 
-use cityops_event::{Domain, Event, Quality, Timestamp};
+use cityops_event::{Domain, Event, Timestamp};
 use cityops_rules::RuleSet;
 
 /// The tests' clock starts a day after the epoch, so that a device's clock can be behind.
@@ -23,22 +23,14 @@ pub fn rules(yaml: &str) -> RuleSet {
 /// An event of `entity` with a numeric value, event time and arrival in ms after `BASE_MS`.
 pub fn event(entity: &str, ts: i64, arrival: i64, value: f64) -> Event {
     Event {
-        event_id: Default::default(),
         ts: Timestamp::from_millis(BASE_MS + ts).expect("test time"),
         ingested_at: Timestamp::from_millis(BASE_MS + arrival).expect("test time"),
         feed: "f".into(),
         domain: Domain::Water,
         entity_id: entity.into(),
-        entity_type: String::new(),
         metric: "level".into(),
         value: Some(value),
-        text: None,
-        unit: String::new(),
         district: "Hải Châu".into(),
-        ward: String::new(),
-        lat: None,
-        lon: None,
-        attrs: Default::default(),
-        quality: Quality::Good,
+        ..Event::default()
     }
 }
