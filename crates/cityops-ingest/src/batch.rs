@@ -310,27 +310,17 @@ impl ReplayFilter {
 mod tests {
     use super::*;
     use std::time::Duration;
-    use uuid::Uuid;
 
     fn event(i: u32) -> Event {
         Event {
-            event_id: Uuid::nil(),
             ts: cityops_event::Timestamp::from_millis(1_764_000_000_000).unwrap(),
             ingested_at: cityops_event::Timestamp::from_millis(1_764_000_000_000).unwrap(),
             feed: "f".into(),
-            domain: cityops_event::Domain::Other,
             entity_id: format!("e{i}"),
             entity_type: "t".into(),
             metric: "m".into(),
             value: Some(1.0),
-            text: None,
-            unit: String::new(),
-            district: String::new(),
-            ward: String::new(),
-            lat: None,
-            lon: None,
-            attrs: Default::default(),
-            quality: cityops_event::Quality::Good,
+            ..Event::default()
         }
     }
 
