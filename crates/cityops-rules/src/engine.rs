@@ -315,7 +315,14 @@ impl Engine {
             series.max_ts = series.max_ts.max(ts);
             let watermark = series.max_ts.saturating_sub(state.rule.lateness_ms);
             series.watermark = series.watermark.max(watermark);
-            state.flush(fingerprint, out);
+            let mut em = Emit::new(
+                &state.rule,
+                &state.timers,
+                fingerprint,
+                &mut state.stats,
+                out,
+            );
+            flush(&mut em, series);
         }
     }
 
@@ -323,35 +330,33 @@ impl Engine {
     /// advances quiet series as their clocks would have moved (so `for` completes without a
     /// new event), expires window samples, and judges absence.
     pub fn tick(&mut self, now_ms: i64, out: &mut Vec<Transition>) {
-        for i in 0..self.rules.len() {
-            let fingerprints: Vec<u64> = self.rules[i].series.keys().copied().collect();
-            for fingerprint in fingerprints {
-                self.rules[i].tick_series(fingerprint, now_ms, false, out);
-            }
+        for state in &mut self.rules {
+            state.tick(now_ms, false, out);
         }
     }
 
     /// The state as of time `t` when every event up to `t` has arrived (rule tests): all
     /// buffered events up to `t` are applied and every series' clock moves to `t`.
     pub fn settle(&mut self, t: i64, out: &mut Vec<Transition>) {
-        for i in 0..self.rules.len() {
-            let fingerprints: Vec<u64> = self.rules[i].series.keys().copied().collect();
-            for fingerprint in fingerprints {
-                self.rules[i].tick_series(fingerprint, t, true, out);
-            }
+        for state in &mut self.rules {
+            state.tick(t, true, out);
         }
     }
 
     /// Applies every buffered event, as if the lateness had passed for all of them.
     pub fn flush_all(&mut self, out: &mut Vec<Transition>) {
         for state in &mut self.rules {
-            let fingerprints: Vec<u64> = state.series.keys().copied().collect();
-            for fingerprint in fingerprints {
-                if let Some(series) = state.series.get_mut(&fingerprint)
-                    && let Some(last) = series.buffer.last()
-                {
+            for (fingerprint, series) in &mut state.series {
+                if let Some(last) = series.buffer.last() {
                     series.watermark = series.watermark.max(last.ts.saturating_add(1));
-                    state.flush(fingerprint, out);
+                    let mut em = Emit::new(
+                        &state.rule,
+                        &state.timers,
+                        *fingerprint,
+                        &mut state.stats,
+                        out,
+                    );
+                    flush(&mut em, series);
                 }
             }
         }
@@ -586,79 +591,75 @@ fn series_for<'a>(
 }
 
 impl RuleState {
-    /// Applies the buffered events before the watermark, in order.
-    fn flush(&mut self, fingerprint: u64, out: &mut Vec<Transition>) {
-        let Some(series) = self.series.get_mut(&fingerprint) else {
-            return;
-        };
-        let ready = series.buffer.partition_point(|o| o.ts < series.watermark);
-        if ready == 0 {
-            return;
-        }
-        let applied: Vec<Observation> = series.buffer.drain(..ready).collect();
-        let mut em = Emit::new(&self.rule, &self.timers, fingerprint, &mut self.stats, out);
-        for o in applied {
-            apply(&mut em, series, o);
-        }
-        // An empty buffer holds no allocation: most series are quiet most of the time, and
-        // their state must stay small (measured in the tests below).
-        if series.buffer.is_empty() {
-            series.buffer = Vec::new();
+    /// Processing time passes to `now` for every series of the rule (`settle`: event time
+    /// reaches `now` as if every event up to it had arrived).
+    fn tick(&mut self, now: i64, settle: bool, out: &mut Vec<Transition>) {
+        for (fingerprint, series) in &mut self.series {
+            let mut em = Emit::new(&self.rule, &self.timers, *fingerprint, &mut self.stats, out);
+            tick_series(&mut em, series, now, settle);
         }
     }
+}
 
-    fn tick_series(&mut self, fingerprint: u64, now: i64, settle: bool, out: &mut Vec<Transition>) {
-        let lateness = self.rule.lateness_ms;
-        let Some(series) = self.series.get_mut(&fingerprint) else {
-            return;
-        };
-        if let Data::Absence { .. } = series.data {
-            let mut em = Emit::new(&self.rule, &self.timers, fingerprint, &mut self.stats, out);
-            absence_tick(&mut em, series, now);
-            return;
-        }
-        // Events that waited out the lateness in processing time are applied, with everything
-        // before them in event time.
-        let waited = if settle {
-            series
-                .buffer
-                .iter()
-                .filter(|o| o.ts <= now)
-                .map(|o| o.ts)
-                .max()
-        } else {
-            series
-                .buffer
-                .iter()
-                .filter(|o| o.arrival.saturating_add(lateness) <= now)
-                .map(|o| o.ts)
-                .max()
-        };
-        if let Some(ts) = waited {
-            series.watermark = series.watermark.max(ts.saturating_add(1));
-            self.flush(fingerprint, out);
-        }
-        let Some(series) = self.series.get_mut(&fingerprint) else {
-            return;
-        };
-        if !series.buffer.is_empty() || series.last_ts == NEVER {
-            return;
-        }
-        // A quiet series: its clock moves on with processing time since its last event.
-        let clock = if settle {
-            now
-        } else {
-            series
-                .last_ts
-                .saturating_add(now - lateness - series.last_arrival)
-        };
-        if clock <= series.last_ts && !settle {
-            return;
-        }
-        let mut em = Emit::new(&self.rule, &self.timers, fingerprint, &mut self.stats, out);
-        advance_to(&mut em, series, clock);
-        series.watermark = series.watermark.max(clock);
+/// Applies a series' buffered events before its watermark, in order.
+fn flush(em: &mut Emit<'_>, series: &mut Series) {
+    let ready = series.buffer.partition_point(|o| o.ts < series.watermark);
+    if ready == 0 {
+        return;
     }
+    // Taking the buffer leaves an empty one that holds no allocation: most series are quiet
+    // most of the time, and their state must stay small (measured in the tests below).
+    let mut applied = std::mem::take(&mut series.buffer);
+    series.buffer = applied.split_off(ready);
+    for o in applied {
+        apply(em, series, o);
+    }
+}
+
+/// Processing time passes to `now` for one series (`settle`: its event time reaches `now`).
+fn tick_series(em: &mut Emit<'_>, series: &mut Series, now: i64, settle: bool) {
+    if let Data::Absence { .. } = series.data {
+        absence_tick(em, series, now);
+        return;
+    }
+    let lateness = em.rule.lateness_ms;
+    // Events that waited out the lateness in processing time are applied, with everything
+    // before them in event time.
+    let waited = if settle {
+        series
+            .buffer
+            .iter()
+            .filter(|o| o.ts <= now)
+            .map(|o| o.ts)
+            .max()
+    } else {
+        series
+            .buffer
+            .iter()
+            .filter(|o| o.arrival.saturating_add(lateness) <= now)
+            .map(|o| o.ts)
+            .max()
+    };
+    if let Some(ts) = waited {
+        series.watermark = series.watermark.max(ts.saturating_add(1));
+        flush(em, series);
+    }
+    if !series.buffer.is_empty() || series.last_ts == NEVER {
+        return;
+    }
+    // A quiet series: its clock moves on with processing time since its last event.
+    let clock = if settle {
+        now
+    } else {
+        series
+            .last_ts
+            .saturating_add(now - lateness - series.last_arrival)
+    };
+    if clock <= series.last_ts && !settle {
+        return;
+    }
+    advance_to(em, series, clock);
+    series.watermark = series.watermark.max(clock);
 }
 
 fn order(o: &Observation) -> (i64, u64, u64) {
