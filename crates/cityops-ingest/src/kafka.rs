@@ -197,7 +197,7 @@ impl GroupEvents for Shared {
             partitions = partitions.len(),
             "partitions assigned; reading what is already stored"
         );
-        let mut backoff = crate::backoff::Backoff::new(
+        let mut backoff = cityops_runtime::Backoff::new(
             self.retry_initial,
             self.retry_max,
             u64::from(std::process::id()),
@@ -284,12 +284,7 @@ pub fn run(
     cancel: CancellationToken,
 ) -> Result<Summary, Error> {
     let decoder = Decoder::new(config, SourceKind::Kafka)?;
-    let topics: Vec<String> = config
-        .feeds
-        .iter()
-        .filter(|f| f.source == SourceKind::Kafka)
-        .map(|f| f.topic.clone())
-        .collect();
+    let topics = cityops_runtime::kafka_topics(config);
     let settings = &config.ingest;
     let WriterTask {
         to_writer,

@@ -3,7 +3,6 @@
 //! stored. Sources plug in per transport (`kafka`, `mqtt` with its `spool`) and share the batching,
 //! writer and metrics.
 
-mod backoff;
 mod batch;
 pub mod kafka;
 mod le;
@@ -16,10 +15,10 @@ mod sequence;
 pub mod spool;
 mod writer;
 
-pub use backoff::Backoff;
 pub use batch::{
     Batch, BatchBuilder, Limits, MessageRows, PartitionKey, ReplayFilter, Stored, reject_row_bytes,
 };
+pub use cityops_runtime::Backoff;
 pub use metrics::{IngestMetrics, NO_FEED};
 pub use pipeline::Summary;
 pub use rows::reject_row;

@@ -17,11 +17,9 @@ use crate::sequence::SequenceTracker;
 use crate::spool::{Appended, Arrival, Spool, SpoolReader, SpoolSettings};
 use crate::{Error, IngestMetrics};
 use cityops_clickhouse::ClickHouse;
-use cityops_config::{Config, MqttConfig, MqttProtocol, SourceKind};
+use cityops_config::{Config, SourceKind};
 use cityops_event::{SourceCoordinates, Timestamp};
-use cityops_mqtt::{
-    Delivery, Protocol, ReconnectDelay, Subscriber, SubscriberEvent, SubscriberOptions, Tls,
-};
+use cityops_mqtt::{Delivery, Subscriber, SubscriberEvent};
 use cityops_telemetry::{Readiness, ReadinessHandle};
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -34,15 +32,6 @@ const SOURCE: &str = "mqtt";
 const GAP_GRACE_MS: i64 = 10_000;
 /// How often gap and broker-drop summaries may be logged.
 const REPORT_EVERY: Duration = Duration::from_secs(10);
-
-impl ReconnectDelay for crate::Backoff {
-    fn next_delay(&mut self) -> Duration {
-        crate::Backoff::next_delay(self)
-    }
-    fn reset(&mut self) {
-        crate::Backoff::reset(self);
-    }
-}
 
 /// What the receiver tells the pipeline: the synced sequence number and whether it finished.
 struct Durable {
@@ -72,67 +61,6 @@ impl Durable {
             .wait_timeout(s, timeout)
             .unwrap_or_else(PoisonError::into_inner);
     }
-}
-
-/// The session options from the config.
-fn subscriber_options(
-    mqtt: &MqttConfig,
-    filters: Vec<String>,
-    tls: Option<Tls>,
-) -> SubscriberOptions {
-    let (initial, max) = (
-        Duration::from_millis(mqtt.reconnect_initial_ms),
-        Duration::from_millis(mqtt.reconnect_max_ms),
-    );
-    let seed = u64::from(std::process::id()) << 16;
-    SubscriberOptions {
-        host: mqtt.host.clone(),
-        port: mqtt.port,
-        protocol: match mqtt.protocol {
-            MqttProtocol::V5 => Protocol::V5,
-            MqttProtocol::V311 => Protocol::V311,
-        },
-        client_id: mqtt.client_id.clone(),
-        connections: mqtt.connections,
-        shared_group: mqtt.effective_shared_group().map(str::to_owned),
-        filters,
-        session_expiry: Duration::from_secs(u64::from(mqtt.session_expiry_s)),
-        keep_alive: Duration::from_secs(u64::from(mqtt.keep_alive_s)),
-        receive_maximum: mqtt.receive_maximum,
-        max_packet_bytes: mqtt.max_packet_bytes,
-        connect_timeout: Duration::from_millis(mqtt.connect_timeout_ms),
-        credentials: mqtt.username.as_ref().map(|user| {
-            let password = mqtt
-                .password
-                .as_ref()
-                .map(|p| p.expose().to_owned())
-                .unwrap_or_default();
-            (user.clone(), password)
-        }),
-        tls,
-        sys_topics: mqtt.broker_sys_topics,
-        reconnect_delay: Box::new(move |n| {
-            Box::new(crate::Backoff::new(initial, max, seed ^ u64::from(n)))
-        }),
-    }
-}
-
-/// Reads the TLS files named in the config.
-fn read_tls(mqtt: &MqttConfig) -> Result<Option<Tls>, Error> {
-    let Some(tls) = &mqtt.tls else {
-        return Ok(None);
-    };
-    let read = |path: &std::path::Path| {
-        std::fs::read(path).map_err(|e| Error::Mqtt(format!("cannot read {}: {e}", path.display())))
-    };
-    let client = match (&tls.client_cert_file, &tls.client_key_file) {
-        (Some(cert), Some(key)) => Some((read(cert)?, read(key)?)),
-        _ => None,
-    };
-    Ok(Some(Tls {
-        ca_pem: read(&tls.ca_file)?,
-        client,
-    }))
 }
 
 /// A new spool's id: any positive 31-bit number, different per process start.
@@ -489,7 +417,7 @@ pub fn run(
         .filter(|f| f.config().source == SourceKind::Mqtt)
         .map(cityops_feeds::Feed::subscription)
         .collect();
-    let tls = read_tls(mqtt)?;
+    let tls = cityops_runtime::read_tls(mqtt).map_err(|e| Error::Mqtt(e.to_string()))?;
     let spool_settings = SpoolSettings {
         dir: mqtt.spool.dir.clone(),
         max_bytes: mqtt.spool.max_bytes,
@@ -537,7 +465,13 @@ pub fn run(
     let subscriber = {
         let _enter = runtime.enter();
         Subscriber::start(
-            subscriber_options(mqtt, filters.clone(), tls),
+            cityops_runtime::subscriber_options(
+                mqtt,
+                &mqtt.client_id,
+                mqtt.effective_shared_group(),
+                filters.clone(),
+                tls,
+            ),
             events_tx,
             subscriber_cancel.clone(),
         )

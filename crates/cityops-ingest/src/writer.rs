@@ -4,13 +4,13 @@
 //! did land is never written twice.
 
 use crate::IngestMetrics;
-use crate::backoff::Backoff;
 use crate::batch::Batch;
 use cityops_clickhouse::{
     ClickHouse, FailureClass, INGEST_QUERY_ID_PREFIX, REFUSED_REASON, RejectRow, classify,
     decode_events,
 };
 use cityops_event::{EventId, SourceCoordinates};
+use cityops_runtime::Backoff;
 use cityops_telemetry::ReadinessHandle;
 use std::ops::Range;
 use std::sync::Arc;

@@ -1,5 +1,5 @@
-//! Capped exponential backoff with full jitter, so that many ingest processes retrying against
-//! a recovering ClickHouse do not hit it in lockstep. Pure: the caller sleeps.
+//! Capped exponential backoff with full jitter, so that many processes retrying against a
+//! recovering service (ClickHouse, a webhook) do not hit it in lockstep. Pure: the caller sleeps.
 
 use std::time::Duration;
 
