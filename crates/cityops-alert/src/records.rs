@@ -3,9 +3,9 @@
 //! restart sends and stores exactly the same thing (ids are derived, not drawn).
 
 use cityops_clickhouse::AlertEventRow;
-use cityops_event::Timestamp;
-use cityops_rules::{AlertState, Transition, Value};
-use serde::Serialize;
+use cityops_event::{Domain, Timestamp};
+use cityops_rules::{AlertState, Severity, Transition, Value};
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use uuid::Uuid;
 use xxhash_rust::xxh3::Xxh3;
@@ -26,6 +26,64 @@ pub fn transition_id(t: &Transition) -> Uuid {
     h.update(&t.at_ms.to_le_bytes());
     h.update(&t.active_since_ms.to_le_bytes());
     uuid::Builder::from_custom_bytes(h.digest128().to_be_bytes()).into_uuid()
+}
+
+/// A transition as the alerter keeps it on disk (the outbox, the state file) and hands it to
+/// the receivers and the history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Notice {
+    /// The transition's id ([`transition_id`]).
+    pub id: Uuid,
+    /// The alert's name.
+    pub rule: String,
+    /// The alert's fingerprint.
+    pub fingerprint: u64,
+    /// State before.
+    pub from: AlertState,
+    /// State after.
+    pub to: AlertState,
+    /// When, ms.
+    pub at_ms: i64,
+    /// When the condition started to hold, ms.
+    pub active_since_ms: i64,
+    /// When it fired, ms.
+    pub fired_at_ms: Option<i64>,
+    /// Every label.
+    pub labels: BTreeMap<String, String>,
+    /// The rendered annotations.
+    pub annotations: BTreeMap<String, String>,
+    /// The deciding value, a number or a text.
+    pub value: Option<Value>,
+    /// The rule's severity.
+    pub severity: Severity,
+    /// The series' domain.
+    pub domain: Domain,
+}
+
+impl Notice {
+    /// The notice of a transition.
+    pub fn of(t: &Transition) -> Notice {
+        Notice {
+            id: transition_id(t),
+            rule: t.rule.to_string(),
+            fingerprint: t.fingerprint,
+            from: t.from,
+            to: t.to,
+            at_ms: t.at_ms,
+            active_since_ms: t.active_since_ms,
+            fired_at_ms: t.fired_at_ms,
+            labels: t.labels.clone(),
+            annotations: t.annotations.clone(),
+            value: t.value.clone(),
+            severity: t.severity,
+            domain: t.domain,
+        }
+    }
+
+    /// Whether receivers are told of it (firing and resolved; pending is history only).
+    pub fn is_notified(&self) -> bool {
+        matches!(self.to, AlertState::Firing | AlertState::Resolved)
+    }
 }
 
 /// The fingerprint as text: 16 hexadecimal digits, as Alertmanager shows its own.
@@ -60,7 +118,7 @@ pub struct AlertmanagerAlert {
 /// The Alertmanager alert of a firing or resolved alert at processing time `now_ms`; a firing
 /// one stays valid for four resend intervals (as Prometheus does).
 pub fn alertmanager_alert(
-    t: &Transition,
+    t: &Notice,
     now_ms: i64,
     resend_interval_ms: i64,
     external_url: &str,
@@ -117,7 +175,7 @@ pub struct WebhookBody {
 }
 
 /// The webhook body of a transition, if it is one webhooks get (firing, resolved).
-pub fn webhook_body(t: &Transition, external_url: &str) -> Option<WebhookBody> {
+pub fn webhook_body(t: &Notice, external_url: &str) -> Option<WebhookBody> {
     let status = match t.to {
         AlertState::Firing => "firing",
         AlertState::Resolved => "resolved",
@@ -125,9 +183,9 @@ pub fn webhook_body(t: &Transition, external_url: &str) -> Option<WebhookBody> {
     };
     Some(WebhookBody {
         version: "1",
-        id: transition_id(t),
+        id: t.id,
         status,
-        alertname: t.rule.to_string(),
+        alertname: t.rule.clone(),
         fingerprint: fingerprint_hex(t.fingerprint),
         severity: t.severity.as_str(),
         labels: t.labels.clone(),
@@ -148,7 +206,7 @@ pub fn webhook_body(t: &Transition, external_url: &str) -> Option<WebhookBody> {
 }
 
 /// The `alert_events` row of a transition (every transition is one).
-pub fn history_row(t: &Transition) -> AlertEventRow {
+pub fn history_row(t: &Notice) -> AlertEventRow {
     let at = Timestamp::from_millis(
         t.at_ms
             .clamp(Timestamp::MIN.as_millis(), Timestamp::MAX.as_millis()),
@@ -156,10 +214,10 @@ pub fn history_row(t: &Transition) -> AlertEventRow {
     .unwrap_or(Timestamp::MIN);
     let label = |name: &str| t.labels.get(name).cloned().unwrap_or_default();
     AlertEventRow {
-        alert_event_id: transition_id(t),
+        alert_event_id: t.id,
         ts: at.unix_seconds(),
         ts_ms: at.subsec_millis(),
-        rule: t.rule.to_string(),
+        rule: t.rule.clone(),
         fingerprint: fingerprint_hex(t.fingerprint),
         state: t.to.as_str().to_owned(),
         previous_state: t.from.as_str().to_owned(),
@@ -177,8 +235,6 @@ pub fn history_row(t: &Transition) -> AlertEventRow {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cityops_event::Domain;
-    use cityops_rules::Severity;
     use std::sync::Arc;
 
     fn transition(to: AlertState) -> Transition {
@@ -218,7 +274,7 @@ mod tests {
     #[test]
     fn alertmanager_gets_starts_at_the_firing_instant_and_ends_at_on_resolve() {
         let firing = alertmanager_alert(
-            &transition(AlertState::Firing),
+            &Notice::of(&transition(AlertState::Firing)),
             1_767_225_901_000,
             60_000,
             "http://alerter:9465/",
@@ -237,7 +293,7 @@ mod tests {
             "Mực nước tại trạm wl-cam-le-03 đạt 2.61 m"
         );
         let resolved = alertmanager_alert(
-            &transition(AlertState::Resolved),
+            &Notice::of(&transition(AlertState::Resolved)),
             1_767_227_401_000,
             60_000,
             "http://alerter:9465",
@@ -247,7 +303,7 @@ mod tests {
         assert_eq!(resolved.ends_at, "2026-01-01T00:30:00.000Z");
         let mut pending = transition(AlertState::Pending);
         pending.fired_at_ms = None;
-        assert!(alertmanager_alert(&pending, 0, 60_000, "http://a").is_none());
+        assert!(alertmanager_alert(&Notice::of(&pending), 0, 60_000, "http://a").is_none());
     }
 
     #[test]
@@ -258,8 +314,11 @@ mod tests {
             transition_id(&firing),
             transition_id(&transition(AlertState::Resolved))
         );
-        let body = webhook_body(&firing, "http://a").unwrap();
-        assert_eq!(body.id, history_row(&firing).alert_event_id);
+        let notice = Notice::of(&firing);
+        let body = webhook_body(&notice, "http://a").unwrap();
+        assert_eq!(body.id, history_row(&notice).alert_event_id);
+        let json = serde_json::to_string(&notice).unwrap();
+        assert_eq!(serde_json::from_str::<Notice>(&json).unwrap(), notice);
         assert_eq!(body.status, "firing");
         assert!(body.ends_at.is_none());
         assert_eq!(serde_json::to_value(&body).unwrap()["value"], 2.61);
@@ -267,7 +326,7 @@ mod tests {
 
     #[test]
     fn the_history_row_carries_labels_summary_and_domain() {
-        let row = history_row(&transition(AlertState::Resolved));
+        let row = history_row(&Notice::of(&transition(AlertState::Resolved)));
         assert_eq!(
             (row.state.as_str(), row.previous_state.as_str()),
             ("resolved", "firing")
