@@ -1,6 +1,232 @@
-//! The alerter service around the pure rule engine: what it sends to Alertmanager and
-//! webhooks and what it writes to the alert history. (The service loop arrives with the rest
-//! of issue 12.)
+//! The alerter service around the pure rule engine (`cityops-rules`): its own sources (the
+//! feeds over MQTT and Kafka, decoded as the ingest decodes them), one evaluator that owns the
+//! engine, an outbox and a state file on local disk, and the receivers: Alertmanager, webhooks
+//! and the `alert_events` history. `cityops alert` calls [`run`].
 
+pub mod api;
+pub mod metrics;
 pub mod outbox;
 pub mod records;
+pub mod senders;
+pub mod service;
+pub mod sources;
+pub mod state;
+
+pub use metrics::AlertMetrics;
+pub use service::AlertError;
+
+use cityops_config::Config;
+use cityops_feeds::FeedSet;
+use cityops_telemetry::Readiness;
+use service::{Evaluator, Shared, load_rules, outbox_consumers};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// Evaluations waiting for the evaluator at most (a full queue holds the sources back).
+const INPUT_QUEUE: usize = 4_096;
+
+/// Runs the alerter until `cancel`: loads the rules (an error stops the start), restores the
+/// state, starts the sources and senders, serves the API on `server`. Blocks this thread (the
+/// Kafka member runs on it); the other parts run on `runtime`.
+pub fn run(
+    config: &Config,
+    registry: &prometheus::Registry,
+    readiness: &Readiness,
+    server: cityops_telemetry::TelemetryServer,
+    runtime: &tokio::runtime::Handle,
+    cancel: CancellationToken,
+) -> Result<(), AlertError> {
+    let alert = &config.alert;
+    if alert.rule_files.is_empty() {
+        return Err(AlertError::NoRules);
+    }
+    let rules = load_rules(&alert.rule_files).map_err(AlertError::Rules)?;
+    let metrics = AlertMetrics::new(registry)?;
+    metrics.rules.set(rules.rules.len() as f64);
+    metrics.reload_success.set(1.0);
+    metrics
+        .reload_timestamp
+        .set(service::now_ms() as f64 / 1000.0);
+    tracing::info!(
+        rules = rules.rules.len(),
+        files = alert.rule_files.len(),
+        "rules loaded"
+    );
+
+    let state = state::StateFile::new(&alert.state_dir)?;
+    let mut engine = cityops_rules::Engine::new(rules);
+    let saved = state.load()?.unwrap_or_default();
+    let restored = engine.restore(saved.engine);
+    let outbox = outbox::Outbox::open(&alert.state_dir, &outbox_consumers(config))?;
+    tracing::info!(series = restored, alerts = saved.alerts.len(), dir = %alert.state_dir.display(), "state restored");
+    // Cold start: the windows fill as events arrive (warm start from ClickHouse: issue 12).
+    metrics.warm.set(0.0);
+
+    let (input, input_rx) = std::sync::mpsc::sync_channel(INPUT_QUEUE);
+    let shared = Arc::new(Shared {
+        alerts: Mutex::new(
+            saved
+                .alerts
+                .into_iter()
+                .map(|n| ((n.rule.clone(), n.fingerprint), n))
+                .collect(),
+        ),
+        resolved: Mutex::new(saved.resolved),
+        rules: Mutex::new(Vec::new()),
+        alertmanager_wake: tokio::sync::Notify::new(),
+        outbox: Mutex::new(outbox),
+        outbox_wake: tokio::sync::Notify::new(),
+        kafka_commit: Mutex::new(Default::default()),
+        mqtt: std::sync::OnceLock::new(),
+        input,
+        metrics,
+        external_url: alert.external_url.clone(),
+    });
+    let feeds = Arc::new(
+        FeedSet::new(&config.feeds, config.rejects.max_raw_bytes)
+            .map_err(AlertError::Source)?
+            .with_label_names(&config.labels),
+    );
+
+    let tasks = tokio_util::task::TaskTracker::new();
+    let evaluator = Evaluator {
+        engine,
+        rule_files: alert.rule_files.clone(),
+        state,
+        shared: Arc::clone(&shared),
+        tick: Duration::from_millis(alert.tick_ms),
+        snapshot_interval: Duration::from_millis(alert.snapshot_interval_ms),
+    };
+    let evaluator_cancel = CancellationToken::new();
+    let evaluator_thread = {
+        let stop = evaluator_cancel.clone();
+        std::thread::Builder::new()
+            .name("cityops-alert-eval".into())
+            .spawn(move || evaluator.run(input_rx, stop))
+            .map_err(|e| AlertError::Source(format!("cannot start the evaluator: {e}")))?
+    };
+
+    let _guard = runtime.enter();
+    tasks.spawn(senders::alertmanager(
+        alert.clone(),
+        Arc::clone(&shared),
+        cancel.clone(),
+    ));
+    for hook in &alert.webhooks {
+        tasks.spawn(senders::webhook(
+            hook.clone(),
+            Arc::clone(&shared),
+            cancel.clone(),
+        ));
+    }
+    tasks.spawn(senders::history(
+        config.clickhouse.clone(),
+        Arc::clone(&shared),
+        cancel.clone(),
+    ));
+    tasks.spawn(watch_rule_files(
+        alert.rule_files.clone(),
+        Arc::clone(&shared),
+        cancel.clone(),
+    ));
+    tasks.spawn(reload_on_sighup(Arc::clone(&shared), cancel.clone()));
+    let server_stop = CancellationToken::new();
+    let api = api::routes(Arc::clone(&shared));
+    let server_task = runtime.spawn(server.run_with(
+        registry.clone(),
+        readiness.clone(),
+        api,
+        server_stop.clone(),
+    ));
+
+    let mqtt_ready = readiness.register("mqtt");
+    let kafka_ready = readiness.register("kafka");
+    let mqtt_task = sources::start_mqtt(
+        config,
+        Arc::clone(&feeds),
+        Arc::clone(&shared),
+        mqtt_ready,
+        cancel.clone(),
+    )
+    .map_err(AlertError::Source)?;
+    let kafka_result = sources::run_kafka(
+        config,
+        feeds,
+        Arc::clone(&shared),
+        kafka_ready,
+        cancel.clone(),
+    );
+    if let Err(error) = &kafka_result {
+        tracing::error!(%error, "kafka source failed; stopping");
+        cancel.cancel();
+    }
+    runtime.block_on(cancel.cancelled());
+
+    // Shutdown: sources first (nothing new comes in), then the evaluator writes its last state,
+    // then the senders stop (what they had not delivered waits in the outbox).
+    if let Some(task) = mqtt_task {
+        task.abort();
+    }
+    evaluator_cancel.cancel();
+    let evaluated = evaluator_thread
+        .join()
+        .unwrap_or_else(|_| Err(AlertError::Source("the evaluator panicked".into())));
+    if let Some(mqtt) = Arc::into_inner(shared).and_then(|s| s.mqtt.into_inner()) {
+        runtime.block_on(mqtt.shutdown(Duration::from_secs(5)));
+    }
+    tasks.close();
+    runtime.block_on(async {
+        let _ = tokio::time::timeout(Duration::from_secs(5), tasks.wait()).await;
+    });
+    server_stop.cancel();
+    let _ = runtime.block_on(server_task);
+    kafka_result.map_err(AlertError::Source)?;
+    evaluated
+}
+
+/// Reloads when a rule file's modification time changes (checked every second).
+async fn watch_rule_files(
+    files: Vec<std::path::PathBuf>,
+    shared: Arc<Shared>,
+    cancel: CancellationToken,
+) {
+    let stamp = |files: &[std::path::PathBuf]| {
+        files
+            .iter()
+            .map(|f| std::fs::metadata(f).and_then(|m| m.modified()).ok())
+            .collect::<Vec<_>>()
+    };
+    let mut last = stamp(&files);
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+        let now = stamp(&files);
+        if now != last {
+            last = now;
+            tracing::info!("a rule file changed; reloading");
+            let _ = shared.input.try_send(service::Input::Reload(None));
+        }
+    }
+}
+
+/// Reloads on SIGHUP.
+async fn reload_on_sighup(shared: Arc<Shared>, cancel: CancellationToken) {
+    let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+        tracing::warn!(
+            "cannot listen for SIGHUP; reload with POST /-/reload or by changing a rule file"
+        );
+        return;
+    };
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP: reloading the rules");
+                let _ = shared.input.try_send(service::Input::Reload(None));
+            }
+        }
+    }
+}

@@ -41,7 +41,11 @@ pub struct Outbox {
 }
 
 fn io<'a>(path: &'a Path, action: &'static str) -> impl FnOnce(std::io::Error) -> OutboxError + 'a {
-    move |source| OutboxError { path: path.display().to_string(), action, source }
+    move |source| OutboxError {
+        path: path.display().to_string(),
+        action,
+        source,
+    }
 }
 
 impl Outbox {
@@ -72,9 +76,16 @@ impl Outbox {
         }
         let last = lines.last().map_or(0, |l| l.seq);
         let next_seq = saved.values().copied().max().unwrap_or(0).max(last) + 1;
-        let cursors: BTreeMap<String, u64> = consumers.iter().map(|c| (c.clone(), saved.get(c).copied().unwrap_or(next_seq - 1))).collect();
+        let cursors: BTreeMap<String, u64> = consumers
+            .iter()
+            .map(|c| (c.clone(), saved.get(c).copied().unwrap_or(next_seq - 1)))
+            .collect();
         let low = cursors.values().copied().min().unwrap_or(next_seq - 1);
-        let pending: VecDeque<(u64, Notice)> = lines.into_iter().filter(|l| l.seq > low).map(|l| (l.seq, l.notice)).collect();
+        let pending: VecDeque<(u64, Notice)> = lines
+            .into_iter()
+            .filter(|l| l.seq > low)
+            .map(|l| (l.seq, l.notice))
+            .collect();
         // Rewrite the file with only what is still wanted.
         let tmp = dir.join("outbox.jsonl.tmp");
         {
@@ -86,8 +97,17 @@ impl Outbox {
         }
         std::fs::rename(&tmp, &path).map_err(io(&path, "replace"))?;
         sync_dir(dir)?;
-        let file = OpenOptions::new().append(true).open(&path).map_err(io(&path, "open"))?;
-        let mut outbox = Outbox { dir: dir.to_owned(), file, pending, next_seq, cursors };
+        let file = OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .map_err(io(&path, "open"))?;
+        let mut outbox = Outbox {
+            dir: dir.to_owned(),
+            file,
+            pending,
+            next_seq,
+            cursors,
+        };
         outbox.save_cursors()?;
         Ok(outbox)
     }
@@ -112,13 +132,22 @@ impl Outbox {
 
     /// Up to `max` notices after `consumer`'s cursor, with their sequence numbers.
     pub fn next_for(&self, consumer: &str, max: usize) -> Vec<(u64, Notice)> {
-        let Some(&cursor) = self.cursors.get(consumer) else { return Vec::new() };
-        self.pending.iter().filter(|(seq, _)| *seq > cursor).take(max).cloned().collect()
+        let Some(&cursor) = self.cursors.get(consumer) else {
+            return Vec::new();
+        };
+        self.pending
+            .iter()
+            .filter(|(seq, _)| *seq > cursor)
+            .take(max)
+            .cloned()
+            .collect()
     }
 
     /// Notices `consumer` has not taken yet.
     pub fn backlog(&self, consumer: &str) -> usize {
-        let Some(&cursor) = self.cursors.get(consumer) else { return 0 };
+        let Some(&cursor) = self.cursors.get(consumer) else {
+            return 0;
+        };
         self.pending.iter().filter(|(seq, _)| *seq > cursor).count()
     }
 
@@ -129,7 +158,12 @@ impl Outbox {
             *cursor = (*cursor).max(seq);
         }
         self.save_cursors()?;
-        let low = self.cursors.values().copied().min().unwrap_or(self.next_seq - 1);
+        let low = self
+            .cursors
+            .values()
+            .copied()
+            .min()
+            .unwrap_or(self.next_seq - 1);
         while self.pending.front().is_some_and(|(s, _)| *s <= low) {
             self.pending.pop_front();
         }
@@ -142,18 +176,28 @@ impl Outbox {
 
     fn save_cursors(&mut self) -> Result<(), OutboxError> {
         let path = self.dir.join("cursors.json");
-        let bytes = serde_json::to_vec(&self.cursors).map_err(|e| io(&path, "encode")(std::io::Error::other(e)))?;
+        let bytes = serde_json::to_vec(&self.cursors)
+            .map_err(|e| io(&path, "encode")(std::io::Error::other(e)))?;
         write_atomically(&self.dir, &path, &bytes)
     }
 }
 
 fn write_line(out: &mut impl Write, seq: u64, notice: &Notice) -> std::io::Result<()> {
-    serde_json::to_writer(&mut *out, &Line { seq, notice: notice.clone() }).map_err(std::io::Error::other)?;
+    serde_json::to_writer(
+        &mut *out,
+        &Line {
+            seq,
+            notice: notice.clone(),
+        },
+    )
+    .map_err(std::io::Error::other)?;
     out.write_all(b"\n")
 }
 
 fn sync_dir(dir: &Path) -> Result<(), OutboxError> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir, "sync the directory"))
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io(dir, "sync the directory"))
 }
 
 /// Writes `bytes` to `path` so that a crash leaves either the old file or the new one whole:
@@ -204,12 +248,25 @@ mod tests {
         drop(outbox);
         let mut reopened = Outbox::open(dir.path(), &consumers).unwrap();
         assert!(reopened.next_for("history", 10).is_empty());
-        let next: Vec<i64> = reopened.next_for("webhook:ops", 10).iter().map(|(_, n)| n.at_ms).collect();
+        let next: Vec<i64> = reopened
+            .next_for("webhook:ops", 10)
+            .iter()
+            .map(|(_, n)| n.at_ms)
+            .collect();
         assert_eq!(next, [2, 3]);
         reopened.taken("webhook:ops", 3).unwrap();
-        assert_eq!(std::fs::metadata(dir.path().join("outbox.jsonl")).unwrap().len(), 0);
+        assert_eq!(
+            std::fs::metadata(dir.path().join("outbox.jsonl"))
+                .unwrap()
+                .len(),
+            0
+        );
         reopened.append(&[notice(4)]).unwrap();
-        assert_eq!(reopened.next_for("history", 10)[0].0, 4, "sequence numbers go on after an empty outbox");
+        assert_eq!(
+            reopened.next_for("history", 10)[0].0,
+            4,
+            "sequence numbers go on after an empty outbox"
+        );
     }
 
     #[test]
@@ -218,9 +275,16 @@ mod tests {
         let mut outbox = Outbox::open(dir.path(), &["history".to_string()]).unwrap();
         outbox.append(&[notice(1)]).unwrap();
         drop(outbox);
-        let mut f = OpenOptions::new().append(true).open(dir.path().join("outbox.jsonl")).unwrap();
+        let mut f = OpenOptions::new()
+            .append(true)
+            .open(dir.path().join("outbox.jsonl"))
+            .unwrap();
         f.write_all(b"{\"seq\":2,\"id\":").unwrap();
-        let reopened = Outbox::open(dir.path(), &["history".to_string(), "webhook:new".to_string()]).unwrap();
+        let reopened = Outbox::open(
+            dir.path(),
+            &["history".to_string(), "webhook:new".to_string()],
+        )
+        .unwrap();
         assert_eq!(reopened.backlog("history"), 1);
         assert_eq!(reopened.backlog("webhook:new"), 0);
     }

@@ -24,6 +24,15 @@ pub struct TopicPartition {
     pub partition: i32,
 }
 
+/// Where a group member starts in a partition the group never committed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OffsetReset {
+    /// From the partition's first record.
+    Earliest,
+    /// From the records that arrive after joining.
+    Latest,
+}
+
 /// The next offset to read of a partition: what a commit records.
 pub type NextOffset = (TopicPartition, i64);
 
@@ -142,6 +151,17 @@ impl<E: GroupEvents> GroupConsumer<E> {
     /// Joins `config.group_id` and subscribes to `topics`. Auto-commit is off; a partition
     /// never committed is read from its beginning.
     pub fn new(config: &KafkaConfig, topics: &[String], events: Arc<E>) -> Result<Self, Error> {
+        Self::with_offset_reset(config, topics, events, OffsetReset::Earliest)
+    }
+
+    /// As [`GroupConsumer::new`], choosing where a partition never committed is read from:
+    /// the ingest stores everything (`Earliest`); the alerter judges the present (`Latest`).
+    pub fn with_offset_reset(
+        config: &KafkaConfig,
+        topics: &[String],
+        events: Arc<E>,
+        reset: OffsetReset,
+    ) -> Result<Self, Error> {
         let mut client = ClientConfig::new();
         for (key, value) in &config.settings {
             client.set(key, value);
@@ -151,7 +171,13 @@ impl<E: GroupEvents> GroupConsumer<E> {
             .set("group.id", &config.group_id)
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
-            .set("auto.offset.reset", "earliest")
+            .set(
+                "auto.offset.reset",
+                match reset {
+                    OffsetReset::Earliest => "earliest",
+                    OffsetReset::Latest => "latest",
+                },
+            )
             .set("session.timeout.ms", config.session_timeout_ms.to_string())
             .set(
                 "heartbeat.interval.ms",

@@ -4,7 +4,7 @@
 
 mod consumer;
 
-pub use consumer::{GroupConsumer, GroupEvents, NextOffset, Record, TopicPartition};
+pub use consumer::{GroupConsumer, GroupEvents, NextOffset, OffsetReset, Record, TopicPartition};
 
 use rdkafka::ClientConfig;
 use rdkafka::ClientContext;

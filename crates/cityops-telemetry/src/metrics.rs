@@ -6,8 +6,12 @@ use prometheus::{
 };
 
 /// Units (and unit-like nouns) a gauge or histogram name may end with. Counters end in `_total`.
-const UNITS: [&str; 12] = [
+const UNITS: [&str; 16] = [
     "seconds",
+    "alerts",
+    "series",
+    "rules",
+    "notifications",
     "bytes",
     "ratio",
     "info",

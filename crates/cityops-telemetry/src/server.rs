@@ -46,7 +46,18 @@ impl TelemetryServer {
         readiness: Readiness,
         shutdown: CancellationToken,
     ) -> Result<(), TelemetryError> {
-        serve(self.listener, registry, readiness, shutdown).await
+        serve(self.listener, registry, readiness, Router::new(), shutdown).await
+    }
+
+    /// Serves the telemetry endpoints and a service's own `routes` (an API) until `shutdown`.
+    pub async fn run_with(
+        self,
+        registry: Registry,
+        readiness: Readiness,
+        routes: Router,
+        shutdown: CancellationToken,
+    ) -> Result<(), TelemetryError> {
+        serve(self.listener, registry, readiness, routes, shutdown).await
     }
 }
 
@@ -56,6 +67,7 @@ pub async fn serve(
     listener: TcpListener,
     registry: Registry,
     readiness: Readiness,
+    routes: Router,
     shutdown: CancellationToken,
 ) -> Result<(), TelemetryError> {
     let requests = crate::Metrics::new(&registry, "telemetry").counter_vec(
@@ -78,7 +90,8 @@ pub async fn serve(
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .with_state(state);
+        .with_state(state)
+        .merge(routes);
     tracing::info!(%addr, "telemetry endpoint listening");
     axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })

@@ -2,7 +2,7 @@
 //! again, stop, restart, kill -9) around a service-specific readiness check.
 
 use crate::ServiceProcess;
-use crate::support::wait_ready;
+use crate::support::{try_wait_ready, wait_ready};
 use std::path::Path;
 use std::time::Duration;
 use tempfile::TempDir;
@@ -35,6 +35,23 @@ impl<S: ServiceSpec> Instance<S> {
         let mut instance = Instance { process, spec, dir };
         instance.start_again();
         instance
+    }
+
+    /// Starts `process`; if it exits before it is ready (its port was taken between choosing
+    /// and binding it, when many tests start services at once) says why, so that the caller
+    /// can try again on other ports.
+    pub(crate) fn try_launch(
+        dir: TempDir,
+        spec: S,
+        process: ServiceProcess,
+    ) -> Result<Self, String> {
+        let mut instance = Instance { process, spec, dir };
+        instance.process.spawn();
+        let spec = &instance.spec;
+        try_wait_ready(&mut instance.process, S::NAME, S::READY_TIMEOUT, || {
+            spec.ready()
+        })?;
+        Ok(instance)
     }
 
     /// Starts the stopped instance again with the same ports and data.

@@ -75,10 +75,29 @@ impl Mosquitto {
         self.spec.secured.as_ref()
     }
 
+    /// Launches on fresh free ports, up to three times: a port chosen free can be taken by
+    /// another test's service before mosquitto binds it.
     fn launch_with(
-        secure: impl FnOnce(&std::path::Path) -> Option<(Secured, String)>,
+        secure: impl Fn(&std::path::Path) -> Option<(Secured, String)>,
         extra: &str,
     ) -> Self {
+        let mut failures = Vec::new();
+        for _ in 0..3 {
+            match Mosquitto::try_launch_with(&secure, extra) {
+                Ok(instance) => return instance,
+                Err(message) => failures.push(message),
+            }
+        }
+        panic!(
+            "mosquitto did not start in three attempts:\n{}",
+            failures.join("\n")
+        );
+    }
+
+    fn try_launch_with(
+        secure: &impl Fn(&std::path::Path) -> Option<(Secured, String)>,
+        extra: &str,
+    ) -> Result<Self, String> {
         let binary = require_binary("mosquitto");
         let dir = instance_dir("mosquitto");
         make_dirs(dir.path(), &["conf", "data", "log"]);
@@ -110,7 +129,7 @@ impl Mosquitto {
             dir.path().join("log/stdout.log"),
         );
         let secured = secured.map(|(s, _)| s);
-        Instance::launch(dir, MosquittoSpec { port, secured }, process)
+        Instance::try_launch(dir, MosquittoSpec { port, secured }, process)
     }
 
     /// Makes the broker write its persistence database now (SIGUSR1, as its periodic autosave

@@ -123,8 +123,21 @@ pub(crate) fn wait_ready(
     process: &mut crate::ServiceProcess,
     name: &str,
     timeout: Duration,
-    mut check: impl FnMut() -> bool,
+    check: impl FnMut() -> bool,
 ) {
+    if let Err(message) = try_wait_ready(process, name, timeout, check) {
+        panic!("{message}");
+    }
+}
+
+/// Waits until `check` passes; says why not (with the log's tail) if the process dies or
+/// time runs out.
+pub(crate) fn try_wait_ready(
+    process: &mut crate::ServiceProcess,
+    name: &str,
+    timeout: Duration,
+    mut check: impl FnMut() -> bool,
+) -> Result<(), String> {
     let mut died = false;
     let ready = wait_until(timeout, || {
         if !process.is_running() {
@@ -134,13 +147,14 @@ pub(crate) fn wait_ready(
         check()
     });
     if died || !ready {
-        panic!(
+        return Err(format!(
             "{name} did not become ready within {timeout:?}{}; last lines of {}:\n{}",
             if died { " (the process exited)" } else { "" },
             process.log_path().display(),
             process.log_tail(30)
-        );
+        ));
     }
+    Ok(())
 }
 
 /// Creates `dir/sub` for each of `subs`.

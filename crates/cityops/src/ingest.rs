@@ -166,7 +166,7 @@ async fn connect(config: &Config, cancel: &CancellationToken) -> Option<ClickHou
 }
 
 /// Cancels on the first SIGTERM or SIGINT.
-async fn stop_on_signal(cancel: CancellationToken) {
+pub(crate) async fn stop_on_signal(cancel: CancellationToken) {
     let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
         Ok(term) => term,
         Err(error) => {

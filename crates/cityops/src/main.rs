@@ -1,5 +1,6 @@
 //! The `cityops` command: one binary, one subcommand per job.
 
+mod alert;
 mod check;
 mod decode;
 mod ingest;
@@ -20,6 +21,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the alert rules on the live feeds: Alertmanager, webhooks, alert history, API.
+    Alert(alert::Args),
     /// Validate a config file and print every problem with its path (exit 1 if any).
     Check(check::Args),
     /// Decode one payload with a config's feeds and print events as JSON lines, or the reject.
@@ -39,6 +42,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Alert(args) => alert::run(&args),
         Command::Check(args) => check::run(&args),
         Command::Decode(args) => decode::run(&args),
         Command::Ingest(args) => ingest::run(&args),

@@ -1,5 +1,5 @@
-//! What the ingest proofs of every source share: the running binary, its metrics endpoint,
-//! and the proof messages' time base.
+//! What the service proofs share (the ingest's of every source, the alerter's): the running
+//! binary, its metrics endpoint, and the proof messages' time base.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -25,10 +25,16 @@ pub struct Ingest {
 impl Ingest {
     /// Starts `cityops ingest --config <config>` with its log as `<dir>/<name>.log`.
     pub fn spawn(config: &Path, dir: &Path, name: &str) -> Ingest {
+        Ingest::spawn_subcommand("ingest", config, dir, name)
+    }
+
+    /// Starts `cityops <subcommand> --config <config>` (a service: `ingest` or `alert`) with
+    /// its log as `<dir>/<name>.log`.
+    pub fn spawn_subcommand(subcommand: &str, config: &Path, dir: &Path, name: &str) -> Ingest {
         let port = cityops_testkit::free_port();
         let log = dir.join(format!("{name}.log"));
         let child = Command::new(env!("CARGO_BIN_EXE_cityops"))
-            .args(["ingest", "--config", config.to_str().unwrap()])
+            .args([subcommand, "--config", config.to_str().unwrap()])
             .args(["--listen-addr", &format!("127.0.0.1:{port}")])
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())

@@ -3,6 +3,7 @@
 // Test helpers may unwrap: a failure there is a test failure with its message.
 #![allow(clippy::unwrap_used)]
 
+mod alert;
 mod check;
 mod decode;
 mod ingest_kafka;

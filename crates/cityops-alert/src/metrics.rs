@@ -1,0 +1,147 @@
+//! The alerter's metrics, `cityops_alert_*`, on the registry passed in. Label values are
+//! bounded: rule names come from the loaded files, receivers from the config.
+
+use cityops_rules::RuleStats;
+use cityops_telemetry::{Metrics, TelemetryError};
+use prometheus::{CounterVec, Gauge, GaugeVec, Histogram, Registry};
+use std::collections::HashMap;
+
+/// Every metric of the alerter.
+#[derive(Clone)]
+pub struct AlertMetrics {
+    /// Pending and firing alerts by state and severity.
+    pub alerts: GaugeVec,
+    /// Series tracked, by rule.
+    pub series: GaugeVec,
+    /// Events evaluated, by rule.
+    pub evaluated: CounterVec,
+    /// Events later than the allowed lateness, ignored, by rule.
+    pub late: CounterVec,
+    /// Events of new series refused at a rule's `max_series`, by rule.
+    pub refused: CounterVec,
+    /// Time to evaluate one batch of events (or a tick).
+    pub evaluation: Histogram,
+    /// Payloads the feeds rejected (the ingest stores them in `rejects`; the alerter skips them).
+    pub rejected: CounterVec,
+    /// Notifications a receiver took, by receiver.
+    pub sent: CounterVec,
+    /// Failed deliveries to a receiver (each retried), by receiver.
+    pub failed: CounterVec,
+    /// Notifications dropped at a full receiver queue, by receiver.
+    pub dropped: CounterVec,
+    /// Transitions not yet written to `alert_events`.
+    pub history_backlog: Gauge,
+    /// Transitions written to `alert_events`.
+    pub history_written: CounterVec,
+    /// 1 if the last reload succeeded.
+    pub reload_success: Gauge,
+    /// When the rules were last loaded successfully, Unix seconds.
+    pub reload_timestamp: Gauge,
+    /// Rules loaded.
+    pub rules: Gauge,
+    /// 1 once the warm start filled the windows, 0 for a cold start.
+    pub warm: Gauge,
+    last: std::sync::Arc<std::sync::Mutex<HashMap<String, RuleStats>>>,
+}
+
+impl AlertMetrics {
+    /// Registers the metrics on `registry`.
+    pub fn new(registry: &Registry) -> Result<AlertMetrics, TelemetryError> {
+        let m = Metrics::new(registry, "alert");
+        Ok(AlertMetrics {
+            alerts: m.gauge_vec(
+                "active_alerts",
+                "Pending and firing alerts, by state and severity",
+                &["state", "severity"],
+            )?,
+            series: m.gauge_vec("tracked_series", "Series a rule tracks", &["rule"])?,
+            evaluated: m.counter_vec(
+                "events_evaluated_total",
+                "Events that matched a rule and were evaluated, by rule",
+                &["rule"],
+            )?,
+            late: m.counter_vec(
+                "late_events_total",
+                "Events later than the rule's allowed lateness, ignored, by rule",
+                &["rule"],
+            )?,
+            refused: m.counter_vec(
+                "refused_series_total",
+                "Events of new series refused because the rule tracks max_series already",
+                &["rule"],
+            )?,
+            evaluation: m.histogram(
+                "evaluation_duration_seconds",
+                "Time to evaluate one batch of events or one tick",
+                vec![0.000_05, 0.000_2, 0.001, 0.005, 0.02, 0.1, 0.5, 2.0],
+            )?,
+            rejected: m.counter_vec(
+                "rejected_messages_total",
+                "Payloads the feeds rejected (skipped by the alerter), by reason",
+                &["reason"],
+            )?,
+            sent: m.counter_vec(
+                "notifications_sent_total",
+                "Notifications a receiver took, by receiver",
+                &["receiver"],
+            )?,
+            failed: m.counter_vec(
+                "notifications_failed_total",
+                "Failed deliveries (each retried), by receiver",
+                &["receiver"],
+            )?,
+            dropped: m.counter_vec(
+                "notifications_dropped_total",
+                "Notifications dropped at a full receiver queue, by receiver",
+                &["receiver"],
+            )?,
+            history_backlog: m.gauge(
+                "history_backlog_events",
+                "Transitions not yet written to alert_events",
+            )?,
+            history_written: m.counter_vec(
+                "history_written_total",
+                "Transitions written to alert_events (already there: found on a retry)",
+                &["outcome"],
+            )?,
+            reload_success: m.gauge(
+                "reload_success_state",
+                "1 if the last rule reload succeeded, 0 if it was refused",
+            )?,
+            reload_timestamp: m.gauge(
+                "reload_timestamp_seconds",
+                "When the rules were last loaded, Unix seconds",
+            )?,
+            rules: m.gauge("loaded_rules", "Rules loaded")?,
+            warm: m.gauge(
+                "warm_start_state",
+                "1 once the warm start filled the windows, 0 for a cold start",
+            )?,
+            last: Default::default(),
+        })
+    }
+
+    /// Moves the per-rule counters on by what the engine counted since the last call.
+    pub fn rule_stats<'a>(&self, rules: impl Iterator<Item = (&'a str, &'a RuleStats, usize)>) {
+        let mut last = self
+            .last
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for (name, stats, series) in rules {
+            let before = last.get(name).cloned().unwrap_or_default();
+            // A rule whose state was reset by a reload starts its counts again.
+            let delta = |now: u64, then: u64| if now >= then { now - then } else { now } as f64;
+            self.evaluated
+                .with_label_values(&[name])
+                .inc_by(delta(stats.evaluated, before.evaluated));
+            self.late
+                .with_label_values(&[name])
+                .inc_by(delta(stats.late, before.late));
+            self.refused
+                .with_label_values(&[name])
+                .inc_by(delta(stats.refused, before.refused));
+            self.series.with_label_values(&[name]).set(series as f64);
+            last.insert(name.to_owned(), stats.clone());
+        }
+    }
+}

@@ -1,0 +1,428 @@
+//! The alerter service: the sources hand decoded events to one evaluator thread that owns the
+//! engine; transitions go to the outbox and the state file before anything is acknowledged or
+//! sent; senders (Alertmanager, webhooks, the history writer) work from there.
+
+use crate::metrics::AlertMetrics;
+use crate::outbox::{Outbox, OutboxError};
+use crate::records::Notice;
+use crate::state::{StateDoc, StateFile};
+use cityops_config::Config;
+use cityops_event::Event;
+use cityops_rules::{AlertState, Engine, Rule, RuleError, RuleSet, RuleStats, Transition};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+/// Times a resolved alert is sent to Alertmanager again (it may have missed one).
+pub const RESOLVED_SENDS: u8 = 3;
+
+/// What can stop the alerter.
+#[derive(Debug, thiserror::Error)]
+pub enum AlertError {
+    /// The rule files do not load.
+    #[error("rule files:\n{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    Rules(Vec<RuleError>),
+    /// The outbox or state file failed.
+    #[error(transparent)]
+    Files(#[from] OutboxError),
+    /// The config names no rule files.
+    #[error("alert.rule_files is empty: nothing to evaluate")]
+    NoRules,
+    /// A source could not be set up.
+    #[error("{0}")]
+    Source(String),
+    /// The metrics could not be registered.
+    #[error(transparent)]
+    Telemetry(#[from] cityops_telemetry::TelemetryError),
+}
+
+/// How the evaluator acknowledges what it evaluated.
+#[derive(Debug, Clone)]
+pub enum Ack {
+    /// Nothing to acknowledge.
+    None,
+    /// An MQTT delivery.
+    Mqtt {
+        /// Connection.
+        connection: u16,
+        /// Connection attempt.
+        epoch: u64,
+        /// Packet id.
+        pkid: u16,
+    },
+    /// A Kafka record: the partition's next offset.
+    Kafka {
+        /// Topic.
+        topic: String,
+        /// Partition.
+        partition: i32,
+        /// Next offset to read.
+        next: i64,
+    },
+}
+
+/// What the evaluator is sent.
+pub enum Input {
+    /// Decoded events of one message.
+    Events(Vec<Event>, Ack),
+    /// Load the rule files again; the answer says how many rules, or every error.
+    Reload(Option<tokio::sync::oneshot::Sender<Result<usize, Vec<String>>>>),
+}
+
+/// A rule as the API shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RuleView {
+    /// Alert name.
+    pub name: String,
+    /// Group.
+    pub group: String,
+    /// File and line.
+    pub file: String,
+    /// Line of `alert:`.
+    pub line: u64,
+    /// Kind.
+    pub kind: &'static str,
+    /// `ok`, or `err` when its last annotation failed to render.
+    pub health: &'static str,
+    /// Arrival time of the last evaluated event (RFC 3339), if any.
+    #[serde(rename = "lastEvaluation")]
+    pub last_evaluation: Option<String>,
+    /// The last error.
+    #[serde(rename = "lastError")]
+    pub last_error: Option<String>,
+    /// Series tracked.
+    pub series: usize,
+    /// Events evaluated.
+    pub evaluated: u64,
+    /// Late events ignored.
+    pub late: u64,
+    /// New series refused at `max_series`.
+    pub refused: u64,
+}
+
+/// What the evaluator shares with the senders and the API.
+pub struct Shared {
+    /// Pending and firing alerts, by (rule, fingerprint), as last notified.
+    pub alerts: Mutex<BTreeMap<(String, u64), Notice>>,
+    /// Alerts resolved lately, with the Alertmanager sends left.
+    pub resolved: Mutex<Vec<(Notice, u8)>>,
+    /// The rules for the API.
+    pub rules: Mutex<Vec<RuleView>>,
+    /// Wakes the Alertmanager sender (a firing or resolved alert).
+    pub alertmanager_wake: Notify,
+    /// The outbox.
+    pub outbox: Mutex<Outbox>,
+    /// Wakes the outbox consumers.
+    pub outbox_wake: Notify,
+    /// Kafka offsets covered by the last state file, to commit.
+    pub kafka_commit: Mutex<BTreeMap<(String, i32), i64>>,
+    /// The MQTT sessions, once started (acknowledgements go through them).
+    pub mqtt: OnceLock<cityops_mqtt::Subscriber>,
+    /// Where the evaluator reads from.
+    pub input: SyncSender<Input>,
+    /// The metrics.
+    pub metrics: AlertMetrics,
+    /// The alerter's address for `generatorURL`.
+    pub external_url: String,
+}
+
+/// Milliseconds since the epoch, now.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Reads and parses the rule files.
+pub fn load_rules(files: &[PathBuf]) -> Result<RuleSet, Vec<RuleError>> {
+    let mut texts = Vec::new();
+    let mut errors = Vec::new();
+    for path in files {
+        match std::fs::read_to_string(path) {
+            Ok(text) => texts.push((path.display().to_string(), text)),
+            Err(e) => errors.push(RuleError {
+                file: path.display().to_string(),
+                line: 0,
+                column: 0,
+                message: format!("cannot read: {e}"),
+            }),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    RuleSet::parse(&texts)
+}
+
+/// The evaluator: owns the engine, runs until `cancel`, writes a last state on the way out.
+pub struct Evaluator {
+    /// The engine.
+    pub engine: Engine,
+    /// The rule files, for reloads.
+    pub rule_files: Vec<PathBuf>,
+    /// Where the state goes.
+    pub state: StateFile,
+    /// Shared with the rest.
+    pub shared: Arc<Shared>,
+    /// How often processing time advances.
+    pub tick: Duration,
+    /// How often the state is written without a transition.
+    pub snapshot_interval: Duration,
+}
+
+impl Evaluator {
+    /// Runs until `cancel` or until every sender of `input` is gone.
+    pub fn run(
+        mut self,
+        input: Receiver<Input>,
+        cancel: CancellationToken,
+    ) -> Result<(), AlertError> {
+        let mut transitions: Vec<Transition> = Vec::new();
+        let mut acks: Vec<Ack> = Vec::new();
+        let mut next_tick = Instant::now();
+        let mut next_snapshot = Instant::now() + self.snapshot_interval;
+        self.publish_rules();
+        loop {
+            if cancel.is_cancelled() {
+                break;
+            }
+            let wait = next_tick
+                .saturating_duration_since(Instant::now())
+                .min(Duration::from_millis(100));
+            let started = Instant::now();
+            match input.recv_timeout(wait) {
+                Ok(first) => {
+                    self.take(first, &mut transitions, &mut acks);
+                    // Whatever else is waiting goes in the same step (one state write for all).
+                    for more in input.try_iter().take(1_000) {
+                        self.take(more, &mut transitions, &mut acks);
+                    }
+                    self.shared
+                        .metrics
+                        .evaluation
+                        .observe(started.elapsed().as_secs_f64());
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+            if Instant::now() >= next_tick {
+                let started = Instant::now();
+                self.engine.tick(now_ms(), &mut transitions);
+                self.shared
+                    .metrics
+                    .evaluation
+                    .observe(started.elapsed().as_secs_f64());
+                next_tick = Instant::now() + self.tick;
+                self.publish_rules();
+            }
+            let snapshot_due = Instant::now() >= next_snapshot;
+            if !transitions.is_empty() || snapshot_due {
+                self.persist(&mut transitions)?;
+                next_snapshot = Instant::now() + self.snapshot_interval;
+                self.release(&mut acks, true);
+            } else {
+                self.release(&mut acks, false);
+            }
+        }
+        self.persist(&mut transitions)?;
+        self.release(&mut acks, true);
+        Ok(())
+    }
+
+    fn take(&mut self, input: Input, transitions: &mut Vec<Transition>, acks: &mut Vec<Ack>) {
+        match input {
+            Input::Events(events, ack) => {
+                for event in &events {
+                    self.engine.observe(event, transitions);
+                }
+                acks.push(ack);
+            }
+            Input::Reload(reply) => {
+                let result = self.reload();
+                if let Some(reply) = reply {
+                    let _ = reply.send(result);
+                }
+            }
+        }
+    }
+
+    fn reload(&mut self) -> Result<usize, Vec<String>> {
+        let metrics = &self.shared.metrics;
+        match load_rules(&self.rule_files) {
+            Ok(set) => {
+                let count = set.rules.len();
+                self.engine.reload(set);
+                metrics.reload_success.set(1.0);
+                metrics.reload_timestamp.set(now_ms() as f64 / 1000.0);
+                metrics.rules.set(count as f64);
+                tracing::info!(rules = count, "rules reloaded");
+                self.publish_rules();
+                Ok(count)
+            }
+            Err(errors) => {
+                metrics.reload_success.set(0.0);
+                for error in &errors {
+                    tracing::warn!(%error, "rule reload refused; the rules loaded before keep running");
+                }
+                Err(errors.iter().map(ToString::to_string).collect())
+            }
+        }
+    }
+
+    /// Transitions to the outbox (synced), then the whole state (atomically), and only then
+    /// the alerts as the API and the senders see them: what anyone was shown survives a crash.
+    fn persist(&mut self, transitions: &mut Vec<Transition>) -> Result<(), AlertError> {
+        let notices: Vec<Notice> = transitions.drain(..).map(|t| Notice::of(&t)).collect();
+        if !notices.is_empty() {
+            lock(&self.shared.outbox).append(&notices)?;
+        }
+        let mut alerts = lock(&self.shared.alerts).clone();
+        let mut resolved = lock(&self.shared.resolved).clone();
+        for n in &notices {
+            let key = (n.rule.clone(), n.fingerprint);
+            match n.to {
+                AlertState::Pending | AlertState::Firing => {
+                    alerts.insert(key, n.clone());
+                }
+                AlertState::Inactive => {
+                    alerts.remove(&key);
+                }
+                AlertState::Resolved => {
+                    alerts.remove(&key);
+                    resolved.retain(|(r, _)| {
+                        (r.rule.as_str(), r.fingerprint) != (n.rule.as_str(), n.fingerprint)
+                    });
+                    resolved.push((n.clone(), RESOLVED_SENDS));
+                }
+            }
+        }
+        let doc = StateDoc {
+            engine: self.engine.snapshot(),
+            alerts: alerts.values().cloned().collect(),
+            resolved: resolved.clone(),
+        };
+        self.state.save(&doc)?;
+        if notices.is_empty() {
+            return Ok(());
+        }
+        let metrics = &self.shared.metrics;
+        metrics.alerts.reset();
+        for a in alerts.values() {
+            metrics
+                .alerts
+                .with_label_values(&[a.to.as_str(), a.severity.as_str()])
+                .inc();
+        }
+        *lock(&self.shared.alerts) = alerts;
+        // The Alertmanager sender ages the resolved list meanwhile: keep its counts, and keep
+        // out what it has finished with (unless it resolved just now).
+        {
+            let mut shared_resolved = lock(&self.shared.resolved);
+            resolved.retain_mut(|(n, left)| {
+                if let Some((_, current)) = shared_resolved.iter().find(|(r, _)| r.id == n.id) {
+                    *left = *current;
+                    true
+                } else {
+                    notices.iter().any(|x| x.id == n.id)
+                }
+            });
+            *shared_resolved = resolved;
+        }
+        if notices.iter().any(Notice::is_notified) {
+            self.shared.alertmanager_wake.notify_one();
+        }
+        self.shared.outbox_wake.notify_waiters();
+        Ok(())
+    }
+
+    /// Acknowledges what was evaluated: MQTT deliveries at once (their effect on alerts is in
+    /// the outbox and state already when it made a transition), Kafka offsets only once a
+    /// state file covering them is written (`persisted`).
+    fn release(&mut self, acks: &mut Vec<Ack>, persisted: bool) {
+        let mut kept = Vec::new();
+        for ack in acks.drain(..) {
+            match ack {
+                Ack::None => {}
+                Ack::Mqtt {
+                    connection,
+                    epoch,
+                    pkid,
+                } => {
+                    if let Some(mqtt) = self.shared.mqtt.get() {
+                        mqtt.ack(connection, epoch, pkid);
+                    }
+                }
+                Ack::Kafka {
+                    topic,
+                    partition,
+                    next,
+                } if persisted => {
+                    let mut commit = lock(&self.shared.kafka_commit);
+                    let slot = commit.entry((topic, partition)).or_insert(next);
+                    *slot = (*slot).max(next);
+                }
+                kafka @ Ack::Kafka { .. } => kept.push(kafka),
+            }
+        }
+        *acks = kept;
+    }
+
+    fn publish_rules(&self) {
+        let views: Vec<RuleView> = self
+            .engine
+            .rules()
+            .map(|(rule, stats, series)| rule_view(rule, stats, series))
+            .collect();
+        self.shared
+            .metrics
+            .rule_stats(self.engine.rules().map(|(r, s, n)| (&*r.name, s, n)));
+        *lock(&self.shared.rules) = views;
+    }
+}
+
+fn rule_view(rule: &Rule, stats: &RuleStats, series: usize) -> RuleView {
+    let time = |ms: i64| {
+        cityops_event::Timestamp::from_millis(ms)
+            .map(|t| t.to_string())
+            .ok()
+    };
+    RuleView {
+        name: rule.name.to_string(),
+        group: rule.group.clone(),
+        file: rule.file.clone(),
+        line: rule.line,
+        kind: rule.kind.name(),
+        health: if stats.last_error.is_some() {
+            "err"
+        } else {
+            "ok"
+        },
+        last_evaluation: stats.last_event_ms.and_then(time),
+        last_error: stats.last_error.as_ref().map(|(_, e)| e.clone()),
+        series,
+        evaluated: stats.evaluated,
+        late: stats.late,
+        refused: stats.refused,
+    }
+}
+
+/// The consumers of the outbox for a config: the history and each webhook.
+pub fn outbox_consumers(config: &Config) -> Vec<String> {
+    let mut consumers = vec!["history".to_string()];
+    consumers.extend(
+        config
+            .alert
+            .webhooks
+            .iter()
+            .map(|w| format!("webhook:{}", w.name)),
+    );
+    consumers
+}

@@ -1,0 +1,625 @@
+//! The proofs of `cityops alert`: real mosquitto, Alertmanager and ClickHouse, the real binary
+//! killed and restarted, a real HTTP receiver for webhooks. Every test owns its services.
+
+use crate::ingest_support::{Ingest as Service, http_get, metric_sum};
+use cityops_testkit::{Alertmanager, ClickHouseServer, Mosquitto};
+use serde_json::Value;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+const FEEDS: &str = r#"
+[[feeds]]
+name = "water_level"
+source = "mqtt"
+topic = "proof/water/{entity_id}"
+domain = "water"
+[feeds.decoder]
+type = "json"
+ts = "/ts"
+ts_format = "epoch_ms"
+attrs = { station = "/station" }
+fields = [{ metric = "water_level", pointer = "/level", unit = "m" }]
+"#;
+
+/// A flood rule that fires after 3 s above 2.5 m and clears below 2.3 m.
+const FLOOD_RULES: &str = r#"
+groups:
+  - name: flood
+    lateness: 500ms
+    rules:
+      - alert: FloodGaugeHigh
+        match: '{feed="water_level", metric="water_level"}'
+        by: [entity_id, station]
+        threshold: {fire: "> 2.5", clear: "< 2.3"}
+        for: 3s
+        severity: critical
+        labels: {team: flood}
+        annotations:
+          summary: "Mực nước tại {{ labels.station }} đạt {{ value }} m"
+"#;
+
+struct Rig {
+    mosquitto: Mosquitto,
+    alertmanager: Alertmanager,
+    clickhouse: ClickHouseServer,
+    dir: tempfile::TempDir,
+}
+
+impl Rig {
+    fn start() -> Rig {
+        let rig = Rig {
+            mosquitto: Mosquitto::start(),
+            alertmanager: Alertmanager::start(),
+            clickhouse: ClickHouseServer::start(),
+            dir: tempfile::tempdir().unwrap(),
+        };
+        let config = rig.config("migrate", "");
+        let out = crate::cityops(&["migrate", "--config", config.to_str().unwrap(), "--quiet"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        rig
+    }
+
+    fn rules_path(&self) -> PathBuf {
+        self.dir.path().join("rules.yaml")
+    }
+
+    /// Writes the config of alerter `name` with extra `[alert]` keys (webhooks go after).
+    fn config(&self, name: &str, alert_extra: &str) -> PathBuf {
+        if !self.rules_path().exists() {
+            std::fs::write(self.rules_path(), FLOOD_RULES).unwrap();
+        }
+        let text = format!(
+            r#"
+[telemetry]
+log_level = "info,cityops_alert=debug"
+
+[clickhouse]
+url = "{url}"
+database = "proof"
+
+[mqtt]
+host = "127.0.0.1"
+port = {port}
+client_id = "unused-by-the-alerter"
+keep_alive_s = 5
+reconnect_initial_ms = 100
+reconnect_max_ms = 1000
+[mqtt.spool]
+dir = "{dir}/spool"
+
+[alert]
+rule_files = ["rules.yaml"]
+state_dir = "{dir}/state-{name}"
+external_url = "http://alerter.test:9465"
+mqtt_client_id = "proof-alert-{name}"
+mqtt_shared_group = "proof-alert-{name}"
+tick_ms = 100
+snapshot_interval_ms = 1000
+resend_interval_ms = 2000
+[[alert.alertmanagers]]
+url = "{am}"
+timeout_ms = 2000
+{alert_extra}
+{feeds}"#,
+            url = self.clickhouse.url(),
+            port = self.mosquitto.port(),
+            dir = self.dir.path().display(),
+            am = self.alertmanager.url(),
+            feeds = FEEDS,
+        );
+        let path = self.dir.path().join(format!("{name}.toml"));
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    async fn alerter(&self, name: &str, alert_extra: &str) -> Service {
+        let config = self.config(name, alert_extra);
+        let service = Service::spawn_subcommand("alert", &config, self.dir.path(), name);
+        wait_ready(&service).await;
+        service
+    }
+
+    async fn publish(&self, gauge: &str, station: &str, level: f64, ts: i64) {
+        let payload = serde_json::json!({"ts": ts, "level": level, "station": station})
+            .to_string()
+            .into_bytes();
+        self.mosquitto
+            .publish(&format!("proof/water/{gauge}"), &[payload])
+            .await
+            .unwrap();
+    }
+
+    /// Alertmanager's alerts named `alertname` (active ones).
+    async fn am_alerts(&self, alertname: &str) -> Vec<Value> {
+        self.alertmanager
+            .alerts()
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|a| a["labels"]["alertname"] == alertname)
+            .collect()
+    }
+}
+
+/// Waits until `/readyz` answers 200 (every MQTT session subscribed).
+async fn wait_ready(service: &Service) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (code, body) = http_get(service.port, "/readyz").await;
+        if code == 200 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the alerter is not ready after 60 s ({code} {body}):\n{}",
+            service.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Publishes `level` every 200 ms until `done` says so or the deadline passes; returns what
+/// `done` returned.
+async fn publish_until<T>(
+    rig: &Rig,
+    level: f64,
+    what: &str,
+    mut done: impl AsyncFnMut() -> Option<T>,
+) -> T {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        rig.publish("wl-cam-le-03", "Cầu Rồng", level, now_ms())
+            .await;
+        if let Some(found) = done().await {
+            return found;
+        }
+        assert!(Instant::now() < deadline, "{what} not seen after 60 s");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proof_1_a_flood_series_over_mqtt_raises_an_alert_in_alertmanager_and_falling_below_the_clear_bound_resolves_it()
+ {
+    let rig = Rig::start();
+    let alerter = rig.alerter("a", "").await;
+    let started = Instant::now();
+    let alert = publish_until(&rig, 2.6, "the alert in Alertmanager", async || {
+        rig.am_alerts("FloodGaugeHigh").await.into_iter().next()
+    })
+    .await;
+    let latency = started.elapsed();
+    eprintln!(
+        "proof 1: first reading above 2.5 m to the alert in Alertmanager: {latency:?} (for: 3 s)"
+    );
+    assert!(
+        latency >= Duration::from_secs(3),
+        "fired before `for` elapsed: {latency:?}"
+    );
+    assert_eq!(alert["labels"]["entity_id"], "wl-cam-le-03");
+    assert_eq!(alert["labels"]["station"], "Cầu Rồng");
+    assert_eq!(alert["labels"]["severity"], "critical");
+    assert_eq!(alert["labels"]["team"], "flood");
+    assert_eq!(
+        alert["annotations"]["summary"],
+        "Mực nước tại Cầu Rồng đạt 2.6 m"
+    );
+    assert!(
+        alert["generatorURL"]
+            .as_str()
+            .unwrap()
+            .starts_with("http://alerter.test:9465/api/v1/alerts?fingerprint="),
+        "{alert}"
+    );
+    // amtool, as on-call staff query it.
+    let amtool = std::process::Command::new("amtool")
+        .args([
+            "alert",
+            "query",
+            "--alertmanager.url",
+            &rig.alertmanager.url(),
+            "alertname=FloodGaugeHigh",
+            "-o",
+            "extended",
+        ])
+        .output()
+        .expect("amtool runs (apt install prometheus-alertmanager: make deps)");
+    let listed = String::from_utf8_lossy(&amtool.stdout);
+    assert!(
+        listed.contains("FloodGaugeHigh") && listed.contains("Mực nước tại Cầu Rồng đạt 2.6 m"),
+        "amtool: {listed}"
+    );
+    // The API shows it firing.
+    let (_, body) = http_get(
+        alerter.port,
+        "/api/v1/alerts?state=firing&station=C%E1%BA%A7u%20R%E1%BB%93ng",
+    )
+    .await;
+    let api: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        api["data"]["alerts"].as_array().map(Vec::len),
+        Some(1),
+        "{body}"
+    );
+
+    // Falling below the clear bound resolves it there.
+    let started = Instant::now();
+    publish_until(&rig, 2.2, "the resolve in Alertmanager", async || {
+        rig.am_alerts("FloodGaugeHigh")
+            .await
+            .is_empty()
+            .then_some(())
+    })
+    .await;
+    eprintln!(
+        "proof 1: first reading below 2.3 m to the alert gone from Alertmanager: {:?}",
+        started.elapsed()
+    );
+    let m = alerter.metrics().await;
+    assert!(
+        metric_sum(
+            &m,
+            "cityops_alert_notifications_sent_total",
+            &["alertmanager:0"]
+        ) >= 2.0,
+        "{m}"
+    );
+}
+
+/// A webhook receiver: an HTTP server on 127.0.0.1 that answers 500 until `fail_until`, then
+/// 200, keeping every body it took.
+struct Receiver {
+    port: u16,
+    taken: Arc<Mutex<Vec<Value>>>,
+    refused: Arc<Mutex<usize>>,
+}
+
+impl Receiver {
+    async fn start(fail_until: Instant) -> Receiver {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let taken = Arc::new(Mutex::new(Vec::new()));
+        let refused = Arc::new(Mutex::new(0));
+        let (t, r) = (Arc::clone(&taken), Arc::clone(&refused));
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let (t, r) = (Arc::clone(&t), Arc::clone(&r));
+                tokio::spawn(serve_connection(stream, fail_until, t, r));
+            }
+        });
+        Receiver {
+            port,
+            taken,
+            refused,
+        }
+    }
+
+    fn taken(&self) -> Vec<Value> {
+        self.taken.lock().unwrap().clone()
+    }
+}
+
+/// Serves HTTP/1.1 requests on one connection (keep-alive) until the peer closes it.
+async fn serve_connection(
+    mut stream: tokio::net::TcpStream,
+    fail_until: Instant,
+    taken: Arc<Mutex<Vec<Value>>>,
+    refused: Arc<Mutex<usize>>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buffer = Vec::new();
+    loop {
+        let head_end = loop {
+            if let Some(at) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
+                break at + 4;
+            }
+            let mut chunk = [0u8; 4096];
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+            }
+        };
+        let head = String::from_utf8_lossy(&buffer[..head_end]).to_lowercase();
+        let length: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        while buffer.len() < head_end + length {
+            let mut chunk = [0u8; 4096];
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+            }
+        }
+        let body: Vec<u8> = buffer[head_end..head_end + length].to_vec();
+        buffer.drain(..head_end + length);
+        let status = if Instant::now() < fail_until {
+            *refused.lock().unwrap() += 1;
+            "500 Internal Server Error"
+        } else {
+            taken
+                .lock()
+                .unwrap()
+                .push(serde_json::from_slice(&body).unwrap_or(Value::Null));
+            "200 OK"
+        };
+        let response = format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\n\r\n");
+        if stream.write_all(response.as_bytes()).await.is_err() {
+            return;
+        }
+    }
+}
+
+fn webhook(port: u16) -> String {
+    format!(
+        "[[alert.webhooks]]\nname = \"ops\"\nurl = \"http://127.0.0.1:{port}/hook\"\nretry_initial_ms = 200\nretry_max_ms = 2000\n"
+    )
+}
+
+async fn wait_for<T>(
+    what: &str,
+    timeout: Duration,
+    mut check: impl AsyncFnMut() -> Option<T>,
+) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(found) = check().await {
+            return found;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: not seen after {timeout:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn ms_of(rfc3339: &str) -> i64 {
+    cityops_event::Timestamp::parse_rfc3339(rfc3339)
+        .unwrap()
+        .as_millis()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proof_3_an_alerter_killed_with_9_while_an_alert_is_pending_fires_it_at_the_original_time_once()
+ {
+    let rig = Rig::start();
+    let receiver = Receiver::start(Instant::now()).await;
+    let mut alerter = rig.alerter("a", &webhook(receiver.port)).await;
+    // Readings above 2.5 m until the alert is pending; then none: the condition holds on.
+    let pending = publish_until(&rig, 2.6, "the pending alert", async || {
+        let (_, body) = http_get(alerter.port, "/api/v1/alerts?state=pending").await;
+        let api: Value = serde_json::from_str(&body).ok()?;
+        api["data"]["alerts"].as_array()?.first().cloned()
+    })
+    .await;
+    alerter.kill9();
+    let active_at = ms_of(pending["activeAt"].as_str().unwrap());
+    let restarted = Service::spawn_subcommand(
+        "alert",
+        &rig.config("a", &webhook(receiver.port)),
+        rig.dir.path(),
+        "a-again",
+    );
+    wait_ready(&restarted).await;
+    let alert = wait_for(
+        "the alert in Alertmanager after the restart",
+        Duration::from_secs(60),
+        async || rig.am_alerts("FloodGaugeHigh").await.into_iter().next(),
+    )
+    .await;
+    let starts_at = ms_of(alert["startsAt"].as_str().unwrap());
+    eprintln!("proof 3: pending since {active_at}, fired at {starts_at} (for: 3000 ms)");
+    assert_eq!(
+        starts_at,
+        active_at + 3_000,
+        "the alert fires at its original time: pending since + for"
+    );
+    // Once: the webhook got one firing notification, and the history has one firing row.
+    let firing = wait_for("the firing webhook", Duration::from_secs(60), async || {
+        let taken = receiver.taken();
+        taken
+            .iter()
+            .any(|b| b["status"] == "firing")
+            .then_some(taken)
+    })
+    .await;
+    let rows = wait_for(
+        "the firing row in alert_events",
+        Duration::from_secs(60),
+        async || {
+            let n = rig
+                .clickhouse
+                .scalar("SELECT count() FROM proof.alert_events WHERE state = 'firing'")
+                .await
+                .ok()?;
+            (n >= 1.0).then_some(n)
+        },
+    )
+    .await;
+    let m = restarted.metrics().await;
+    assert!(
+        metric_sum(
+            &m,
+            "cityops_alert_notifications_sent_total",
+            &["alertmanager:0"]
+        ) >= 1.0,
+        "{m}"
+    );
+    assert_eq!(
+        firing.iter().filter(|b| b["status"] == "firing").count(),
+        1,
+        "{firing:?}"
+    );
+    assert_eq!(rows, 1.0, "firing rows in alert_events");
+    let pendings = rig
+        .clickhouse
+        .scalar("SELECT count() FROM proof.alert_events WHERE state = 'pending'")
+        .await
+        .unwrap();
+    assert_eq!(pendings, 1.0, "pending rows in alert_events");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proof_4_a_rule_file_with_an_error_is_refused_whole_and_the_old_rules_still_fire() {
+    let rig = Rig::start();
+    let alerter = rig.alerter("a", "").await;
+    std::fs::write(
+        rig.rules_path(),
+        FLOOD_RULES
+            .replace("for: 3s", "for: 3 seconds")
+            .replace("fire: \"> 2.5\"", "fire: \"> two\""),
+    )
+    .unwrap();
+    let answer = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{}/-/reload", alerter.port))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status().as_u16(), 400);
+    let body: Value = answer.json().await.unwrap();
+    let errors: Vec<String> = body["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e.as_str().unwrap().to_owned())
+        .collect();
+    let file = rig.rules_path().display().to_string();
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.starts_with(&format!("{file}:9:")) && e.contains("\"> two\"")),
+        "{errors:?}"
+    );
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.starts_with(&format!("{file}:10:")) && e.contains("3 seconds")),
+        "{errors:?}"
+    );
+    let m = alerter.metrics().await;
+    assert_eq!(
+        metric_sum(&m, "cityops_alert_reload_success_state", &[]),
+        0.0,
+        "{m}"
+    );
+    // The file change is noticed too, and refused the same way (logged with file and line).
+    wait_for(
+        "the refused reload in the log",
+        Duration::from_secs(30),
+        async || {
+            alerter
+                .log_text()
+                .contains("rule reload refused")
+                .then_some(())
+        },
+    )
+    .await;
+    // The old rules keep running.
+    let alert = publish_until(&rig, 2.6, "the alert of the old rules", async || {
+        rig.am_alerts("FloodGaugeHigh").await.into_iter().next()
+    })
+    .await;
+    assert_eq!(
+        alert["annotations"]["summary"],
+        "Mực nước tại Cầu Rồng đạt 2.6 m"
+    );
+    let (_, rules) = http_get(alerter.port, "/api/v1/rules").await;
+    let rules: Value = serde_json::from_str(&rules).unwrap();
+    assert_eq!(rules["data"]["rules"][0]["name"], "FloodGaugeHigh");
+    assert!(
+        rules["data"]["rules"][0]["evaluated"].as_u64().unwrap() > 0,
+        "{rules}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proof_6_a_webhook_that_fails_for_30_s_gets_every_notification_after_it_recovers_none_doubled()
+ {
+    let rig = Rig::start();
+    let fail_until = Instant::now() + Duration::from_secs(30);
+    let receiver = Receiver::start(fail_until).await;
+    let alerter = rig.alerter("a", &webhook(receiver.port)).await;
+    publish_until(&rig, 2.6, "the alert", async || {
+        rig.am_alerts("FloodGaugeHigh").await.into_iter().next()
+    })
+    .await;
+    publish_until(&rig, 2.2, "the resolve", async || {
+        rig.am_alerts("FloodGaugeHigh")
+            .await
+            .is_empty()
+            .then_some(())
+    })
+    .await;
+    assert!(
+        Instant::now() < fail_until,
+        "the alert fired and resolved after the receiver recovered: the test proves nothing"
+    );
+    let taken = wait_for(
+        "both notifications at the receiver",
+        Duration::from_secs(90),
+        async || {
+            let taken = receiver.taken();
+            (taken.len() >= 2).then_some(taken)
+        },
+    )
+    .await;
+    // Settled: the sender has nothing more for it.
+    wait_for(
+        "the webhook sender settled",
+        Duration::from_secs(30),
+        async || {
+            let m = alerter.metrics().await;
+            (metric_sum(
+                &m,
+                "cityops_alert_notifications_sent_total",
+                &["webhook:ops"],
+            ) == 2.0)
+                .then_some(())
+        },
+    )
+    .await;
+    let taken = if receiver.taken().len() > taken.len() {
+        receiver.taken()
+    } else {
+        taken
+    };
+    let statuses: Vec<&str> = taken
+        .iter()
+        .map(|b| b["status"].as_str().unwrap_or("?"))
+        .collect();
+    assert_eq!(statuses, ["firing", "resolved"], "{taken:?}");
+    assert_ne!(taken[0]["id"], taken[1]["id"]);
+    assert_eq!(
+        taken[0]["annotations"]["summary"],
+        "Mực nước tại Cầu Rồng đạt 2.6 m"
+    );
+    let refused = *receiver.refused.lock().unwrap();
+    let m = alerter.metrics().await;
+    eprintln!(
+        "proof 6: {refused} deliveries refused while the receiver failed; then {} taken",
+        taken.len()
+    );
+    assert!(
+        refused >= 2
+            && metric_sum(
+                &m,
+                "cityops_alert_notifications_failed_total",
+                &["webhook:ops"]
+            ) >= 2.0,
+        "{m}"
+    );
+}
