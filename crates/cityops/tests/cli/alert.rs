@@ -77,6 +77,11 @@ impl Rig {
 
     /// Writes the config of alerter `name` with extra `[alert]` keys (webhooks go after).
     fn config(&self, name: &str, alert_extra: &str) -> PathBuf {
+        self.config_with(name, alert_extra, "")
+    }
+
+    /// As [`Rig::config`], with `extra` sections (more feeds, `[kafka]`) at the end.
+    fn config_with(&self, name: &str, alert_extra: &str, extra: &str) -> PathBuf {
         if !self.rules_path().exists() {
             std::fs::write(self.rules_path(), FLOOD_RULES).unwrap();
         }
@@ -112,7 +117,8 @@ resend_interval_ms = 2000
 url = "{am}"
 timeout_ms = 2000
 {alert_extra}
-{feeds}"#,
+{feeds}
+{extra}"#,
             url = self.clickhouse.url(),
             port = self.mosquitto.port(),
             dir = self.dir.path().display(),
@@ -622,4 +628,104 @@ async fn proof_6_a_webhook_that_fails_for_30_s_gets_every_notification_after_it_
             ) >= 2.0,
         "{m}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proof_2_alerts_flow_while_clickhouse_is_down_and_the_history_arrives_once_it_is_back_none_missing() {
+    let mut rig = Rig::start();
+    let mut alerter = rig.alerter("a", "").await;
+    rig.clickhouse.stop();
+    publish_until(&rig, 2.6, "the alert with ClickHouse down", async || rig.am_alerts("FloodGaugeHigh").await.into_iter().next()).await;
+    // A crash while ClickHouse is away loses none of the history: it waits on local disk.
+    alerter.kill9();
+    let alerter = Service::spawn_subcommand("alert", &rig.config("a", ""), rig.dir.path(), "a-again");
+    wait_ready(&alerter).await;
+    publish_until(&rig, 2.2, "the resolve with ClickHouse down", async || rig.am_alerts("FloodGaugeHigh").await.is_empty().then_some(())).await;
+    let backlog = wait_for("three transitions waiting for ClickHouse", Duration::from_secs(30), async || {
+        let n = metric_sum(&alerter.metrics().await, "cityops_alert_history_backlog_events", &[]);
+        (n >= 3.0).then_some(n)
+    })
+    .await;
+    rig.clickhouse.start_again();
+    let rows = wait_for("the history in alert_events", Duration::from_secs(90), async || {
+        let n = rig.clickhouse.scalar("SELECT count() FROM proof.alert_events").await.ok()?;
+        (n >= 3.0).then_some(n)
+    })
+    .await;
+    wait_for("the outbox emptied", Duration::from_secs(30), async || (metric_sum(&alerter.metrics().await, "cityops_alert_history_backlog_events", &[]) == 0.0).then_some(())).await;
+    let states = rig.clickhouse.sql("SELECT groupArray(state) FROM (SELECT state FROM proof.alert_events ORDER BY ts, ts_ms) FORMAT TSV").await.unwrap();
+    let distinct = rig.clickhouse.scalar("SELECT uniqExact(alert_event_id) FROM proof.alert_events").await.unwrap();
+    eprintln!("proof 2: {backlog} transitions held while ClickHouse was down; then {rows} rows: {}", states.trim());
+    assert_eq!(rows, 3.0);
+    assert_eq!(distinct, 3.0);
+    assert_eq!(states.trim(), "['pending','firing','resolved']");
+    let summary = rig.clickhouse.sql("SELECT summary FROM proof.alert_events WHERE state = 'firing' FORMAT TSV").await.unwrap();
+    assert_eq!(summary.trim(), "Mực nước tại Cầu Rồng đạt 2.6 m");
+}
+
+const REPORT_FEED: &str = r#"
+[[feeds]]
+name = "citizen_reports"
+source = "kafka"
+topic = "proof.citizen.reports"
+domain = "citizen_report"
+entity_type = "CitizenReport"
+[feeds.decoder]
+type = "json"
+entity_id = "/report_id"
+district = "/district"
+ward = "/ward"
+ts = "/ts"
+ts_format = "epoch_ms"
+attrs = { category = "/category" }
+fields = [{ metric = "status", pointer = "/status", type = "string" }]
+"#;
+
+const SPIKE_RULE: &str = r#"
+      - alert: FloodReportsSpike
+        match: '{feed="citizen_reports", metric="status", category="ngap_ung"}'
+        by: [district, ward]
+        window: {aggregate: count_distinct, over: 30m, fire: ">= 5", clear: "< 2"}
+        severity: critical
+        annotations:
+          summary: "{{ value | int }} phản ánh ngập úng tại phường {{ labels.ward }}, {{ labels.district }} trong 30 phút"
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proof_5_a_spike_of_citizen_flood_reports_over_kafka_raises_the_ward_alert() {
+    let rig = Rig::start();
+    let kafka = cityops_testkit::KafkaBroker::start();
+    kafka.create_topic("proof.citizen.reports", 2).unwrap();
+    std::fs::write(rig.rules_path(), format!("{FLOOD_RULES}{SPIKE_RULE}")).unwrap();
+    let extra = format!("{REPORT_FEED}\n[kafka]\nbootstrap_servers = \"{}\"\nsession_timeout_ms = 6000\n", kafka.bootstrap());
+    let config = rig.config_with("a", "", &extra);
+    let alerter = Service::spawn_subcommand("alert", &config, rig.dir.path(), "a");
+    wait_ready(&alerter).await;
+    let producer = kafka.producer().unwrap();
+    let report = |id: String, ward: &str, category: &str| {
+        serde_json::json!({"report_id": id, "district": "Cẩm Lệ", "ward": ward, "category": category, "status": "received", "ts": now_ms()}).to_string()
+    };
+    // Two waste reports and two flood reports in another ward: neither makes the alert.
+    for (i, (ward, category)) in [("Hòa Thọ Đông", "moi_truong"), ("Hòa Thọ Đông", "moi_truong"), ("Khuê Trung", "ngap_ung"), ("Khuê Trung", "ngap_ung")].iter().enumerate() {
+        kafka.produce(&producer, "proof.citizen.reports", b"k", report(format!("PA-other-{i}"), ward, category).as_bytes()).await.unwrap();
+    }
+    // A new flood report from Hòa Thọ Đông every 200 ms until the ward's alert is in Alertmanager.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut sent = 0;
+    let alert = loop {
+        kafka.produce(&producer, "proof.citizen.reports", format!("r{sent}").as_bytes(), report(format!("PA-{sent}"), "Hòa Thọ Đông", "ngap_ung").as_bytes()).await.unwrap();
+        sent += 1;
+        if let Some(a) = rig.am_alerts("FloodReportsSpike").await.into_iter().next() {
+            break a;
+        }
+        assert!(Instant::now() < deadline, "no ward alert after {sent} reports:\n{}", alerter.log_text());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    eprintln!("proof 5: the ward alert after {sent} flood reports were produced");
+    assert!(sent >= 5, "fired after {sent} reports");
+    assert_eq!(alert["labels"]["ward"], "Hòa Thọ Đông");
+    assert_eq!(alert["labels"]["district"], "Cẩm Lệ");
+    let summary = alert["annotations"]["summary"].as_str().unwrap();
+    assert!(summary.ends_with("phản ánh ngập úng tại phường Hòa Thọ Đông, Cẩm Lệ trong 30 phút"), "{summary}");
+    assert_eq!(rig.am_alerts("FloodReportsSpike").await.len(), 1, "only the ward with five or more flood reports");
 }
