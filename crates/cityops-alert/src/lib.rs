@@ -11,6 +11,7 @@ pub mod senders;
 pub mod service;
 pub mod sources;
 pub mod state;
+pub mod warm;
 
 pub use metrics::AlertMetrics;
 pub use service::AlertError;
@@ -55,13 +56,19 @@ pub fn run(
     );
 
     let state = state::StateFile::new(&alert.state_dir)?;
+    let rule_set_for_warm = rules.clone();
     let mut engine = cityops_rules::Engine::new(rules);
     let saved = state.load()?.unwrap_or_default();
     let restored = engine.restore(saved.engine);
     let outbox = outbox::Outbox::open(&alert.state_dir, &outbox_consumers(config))?;
     tracing::info!(series = restored, alerts = saved.alerts.len(), dir = %alert.state_dir.display(), "state restored");
-    // Cold start: the windows fill as events arrive (warm start from ClickHouse: issue 12).
-    metrics.warm.set(0.0);
+    if alert.warm_start_ms > 0 {
+        warm_start(&mut engine, &rule_set_for_warm, config, runtime, &metrics);
+    } else {
+        tracing::info!(
+            "warm start off (alert.warm_start_ms = 0): the windows fill as events arrive"
+        );
+    }
 
     let (input, input_rx) = std::sync::mpsc::sync_channel(INPUT_QUEUE);
     let shared = Arc::new(Shared {
@@ -183,6 +190,45 @@ pub fn run(
     let _ = runtime.block_on(server_task);
     kafka_result.map_err(AlertError::Source)?;
     evaluated
+}
+
+/// Fills the windows from ClickHouse's recent events; with ClickHouse unreachable (or too slow:
+/// 30 s) starts cold and says so.
+fn warm_start(
+    engine: &mut cityops_rules::Engine,
+    rules: &cityops_rules::RuleSet,
+    config: &Config,
+    runtime: &tokio::runtime::Handle,
+    metrics: &AlertMetrics,
+) {
+    let lookback = i64::try_from(config.alert.warm_start_ms).unwrap_or(i64::MAX);
+    let started = std::time::Instant::now();
+    let read = runtime.block_on(async {
+        tokio::time::timeout(
+            Duration::from_secs(30),
+            warm::recent_events(&config.clickhouse, rules, service::now_ms(), lookback),
+        )
+        .await
+        .unwrap_or_else(|_| Err("no answer within 30 s".into()))
+    });
+    match read {
+        Ok(events) => {
+            for event in &events {
+                engine.warm(event);
+            }
+            metrics.warm.set(1.0);
+            tracing::info!(
+                events = events.len(),
+                series = engine.series_count(),
+                took_ms = started.elapsed().as_millis() as u64,
+                "warm start: windows filled from ClickHouse"
+            );
+        }
+        Err(error) => {
+            metrics.warm.set(0.0);
+            tracing::warn!(%error, "cold start: ClickHouse did not give the recent events; the windows fill as events arrive");
+        }
+    }
 }
 
 /// Reloads when a rule file's modification time changes (checked every second).

@@ -631,35 +631,81 @@ async fn proof_6_a_webhook_that_fails_for_30_s_gets_every_notification_after_it_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn proof_2_alerts_flow_while_clickhouse_is_down_and_the_history_arrives_once_it_is_back_none_missing() {
+async fn proof_2_alerts_flow_while_clickhouse_is_down_and_the_history_arrives_once_it_is_back_none_missing()
+ {
     let mut rig = Rig::start();
     let mut alerter = rig.alerter("a", "").await;
     rig.clickhouse.stop();
-    publish_until(&rig, 2.6, "the alert with ClickHouse down", async || rig.am_alerts("FloodGaugeHigh").await.into_iter().next()).await;
+    publish_until(&rig, 2.6, "the alert with ClickHouse down", async || {
+        rig.am_alerts("FloodGaugeHigh").await.into_iter().next()
+    })
+    .await;
     // A crash while ClickHouse is away loses none of the history: it waits on local disk.
     alerter.kill9();
-    let alerter = Service::spawn_subcommand("alert", &rig.config("a", ""), rig.dir.path(), "a-again");
+    let alerter =
+        Service::spawn_subcommand("alert", &rig.config("a", ""), rig.dir.path(), "a-again");
     wait_ready(&alerter).await;
-    publish_until(&rig, 2.2, "the resolve with ClickHouse down", async || rig.am_alerts("FloodGaugeHigh").await.is_empty().then_some(())).await;
-    let backlog = wait_for("three transitions waiting for ClickHouse", Duration::from_secs(30), async || {
-        let n = metric_sum(&alerter.metrics().await, "cityops_alert_history_backlog_events", &[]);
-        (n >= 3.0).then_some(n)
+    publish_until(&rig, 2.2, "the resolve with ClickHouse down", async || {
+        rig.am_alerts("FloodGaugeHigh")
+            .await
+            .is_empty()
+            .then_some(())
     })
+    .await;
+    let backlog = wait_for(
+        "three transitions waiting for ClickHouse",
+        Duration::from_secs(30),
+        async || {
+            let n = metric_sum(
+                &alerter.metrics().await,
+                "cityops_alert_history_backlog_events",
+                &[],
+            );
+            (n >= 3.0).then_some(n)
+        },
+    )
     .await;
     rig.clickhouse.start_again();
-    let rows = wait_for("the history in alert_events", Duration::from_secs(90), async || {
-        let n = rig.clickhouse.scalar("SELECT count() FROM proof.alert_events").await.ok()?;
-        (n >= 3.0).then_some(n)
+    let rows = wait_for(
+        "the history in alert_events",
+        Duration::from_secs(90),
+        async || {
+            let n = rig
+                .clickhouse
+                .scalar("SELECT count() FROM proof.alert_events")
+                .await
+                .ok()?;
+            (n >= 3.0).then_some(n)
+        },
+    )
+    .await;
+    wait_for("the outbox emptied", Duration::from_secs(30), async || {
+        (metric_sum(
+            &alerter.metrics().await,
+            "cityops_alert_history_backlog_events",
+            &[],
+        ) == 0.0)
+            .then_some(())
     })
     .await;
-    wait_for("the outbox emptied", Duration::from_secs(30), async || (metric_sum(&alerter.metrics().await, "cityops_alert_history_backlog_events", &[]) == 0.0).then_some(())).await;
     let states = rig.clickhouse.sql("SELECT groupArray(state) FROM (SELECT state FROM proof.alert_events ORDER BY ts, ts_ms) FORMAT TSV").await.unwrap();
-    let distinct = rig.clickhouse.scalar("SELECT uniqExact(alert_event_id) FROM proof.alert_events").await.unwrap();
-    eprintln!("proof 2: {backlog} transitions held while ClickHouse was down; then {rows} rows: {}", states.trim());
+    let distinct = rig
+        .clickhouse
+        .scalar("SELECT uniqExact(alert_event_id) FROM proof.alert_events")
+        .await
+        .unwrap();
+    eprintln!(
+        "proof 2: {backlog} transitions held while ClickHouse was down; then {rows} rows: {}",
+        states.trim()
+    );
     assert_eq!(rows, 3.0);
     assert_eq!(distinct, 3.0);
     assert_eq!(states.trim(), "['pending','firing','resolved']");
-    let summary = rig.clickhouse.sql("SELECT summary FROM proof.alert_events WHERE state = 'firing' FORMAT TSV").await.unwrap();
+    let summary = rig
+        .clickhouse
+        .sql("SELECT summary FROM proof.alert_events WHERE state = 'firing' FORMAT TSV")
+        .await
+        .unwrap();
     assert_eq!(summary.trim(), "Mực nước tại Cầu Rồng đạt 2.6 m");
 }
 
@@ -697,7 +743,10 @@ async fn proof_5_a_spike_of_citizen_flood_reports_over_kafka_raises_the_ward_ale
     let kafka = cityops_testkit::KafkaBroker::start();
     kafka.create_topic("proof.citizen.reports", 2).unwrap();
     std::fs::write(rig.rules_path(), format!("{FLOOD_RULES}{SPIKE_RULE}")).unwrap();
-    let extra = format!("{REPORT_FEED}\n[kafka]\nbootstrap_servers = \"{}\"\nsession_timeout_ms = 6000\n", kafka.bootstrap());
+    let extra = format!(
+        "{REPORT_FEED}\n[kafka]\nbootstrap_servers = \"{}\"\nsession_timeout_ms = 6000\n",
+        kafka.bootstrap()
+    );
     let config = rig.config_with("a", "", &extra);
     let alerter = Service::spawn_subcommand("alert", &config, rig.dir.path(), "a");
     wait_ready(&alerter).await;
@@ -706,19 +755,47 @@ async fn proof_5_a_spike_of_citizen_flood_reports_over_kafka_raises_the_ward_ale
         serde_json::json!({"report_id": id, "district": "Cẩm Lệ", "ward": ward, "category": category, "status": "received", "ts": now_ms()}).to_string()
     };
     // Two waste reports and two flood reports in another ward: neither makes the alert.
-    for (i, (ward, category)) in [("Hòa Thọ Đông", "moi_truong"), ("Hòa Thọ Đông", "moi_truong"), ("Khuê Trung", "ngap_ung"), ("Khuê Trung", "ngap_ung")].iter().enumerate() {
-        kafka.produce(&producer, "proof.citizen.reports", b"k", report(format!("PA-other-{i}"), ward, category).as_bytes()).await.unwrap();
+    for (i, (ward, category)) in [
+        ("Hòa Thọ Đông", "moi_truong"),
+        ("Hòa Thọ Đông", "moi_truong"),
+        ("Khuê Trung", "ngap_ung"),
+        ("Khuê Trung", "ngap_ung"),
+    ]
+    .iter()
+    .enumerate()
+    {
+        kafka
+            .produce(
+                &producer,
+                "proof.citizen.reports",
+                b"k",
+                report(format!("PA-other-{i}"), ward, category).as_bytes(),
+            )
+            .await
+            .unwrap();
     }
     // A new flood report from Hòa Thọ Đông every 200 ms until the ward's alert is in Alertmanager.
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut sent = 0;
     let alert = loop {
-        kafka.produce(&producer, "proof.citizen.reports", format!("r{sent}").as_bytes(), report(format!("PA-{sent}"), "Hòa Thọ Đông", "ngap_ung").as_bytes()).await.unwrap();
+        kafka
+            .produce(
+                &producer,
+                "proof.citizen.reports",
+                format!("r{sent}").as_bytes(),
+                report(format!("PA-{sent}"), "Hòa Thọ Đông", "ngap_ung").as_bytes(),
+            )
+            .await
+            .unwrap();
         sent += 1;
         if let Some(a) = rig.am_alerts("FloodReportsSpike").await.into_iter().next() {
             break a;
         }
-        assert!(Instant::now() < deadline, "no ward alert after {sent} reports:\n{}", alerter.log_text());
+        assert!(
+            Instant::now() < deadline,
+            "no ward alert after {sent} reports:\n{}",
+            alerter.log_text()
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     eprintln!("proof 5: the ward alert after {sent} flood reports were produced");
@@ -726,6 +803,78 @@ async fn proof_5_a_spike_of_citizen_flood_reports_over_kafka_raises_the_ward_ale
     assert_eq!(alert["labels"]["ward"], "Hòa Thọ Đông");
     assert_eq!(alert["labels"]["district"], "Cẩm Lệ");
     let summary = alert["annotations"]["summary"].as_str().unwrap();
-    assert!(summary.ends_with("phản ánh ngập úng tại phường Hòa Thọ Đông, Cẩm Lệ trong 30 phút"), "{summary}");
-    assert_eq!(rig.am_alerts("FloodReportsSpike").await.len(), 1, "only the ward with five or more flood reports");
+    assert!(
+        summary.ends_with("phản ánh ngập úng tại phường Hòa Thọ Đông, Cẩm Lệ trong 30 phút"),
+        "{summary}"
+    );
+    assert_eq!(
+        rig.am_alerts("FloodReportsSpike").await.len(),
+        1,
+        "only the ward with five or more flood reports"
+    );
+}
+
+const AVERAGE_RULE: &str = r#"
+      - alert: WaterAverageHigh
+        match: '{feed="water_level", metric="water_level"}'
+        window: {aggregate: avg, over: 30m, fire: "> 2.5", min_samples: 10}
+        annotations:
+          summary: "{{ labels.entity_id }}: {{ value | round(2) }} m on average"
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_warm_start_fills_the_windows_from_clickhouse_and_a_cold_start_says_so() {
+    let mut rig = Rig::start();
+    std::fs::write(rig.rules_path(), format!("{FLOOD_RULES}{AVERAGE_RULE}")).unwrap();
+    // Twenty minutes of readings at 2.8 m, stored by an ingest before the alerter starts.
+    let now_s = now_ms() / 1000;
+    let values: Vec<String> = (1..=20)
+        .map(|m| {
+            let t = now_s - 60 * m;
+            format!("(toDateTime({t}), 0, toDateTime({t}), 'water_level', 'water', 'wl-warm', 'water_level', 2.8, 'good')")
+        })
+        .collect();
+    rig.clickhouse
+        .sql(&format!("INSERT INTO proof.events (ts, ts_ms, ingested_at, feed, domain, entity_id, metric, value, quality) VALUES {}", values.join(", ")))
+        .await
+        .unwrap();
+    let alerter = rig.alerter("a", "").await;
+    let m = alerter.metrics().await;
+    assert_eq!(
+        metric_sum(&m, "cityops_alert_warm_start_state", &[]),
+        1.0,
+        "{m}\n{}",
+        alerter.log_text()
+    );
+    // One live reading: with the stored twenty, the 30-minute mean has its ten samples at once.
+    rig.publish("wl-warm", "Cầu Rồng", 2.8, now_ms()).await;
+    let alert = wait_for(
+        "the average alert after one live reading",
+        Duration::from_secs(30),
+        async || rig.am_alerts("WaterAverageHigh").await.into_iter().next(),
+    )
+    .await;
+    assert_eq!(alert["annotations"]["summary"], "wl-warm: 2.8 m on average");
+    assert!(
+        alerter
+            .log_text()
+            .contains("warm start: windows filled from ClickHouse"),
+        "{}",
+        alerter.log_text()
+    );
+
+    // ClickHouse away: the alerter starts all the same, cold, and says so.
+    rig.clickhouse.stop();
+    let cold = rig.alerter("b", "").await;
+    let m = cold.metrics().await;
+    assert_eq!(
+        metric_sum(&m, "cityops_alert_warm_start_state", &[]),
+        0.0,
+        "{m}"
+    );
+    assert!(
+        cold.log_text().contains("cold start"),
+        "{}",
+        cold.log_text()
+    );
 }
