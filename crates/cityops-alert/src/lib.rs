@@ -123,6 +123,7 @@ pub fn run(
     for hook in &alert.webhooks {
         tasks.spawn(senders::webhook(
             hook.clone(),
+            alert.queue_max,
             Arc::clone(&shared),
             cancel.clone(),
         ));

@@ -135,7 +135,12 @@ pub async fn alertmanager(config: AlertConfig, shared: Arc<Shared>, cancel: Canc
 
 /// Delivers the outbox's firing and resolved notices to one webhook, in order, retrying each
 /// until the receiver takes it.
-pub async fn webhook(hook: WebhookConfig, shared: Arc<Shared>, cancel: CancellationToken) {
+pub async fn webhook(
+    hook: WebhookConfig,
+    queue_max: usize,
+    shared: Arc<Shared>,
+    cancel: CancellationToken,
+) {
     let consumer = format!("webhook:{}", hook.name);
     let client = reqwest::Client::new();
     let mut backoff = Backoff::new(
@@ -144,6 +149,7 @@ pub async fn webhook(hook: WebhookConfig, shared: Arc<Shared>, cancel: Cancellat
         now_ms() as u64,
     );
     loop {
+        drop_beyond(&shared, &consumer, queue_max);
         let batch = lock(&shared.outbox).next_for(&consumer, 100);
         if batch.is_empty() {
             tokio::select! {
@@ -185,6 +191,36 @@ pub async fn webhook(hook: WebhookConfig, shared: Arc<Shared>, cancel: Cancellat
             if let Err(error) = lock(&shared.outbox).taken(&consumer, seq) {
                 tracing::error!(%error, "cannot move the webhook's outbox cursor");
             }
+        }
+    }
+}
+
+/// A receiver that has been failing long holds at most `queue_max` notifications: the oldest
+/// beyond are dropped and counted (the history keeps every transition).
+fn drop_beyond(shared: &Shared, consumer: &str, queue_max: usize) {
+    let mut outbox = lock(&shared.outbox);
+    let backlog = outbox.backlog(consumer);
+    if backlog <= queue_max {
+        return;
+    }
+    let excess = backlog - queue_max;
+    if let Some((seq, _)) = outbox.next_for(consumer, excess).last() {
+        let seq = *seq;
+        match outbox.taken(consumer, seq) {
+            Ok(()) => {
+                shared
+                    .metrics
+                    .dropped
+                    .with_label_values(&[consumer])
+                    .inc_by(excess as f64);
+                tracing::warn!(
+                    receiver = consumer,
+                    dropped = excess,
+                    queue_max,
+                    "a failing receiver's queue is full: the oldest notifications are dropped"
+                );
+            }
+            Err(error) => tracing::error!(%error, "cannot move the webhook's outbox cursor"),
         }
     }
 }
