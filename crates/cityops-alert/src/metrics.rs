@@ -21,6 +21,8 @@ pub struct AlertMetrics {
     pub refused: CounterVec,
     /// Time to evaluate one batch of events (or a tick).
     pub evaluation: Histogram,
+    /// Messages read from the sources, by source.
+    pub messages: CounterVec,
     /// Payloads the feeds rejected (the ingest stores them in `rejects`; the alerter skips them).
     pub rejected: CounterVec,
     /// Notifications a receiver took, by receiver.
@@ -75,6 +77,7 @@ impl AlertMetrics {
                 "Time to evaluate one batch of events or one tick",
                 vec![0.000_05, 0.000_2, 0.001, 0.005, 0.02, 0.1, 0.5, 2.0],
             )?,
+            messages: m.counter_vec("source_messages_total", "Messages the alerter read from its sources, by source (kafka, mqtt)", &["source"])?,
             rejected: m.counter_vec(
                 "rejected_messages_total",
                 "Payloads the feeds rejected (skipped by the alerter), by reason",

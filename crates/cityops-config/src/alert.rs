@@ -27,6 +27,11 @@ pub struct AlertConfig {
     /// the ingest does.
     #[serde(default = "default_kafka_group_id")]
     pub kafka_group_id: String,
+    /// Where the alerter's Kafka group starts in a partition it never committed: `latest`
+    /// (judge the present; the warm start fills the windows) or `earliest` (read the
+    /// partitions' history first: its alerts are notified as if new, so only for a replay).
+    #[serde(default = "default_kafka_offset_reset")]
+    pub kafka_offset_reset: String,
     /// MQTT client id prefix of the alerter's sessions (the ingest's are its own).
     #[serde(default = "default_mqtt_client_id")]
     pub mqtt_client_id: String,
@@ -101,6 +106,9 @@ fn default_external_url() -> String {
 fn default_kafka_group_id() -> String {
     "cityops-alert".into()
 }
+fn default_kafka_offset_reset() -> String {
+    "latest".into()
+}
 fn default_mqtt_client_id() -> String {
     "cityops-alert".into()
 }
@@ -140,6 +148,7 @@ impl Default for AlertConfig {
             listen_addr: default_listen_addr(),
             external_url: default_external_url(),
             kafka_group_id: default_kafka_group_id(),
+            kafka_offset_reset: default_kafka_offset_reset(),
             mqtt_client_id: default_mqtt_client_id(),
             mqtt_shared_group: default_mqtt_shared_group(),
             tick_ms: default_tick_ms(),
@@ -175,6 +184,9 @@ impl AlertConfig {
         }
         if self.kafka_group_id.trim().is_empty() {
             problems.push("alert.kafka_group_id", "must not be empty");
+        }
+        if !matches!(self.kafka_offset_reset.as_str(), "latest" | "earliest") {
+            problems.push("alert.kafka_offset_reset", format!("{:?} must be latest or earliest", self.kafka_offset_reset));
         }
         if self.mqtt_client_id.trim().is_empty() {
             problems.push("alert.mqtt_client_id", "must not be empty");

@@ -313,7 +313,11 @@ impl Engine {
                 .partition_point(|o| order(o) <= order(&observation));
             series.buffer.insert(at, observation);
             series.max_ts = series.max_ts.max(ts);
-            let watermark = series.max_ts.saturating_sub(state.rule.lateness_ms);
+            // Events before `max_ts - lateness` are final; with no lateness, the event itself is.
+            let watermark = match state.rule.lateness_ms {
+                0 => series.max_ts.saturating_add(1),
+                lateness => series.max_ts.saturating_sub(lateness),
+            };
             series.watermark = series.watermark.max(watermark);
             let mut em = Emit::new(
                 &state.rule,
