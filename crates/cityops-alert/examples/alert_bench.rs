@@ -16,10 +16,20 @@ fn main() -> anyhow::Result<()> {
     match args.first().map(String::as_str) {
         Some("state") if args.len() == 2 => state(args[1].parse()?),
         Some("latency") if args.len() == 5 => {
-            let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-            runtime.block_on(latency(args[1].parse()?, &args[2], args[3].parse()?, args[4].parse()?))
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()?;
+            runtime.block_on(latency(
+                args[1].parse()?,
+                &args[2],
+                args[3].parse()?,
+                args[4].parse()?,
+            ))
         }
-        _ => anyhow::bail!("usage: alert_bench state N | alert_bench latency MQTT_PORT ALERTMANAGER_URL PROBES INTERVAL_MS"),
+        _ => anyhow::bail!(
+            "usage: alert_bench state N | alert_bench latency MQTT_PORT ALERTMANAGER_URL PROBES INTERVAL_MS"
+        ),
     }
 }
 
@@ -46,8 +56,11 @@ fn event(entity: &str, ms: i64) -> Event {
 }
 
 fn state(n: usize) -> anyhow::Result<()> {
-    let yaml = format!("groups:\n- name: bench\n  max_series: {n}\n  rules:\n  - alert: SensorSilent\n    match: '{{feed=\"water_level\"}}'\n    by: [entity_id]\n    absence: {{expected_interval: 1m, factor: 5}}\n");
-    let rules = RuleSet::parse(&[("bench.yaml".into(), yaml)]).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let yaml = format!(
+        "groups:\n- name: bench\n  max_series: {n}\n  rules:\n  - alert: SensorSilent\n    match: '{{feed=\"water_level\"}}'\n    by: [entity_id]\n    absence: {{expected_interval: 1m, factor: 5}}\n"
+    );
+    let rules =
+        RuleSet::parse(&[("bench.yaml".into(), yaml)]).map_err(|e| anyhow::anyhow!("{e:?}"))?;
     let mut engine = Engine::new(rules);
     let names: Vec<String> = (0..n).map(|i| format!("wl-{i:08}")).collect();
     let base = 1_800_000_000_000i64;
@@ -78,8 +91,18 @@ fn state(n: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn latency(mqtt_port: u16, alertmanager: &str, probes: usize, interval_ms: u64) -> anyhow::Result<()> {
-    let mut publisher = cityops_mqtt::Publisher::connect("127.0.0.1", mqtt_port, &format!("alert-bench-{}", std::process::id()), 1);
+async fn latency(
+    mqtt_port: u16,
+    alertmanager: &str,
+    probes: usize,
+    interval_ms: u64,
+) -> anyhow::Result<()> {
+    let mut publisher = cityops_mqtt::Publisher::connect(
+        "127.0.0.1",
+        mqtt_port,
+        &format!("alert-bench-{}", std::process::id()),
+        1,
+    );
     let client = reqwest::Client::new();
     let url = format!("{}/api/v2/alerts", alertmanager.trim_end_matches('/'));
     let run = std::process::id();
@@ -87,13 +110,23 @@ async fn latency(mqtt_port: u16, alertmanager: &str, probes: usize, interval_ms:
     let mut missed = 0;
     for i in 0..probes {
         let gauge = format!("probe-{run}-{i}");
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as i64;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_millis() as i64;
         let payload = serde_json::json!({"ts": now, "level": 9.9, "station": "bench"}).to_string();
         let sent = Instant::now();
-        publisher.publish(&format!("bench/water/{gauge}"), payload.as_bytes()).await?;
+        publisher
+            .publish(&format!("bench/water/{gauge}"), payload.as_bytes())
+            .await?;
         let deadline = sent + Duration::from_secs(10);
         loop {
-            let body = client.get(&url).query(&[("filter", format!("entity_id=\"{gauge}\""))]).send().await?.bytes().await?;
+            let body = client
+                .get(&url)
+                .query(&[("filter", format!("entity_id=\"{gauge}\""))])
+                .send()
+                .await?
+                .bytes()
+                .await?;
             let alerts: serde_json::Value = serde_json::from_slice(&body)?;
             if alerts.as_array().is_some_and(|a| !a.is_empty()) {
                 latencies.push(sent.elapsed());
@@ -108,7 +141,12 @@ async fn latency(mqtt_port: u16, alertmanager: &str, probes: usize, interval_ms:
         tokio::time::sleep(Duration::from_millis(interval_ms)).await;
     }
     latencies.sort();
-    let pick = |q: f64| latencies.get(((latencies.len() as f64 * q).ceil() as usize).saturating_sub(1)).copied().unwrap_or_default();
+    let pick = |q: f64| {
+        latencies
+            .get(((latencies.len() as f64 * q).ceil() as usize).saturating_sub(1))
+            .copied()
+            .unwrap_or_default()
+    };
     println!(
         "latency: probes={} seen={} missed={} p50_ms={:.1} p99_ms={:.1} max_ms={:.1}",
         probes,

@@ -61,7 +61,29 @@ pub fn run(
     let saved = state.load()?.unwrap_or_default();
     let restored = engine.restore(saved.engine);
     let outbox = outbox::Outbox::open(&alert.state_dir, &outbox_consumers(config))?;
-    tracing::info!(series = restored, alerts = saved.alerts.len(), dir = %alert.state_dir.display(), "state restored");
+    // Transitions after the last state file: the outbox has them; the engine and the alerts
+    // take them again.
+    let mut alerts: std::collections::BTreeMap<(String, u64), records::Notice> = saved
+        .alerts
+        .into_iter()
+        .map(|n| ((n.rule.clone(), n.fingerprint), n))
+        .collect();
+    let mut resolved = saved.resolved;
+    let replay = outbox.next_for(service::STATE_CONSUMER, usize::MAX);
+    for (_, n) in &replay {
+        engine.force_state(
+            &n.rule,
+            n.fingerprint,
+            &n.labels,
+            n.domain,
+            n.to,
+            n.at_ms,
+            n.active_since_ms,
+            n.fired_at_ms,
+        );
+        service::apply_notice(&mut alerts, &mut resolved, n);
+    }
+    tracing::info!(series = restored, alerts = alerts.len(), replayed = replay.len(), dir = %alert.state_dir.display(), "state restored");
     if alert.warm_start_ms > 0 {
         warm_start(&mut engine, &rule_set_for_warm, config, runtime, &metrics);
     } else {
@@ -72,14 +94,8 @@ pub fn run(
 
     let (input, input_rx) = std::sync::mpsc::sync_channel(INPUT_QUEUE);
     let shared = Arc::new(Shared {
-        alerts: Mutex::new(
-            saved
-                .alerts
-                .into_iter()
-                .map(|n| ((n.rule.clone(), n.fingerprint), n))
-                .collect(),
-        ),
-        resolved: Mutex::new(saved.resolved),
+        alerts: Mutex::new(alerts),
+        resolved: Mutex::new(resolved),
         rules: Mutex::new(Vec::new()),
         alertmanager_wake: tokio::sync::Notify::new(),
         outbox: Mutex::new(outbox),
@@ -97,7 +113,9 @@ pub fn run(
     );
 
     let tasks = tokio_util::task::TaskTracker::new();
+    let last_seq = service::lock(&shared.outbox).last_seq();
     let evaluator = Evaluator {
+        last_seq,
         engine,
         rule_files: alert.rule_files.clone(),
         state,

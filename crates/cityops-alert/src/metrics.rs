@@ -77,7 +77,11 @@ impl AlertMetrics {
                 "Time to evaluate one batch of events or one tick",
                 vec![0.000_05, 0.000_2, 0.001, 0.005, 0.02, 0.1, 0.5, 2.0],
             )?,
-            messages: m.counter_vec("source_messages_total", "Messages the alerter read from its sources, by source (kafka, mqtt)", &["source"])?,
+            messages: m.counter_vec(
+                "source_messages_total",
+                "Messages the alerter read from its sources, by source (kafka, mqtt)",
+                &["source"],
+            )?,
             rejected: m.counter_vec(
                 "rejected_messages_total",
                 "Payloads the feeds rejected (skipped by the alerter), by reason",

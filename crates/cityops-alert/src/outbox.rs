@@ -112,10 +112,11 @@ impl Outbox {
         Ok(outbox)
     }
 
-    /// Appends notices and syncs them: once this returns they survive a crash.
-    pub fn append(&mut self, notices: &[Notice]) -> Result<(), OutboxError> {
+    /// Appends notices and syncs them: once this returns they survive a crash. Returns the
+    /// sequence number of the last notice in the outbox.
+    pub fn append(&mut self, notices: &[Notice]) -> Result<u64, OutboxError> {
         if notices.is_empty() {
-            return Ok(());
+            return Ok(self.next_seq - 1);
         }
         let path = self.dir.join("outbox.jsonl");
         let mut bytes = Vec::new();
@@ -127,7 +128,12 @@ impl Outbox {
         }
         self.file.write_all(&bytes).map_err(io(&path, "append"))?;
         self.file.sync_data().map_err(io(&path, "sync"))?;
-        Ok(())
+        Ok(self.next_seq - 1)
+    }
+
+    /// The sequence number of the last notice appended (0 before any).
+    pub fn last_seq(&self) -> u64 {
+        self.next_seq - 1
     }
 
     /// Up to `max` notices after `consumer`'s cursor, with their sequence numbers.
@@ -242,7 +248,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let consumers = ["history".to_string(), "webhook:ops".to_string()];
         let mut outbox = Outbox::open(dir.path(), &consumers).unwrap();
-        outbox.append(&[notice(1), notice(2), notice(3)]).unwrap();
+        assert_eq!(
+            outbox.append(&[notice(1), notice(2), notice(3)]).unwrap(),
+            3
+        );
         outbox.taken("history", 3).unwrap();
         outbox.taken("webhook:ops", 1).unwrap();
         drop(outbox);

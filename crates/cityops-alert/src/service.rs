@@ -137,7 +137,7 @@ pub fn now_ms() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
@@ -174,8 +174,10 @@ pub struct Evaluator {
     pub shared: Arc<Shared>,
     /// How often processing time advances.
     pub tick: Duration,
-    /// How often the state is written without a transition.
+    /// How often the state is written.
     pub snapshot_interval: Duration,
+    /// The last notice appended to the outbox.
+    pub last_seq: u64,
 }
 
 impl Evaluator {
@@ -223,16 +225,17 @@ impl Evaluator {
                 next_tick = Instant::now() + self.tick;
                 self.publish_rules();
             }
-            let snapshot_due = Instant::now() >= next_snapshot;
-            if !transitions.is_empty() || snapshot_due {
-                self.persist(&mut transitions)?;
+            self.record(&mut transitions)?;
+            if Instant::now() >= next_snapshot {
+                self.write_state()?;
                 next_snapshot = Instant::now() + self.snapshot_interval;
                 self.release(&mut acks, true);
             } else {
                 self.release(&mut acks, false);
             }
         }
-        self.persist(&mut transitions)?;
+        self.record(&mut transitions)?;
+        self.write_state()?;
         self.release(&mut acks, true);
         Ok(())
     }
@@ -277,64 +280,28 @@ impl Evaluator {
         }
     }
 
-    /// Transitions to the outbox (synced), then the whole state (atomically), and only then
-    /// the alerts as the API and the senders see them: what anyone was shown survives a crash.
-    fn persist(&mut self, transitions: &mut Vec<Transition>) -> Result<(), AlertError> {
+    /// Transitions to the outbox (synced), and only then to the alerts the API and the
+    /// senders see: what anyone was shown survives a crash.
+    fn record(&mut self, transitions: &mut Vec<Transition>) -> Result<(), AlertError> {
         let notices: Vec<Notice> = transitions.drain(..).map(|t| Notice::of(&t)).collect();
-        if !notices.is_empty() {
-            lock(&self.shared.outbox).append(&notices)?;
-        }
-        let mut alerts = lock(&self.shared.alerts).clone();
-        let mut resolved = lock(&self.shared.resolved).clone();
-        for n in &notices {
-            let key = (n.rule.clone(), n.fingerprint);
-            match n.to {
-                AlertState::Pending | AlertState::Firing => {
-                    alerts.insert(key, n.clone());
-                }
-                AlertState::Inactive => {
-                    alerts.remove(&key);
-                }
-                AlertState::Resolved => {
-                    alerts.remove(&key);
-                    resolved.retain(|(r, _)| {
-                        (r.rule.as_str(), r.fingerprint) != (n.rule.as_str(), n.fingerprint)
-                    });
-                    resolved.push((n.clone(), RESOLVED_SENDS));
-                }
-            }
-        }
-        let doc = StateDoc {
-            engine: self.engine.snapshot(),
-            alerts: alerts.values().cloned().collect(),
-            resolved: resolved.clone(),
-        };
-        self.state.save(&doc)?;
         if notices.is_empty() {
             return Ok(());
         }
-        let metrics = &self.shared.metrics;
-        metrics.alerts.reset();
-        for a in alerts.values() {
-            metrics
-                .alerts
-                .with_label_values(&[a.to.as_str(), a.severity.as_str()])
-                .inc();
-        }
-        *lock(&self.shared.alerts) = alerts;
-        // The Alertmanager sender ages the resolved list meanwhile: keep its counts, and keep
-        // out what it has finished with (unless it resolved just now).
+        self.last_seq = lock(&self.shared.outbox).append(&notices)?;
         {
-            let mut shared_resolved = lock(&self.shared.resolved);
-            resolved.retain_mut(|(n, left)| {
-                if let Some((_, current)) = shared_resolved.iter().find(|(r, _)| r.id == n.id) {
-                    *left = *current;
-                    true
-                } else {
-                    notices.iter().any(|x| x.id == n.id)
-                }
-            });
-            *shared_resolved = resolved;
+            let mut alerts = lock(&self.shared.alerts);
+            let mut resolved = lock(&self.shared.resolved);
+            for n in &notices {
+                apply_notice(&mut alerts, &mut resolved, n);
+            }
+            let metrics = &self.shared.metrics;
+            metrics.alerts.reset();
+            for a in alerts.values() {
+                metrics
+                    .alerts
+                    .with_label_values(&[a.to.as_str(), a.severity.as_str()])
+                    .inc();
+            }
         }
         if notices.iter().any(Notice::is_notified) {
             self.shared.alertmanager_wake.notify_one();
@@ -343,9 +310,22 @@ impl Evaluator {
         Ok(())
     }
 
-    /// Acknowledges what was evaluated: MQTT deliveries at once (their effect on alerts is in
-    /// the outbox and state already when it made a transition), Kafka offsets only once a
-    /// state file covering them is written (`persisted`).
+    /// Writes the whole state (atomically). The notices it covers then leave the outbox for
+    /// the state's part; a restart replays the ones after it onto the restored engine.
+    fn write_state(&mut self) -> Result<(), AlertError> {
+        let doc = StateDoc {
+            engine: self.engine.snapshot(),
+            alerts: lock(&self.shared.alerts).values().cloned().collect(),
+            resolved: lock(&self.shared.resolved).clone(),
+        };
+        self.state.save(&doc)?;
+        lock(&self.shared.outbox).taken(STATE_CONSUMER, self.last_seq)?;
+        Ok(())
+    }
+
+    /// Acknowledges what was evaluated: MQTT deliveries at once (a transition they made is in
+    /// the outbox already), Kafka offsets only once a state file covering them is written
+    /// (`persisted`).
     fn release(&mut self, acks: &mut Vec<Ack>, persisted: bool) {
         let mut kept = Vec::new();
         for ack in acks.drain(..) {
@@ -414,9 +394,37 @@ fn rule_view(rule: &Rule, stats: &RuleStats, series: usize) -> RuleView {
     }
 }
 
-/// The consumers of the outbox for a config: the history and each webhook.
+/// The outbox consumer that is the state file: notices it has not taken are replayed after a
+/// restart.
+pub const STATE_CONSUMER: &str = "state";
+
+/// Records a notice in the alerts as notified (pending and firing ones; resolved ones a while).
+pub fn apply_notice(
+    alerts: &mut BTreeMap<(String, u64), Notice>,
+    resolved: &mut Vec<(Notice, u8)>,
+    n: &Notice,
+) {
+    let key = (n.rule.clone(), n.fingerprint);
+    match n.to {
+        AlertState::Pending | AlertState::Firing => {
+            alerts.insert(key, n.clone());
+        }
+        AlertState::Inactive => {
+            alerts.remove(&key);
+        }
+        AlertState::Resolved => {
+            alerts.remove(&key);
+            resolved.retain(|(r, _)| {
+                (r.rule.as_str(), r.fingerprint) != (n.rule.as_str(), n.fingerprint)
+            });
+            resolved.push((n.clone(), RESOLVED_SENDS));
+        }
+    }
+}
+
+/// The consumers of the outbox for a config: the state file, the history and each webhook.
 pub fn outbox_consumers(config: &Config) -> Vec<String> {
-    let mut consumers = vec!["history".to_string()];
+    let mut consumers = vec![STATE_CONSUMER.to_string(), "history".to_string()];
     consumers.extend(
         config
             .alert

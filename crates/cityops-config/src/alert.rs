@@ -186,7 +186,10 @@ impl AlertConfig {
             problems.push("alert.kafka_group_id", "must not be empty");
         }
         if !matches!(self.kafka_offset_reset.as_str(), "latest" | "earliest") {
-            problems.push("alert.kafka_offset_reset", format!("{:?} must be latest or earliest", self.kafka_offset_reset));
+            problems.push(
+                "alert.kafka_offset_reset",
+                format!("{:?} must be latest or earliest", self.kafka_offset_reset),
+            );
         }
         if self.mqtt_client_id.trim().is_empty() {
             problems.push("alert.mqtt_client_id", "must not be empty");

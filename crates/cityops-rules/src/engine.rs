@@ -110,11 +110,59 @@ enum Data {
     },
 }
 
+/// Events of a series not yet applied, sorted. Empty (no allocation, one word) most of the
+/// time: most series are quiet most of the time and their state must stay small.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct Buffer(Option<Box<Vec<Observation>>>);
+
+impl Buffer {
+    fn iter(&self) -> std::slice::Iter<'_, Observation> {
+        self.0.as_deref().map_or([].iter(), |v| v.iter())
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.as_ref().is_none_or(|v| v.is_empty())
+    }
+
+    fn last(&self) -> Option<&Observation> {
+        self.0.as_ref().and_then(|v| v.last())
+    }
+
+    fn insert_sorted(&mut self, o: Observation) {
+        let v = self.0.get_or_insert_with(Default::default);
+        let at = v.partition_point(|x| order(x) <= order(&o));
+        v.insert(at, o);
+    }
+
+    /// Takes the events before `watermark`, in order.
+    fn take_before(&mut self, watermark: i64) -> Vec<Observation> {
+        let Some(v) = self.0.as_mut() else {
+            return Vec::new();
+        };
+        let ready = v.partition_point(|o| o.ts < watermark);
+        if ready == v.len() {
+            return *self.0.take().unwrap_or_default();
+        }
+        v.drain(..ready).collect()
+    }
+
+    fn heap_bytes(&self) -> usize {
+        self.0.as_ref().map_or(0, |v| {
+            std::mem::size_of::<Vec<Observation>>()
+                + v.capacity() * std::mem::size_of::<Observation>()
+        })
+    }
+}
+
+/// Separates the values of a series' labels in one string (a control character no label
+/// value carries; one that did would have it replaced).
+const LABEL_SEPARATOR: char = '\u{1f}';
+
 /// The state of one series of one rule.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Series {
-    /// Values of the rule's `by` labels, in its order.
-    labels: Box<[Box<str>]>,
+    /// Values of the rule's `by` labels, in its order, joined by [`LABEL_SEPARATOR`].
+    labels: Box<str>,
     /// Domain of the event that made the series.
     domain: Domain,
     lifecycle: Lifecycle,
@@ -125,7 +173,7 @@ struct Series {
     last_ts: i64,
     last_arrival: i64,
     /// Events not yet applied, sorted.
-    buffer: Vec<Observation>,
+    buffer: Buffer,
     data: Data,
 }
 
@@ -133,7 +181,7 @@ const NEVER: i64 = i64::MIN;
 
 /// Series keyed by fingerprint. Fingerprints are hashes already, so the map uses them as they
 /// are: no second hash, and the same iteration order in every run (goldens rely on it).
-type SeriesMap = HashMap<u64, Series, BuildHasherDefault<FingerprintHasher>>;
+type SeriesMap = HashMap<u64, Box<Series>, BuildHasherDefault<FingerprintHasher>>;
 
 /// A hasher for keys that are already well-spread 64-bit hashes.
 #[derive(Default)]
@@ -174,7 +222,7 @@ pub struct RuleSnapshot {
     pub rule: String,
     /// Its state key: the state is restored only into the same definition.
     pub state_key: u64,
-    series: Vec<(u64, Series)>,
+    series: Vec<(u64, Box<Series>)>,
 }
 
 /// Everything the engine must keep across a restart.
@@ -308,10 +356,7 @@ impl Engine {
                 entity: entity_hash(&event.entity_id),
                 suspect,
             };
-            let at = series
-                .buffer
-                .partition_point(|o| order(o) <= order(&observation));
-            series.buffer.insert(at, observation);
+            series.buffer.insert_sorted(observation);
             series.max_ts = series.max_ts.max(ts);
             // Events before `max_ts - lateness` are final; with no lateness, the event itself is.
             let watermark = match state.rule.lateness_ms {
@@ -493,6 +538,75 @@ impl Engine {
         restored
     }
 
+    /// Puts the alert of `fingerprint` of rule `rule` in the state a transition recorded after
+    /// the last snapshot (a restart replays them): `to` pending or firing with its clocks, or
+    /// inactive. A series the snapshot lacks is made from the alert's labels, its clock at
+    /// `at_ms`. Returns whether the rule is loaded (with the same definition or not).
+    #[allow(clippy::too_many_arguments)]
+    pub fn force_state(
+        &mut self,
+        rule: &str,
+        fingerprint: u64,
+        labels: &BTreeMap<String, String>,
+        domain: Domain,
+        to: AlertState,
+        at_ms: i64,
+        since_ms: i64,
+        fired_at_ms: Option<i64>,
+    ) -> bool {
+        let Some(state) = self.rules.iter_mut().find(|r| &*r.rule.name == rule) else {
+            return false;
+        };
+        if !state.series.contains_key(&fingerprint) {
+            if state.series.len() >= state.rule.max_series as usize {
+                return true;
+            }
+            let mut event = Event {
+                domain,
+                ..Event::default()
+            };
+            for (name, field) in &state.rule.by {
+                let value = labels.get(name).cloned().unwrap_or_default();
+                match field {
+                    crate::labels::Field::Feed => event.feed = value,
+                    crate::labels::Field::Metric => event.metric = value,
+                    crate::labels::Field::EntityId => event.entity_id = value,
+                    crate::labels::Field::EntityType => event.entity_type = value,
+                    crate::labels::Field::District => event.district = value,
+                    crate::labels::Field::Ward => event.ward = value,
+                    crate::labels::Field::Unit => event.unit = value,
+                    crate::labels::Field::Domain | crate::labels::Field::Quality => {}
+                    crate::labels::Field::Attr(a) => {
+                        event.attrs.insert(a.clone(), value);
+                    }
+                }
+            }
+            if let Some((_, series)) = series_for(&state.rule, &mut state.series, &event) {
+                series.last_ts = at_ms;
+                series.last_arrival = at_ms;
+                series.max_ts = at_ms;
+                series.watermark = at_ms;
+                if let Data::Absence { last_arrival, .. } = &mut series.data {
+                    *last_arrival = at_ms;
+                }
+            }
+        }
+        let Some(series) = state.series.get_mut(&fingerprint) else {
+            return true;
+        };
+        series.lifecycle = match to {
+            AlertState::Pending => Lifecycle::Pending { since: since_ms },
+            AlertState::Firing => Lifecycle::Firing {
+                since: since_ms,
+                fired_at: fired_at_ms.unwrap_or(at_ms),
+                clear_since: NEVER,
+                keep_since: NEVER,
+            },
+            AlertState::Inactive | AlertState::Resolved => Lifecycle::Inactive,
+        };
+        true
+    }
+
     /// Series tracked over all rules.
     pub fn series_count(&self) -> usize {
         self.rules.iter().map(|r| r.series.len()).sum()
@@ -505,8 +619,12 @@ impl Engine {
             .map(|r| {
                 // The map allocates capacity × 8/7 buckets (its load factor), a control byte each.
                 let slots =
-                    r.series.capacity() * 8 / 7 * (std::mem::size_of::<(u64, Series)>() + 1);
-                let heap: usize = r.series.values().map(Series::heap_bytes).sum();
+                    r.series.capacity() * 8 / 7 * (std::mem::size_of::<(u64, Box<Series>)>() + 1);
+                let heap: usize = r
+                    .series
+                    .values()
+                    .map(|s| std::mem::size_of::<Series>() + s.heap_bytes())
+                    .sum();
                 slots + heap
             })
             .sum()
@@ -515,9 +633,8 @@ impl Engine {
 
 impl Series {
     fn heap_bytes(&self) -> usize {
-        let labels = self.labels.len() * std::mem::size_of::<Box<str>>()
-            + self.labels.iter().map(|l| l.len()).sum::<usize>();
-        let buffer = self.buffer.capacity() * std::mem::size_of::<Observation>();
+        let labels = self.labels.len();
+        let buffer = self.buffer.heap_bytes();
         let data = match &self.data {
             Data::Window(w) => w.heap_bytes(),
             Data::Threshold {
@@ -547,11 +664,19 @@ fn series_for<'a>(
         std::collections::hash_map::Entry::Occupied(e) => Some((fingerprint, e.into_mut())),
         std::collections::hash_map::Entry::Vacant(_) if len >= max => None,
         std::collections::hash_map::Entry::Vacant(e) => {
-            let labels = rule
-                .by
-                .iter()
-                .map(|(_, field)| Box::<str>::from(field.get(event)))
-                .collect();
+            let mut labels = String::new();
+            for (i, (_, field)) in rule.by.iter().enumerate() {
+                if i > 0 {
+                    labels.push(LABEL_SEPARATOR);
+                }
+                labels.extend(
+                    field
+                        .get(event)
+                        .chars()
+                        .map(|c| if c == LABEL_SEPARATOR { '\u{fffd}' } else { c }),
+                );
+            }
+            let labels = labels.into_boxed_str();
             let data = match &rule.kind {
                 Kind::Threshold { .. } => Data::Threshold {
                     last: None,
@@ -578,7 +703,7 @@ fn series_for<'a>(
             };
             Some((
                 fingerprint,
-                e.insert(Series {
+                e.insert(Box::new(Series {
                     labels,
                     domain: event.domain,
                     lifecycle: Lifecycle::Inactive,
@@ -586,9 +711,9 @@ fn series_for<'a>(
                     max_ts: NEVER,
                     last_ts: NEVER,
                     last_arrival: NEVER,
-                    buffer: Vec::new(),
+                    buffer: Buffer::default(),
                     data,
-                }),
+                })),
             ))
         }
     }
@@ -607,14 +732,7 @@ impl RuleState {
 
 /// Applies a series' buffered events before its watermark, in order.
 fn flush(em: &mut Emit<'_>, series: &mut Series) {
-    let ready = series.buffer.partition_point(|o| o.ts < series.watermark);
-    if ready == 0 {
-        return;
-    }
-    // Taking the buffer leaves an empty one that holds no allocation: most series are quiet
-    // most of the time, and their state must stay small (measured in the tests below).
-    let mut applied = std::mem::take(&mut series.buffer);
-    series.buffer = applied.split_off(ready);
+    let applied = series.buffer.take_before(series.watermark);
     for o in applied {
         apply(em, series, o);
     }
@@ -955,7 +1073,7 @@ fn suspect_of(series: &Series) -> bool {
 
 fn alert_labels(rule: &Rule, series: &Series) -> BTreeMap<String, String> {
     let mut labels = rule.labels.clone();
-    for ((name, _), value) in rule.by.iter().zip(series.labels.iter()) {
+    for ((name, _), value) in rule.by.iter().zip(series.labels.split(LABEL_SEPARATOR)) {
         labels.insert(name.clone(), value.to_string());
     }
     labels.insert("alertname".into(), rule.name.to_string());

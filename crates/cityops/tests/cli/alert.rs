@@ -132,9 +132,24 @@ timeout_ms = 2000
 
     async fn alerter(&self, name: &str, alert_extra: &str) -> Service {
         let config = self.config(name, alert_extra);
-        let service = Service::spawn_subcommand("alert", &config, self.dir.path(), name);
+        self.spawn_ready(&config, name).await
+    }
+
+    async fn spawn_ready(&self, config: &std::path::Path, name: &str) -> Service {
+        let service = Service::spawn_subcommand("alert", config, self.dir.path(), name);
         wait_ready(&service).await;
         service
+    }
+
+    /// The config of alerter `name` with the state file written only every `ms`.
+    fn config_snapshot_every(&self, name: &str, alert_extra: &str, ms: u64) -> PathBuf {
+        let path = self.config(name, alert_extra);
+        let text = std::fs::read_to_string(&path).unwrap().replace(
+            "snapshot_interval_ms = 1000",
+            &format!("snapshot_interval_ms = {ms}"),
+        );
+        std::fs::write(&path, text).unwrap();
+        path
     }
 
     async fn publish(&self, gauge: &str, station: &str, level: f64, ts: i64) {
@@ -404,7 +419,10 @@ async fn proof_3_an_alerter_killed_with_9_while_an_alert_is_pending_fires_it_at_
  {
     let rig = Rig::start();
     let receiver = Receiver::start(Instant::now()).await;
-    let mut alerter = rig.alerter("a", &webhook(receiver.port)).await;
+    // The state file is written only every 10 minutes: the pending transition is in the outbox
+    // alone when the alerter is killed, and comes back from there.
+    let config = rig.config_snapshot_every("a", &webhook(receiver.port), 600_000);
+    let mut alerter = rig.spawn_ready(&config, "a").await;
     // Readings above 2.5 m until the alert is pending; then none: the condition holds on.
     let pending = publish_until(&rig, 2.6, "the pending alert", async || {
         let (_, body) = http_get(alerter.port, "/api/v1/alerts?state=pending").await;
