@@ -6,7 +6,7 @@ FUZZ_SECONDS ?= 60
 # Two cores: one build at a time, each using both.
 export CARGO_BUILD_JOBS ?= 2
 
-.PHONY: help deps deps-durable up down status build release demo test test-stress fmt fmt-check clippy unit bench bench-kafka bench-mqtt check-config fuzz clean
+.PHONY: help deps deps-durable up down status build release demo test test-stress fmt fmt-check clippy unit bench bench-kafka bench-mqtt bench-alert check-config fuzz clean
 
 help:
 	@echo "make demo   - run the pipeline as far as it exists (decode every sample payload)"
@@ -19,6 +19,7 @@ help:
 	@echo "make bench  - decoder throughput against a parse-only baseline"
 	@echo "make bench-kafka - Kafka -> ClickHouse ingest against a bare consumer (BENCH_MESSAGES=2000000)"
 	@echo "make bench-mqtt - MQTT -> ClickHouse ingest against a bare subscriber (BENCH_MESSAGES=500000)"
+	@echo "make bench-alert - the alerter: its read rate against a bare consumer, publish-to-Alertmanager latency under load, state per series"
 	@echo "make fuzz   - run each decoder fuzz target for FUZZ_SECONDS (needs cargo-fuzz)"
 
 deps:
@@ -73,6 +74,9 @@ bench-kafka: deps
 
 bench-mqtt: deps
 	@deploy/bench/mqtt.sh
+
+bench-alert: deps
+	@deploy/bench/alert.sh
 
 check-config: release
 	target/release/cityops check --config deploy/config/cityops.toml

@@ -20,18 +20,7 @@ FEEDS=${BENCH_FEEDS:-citizen_reports,public_service_dossiers,bus_gps,hospital_be
 
 source deploy/bench/lib.sh kafka_bench
 
-# A broker of its own: empty topics, nothing else producing.
-port=$(free_port)
-(cd "$work" && exec "$TANSU_BIN" broker --listener-url "tcp://127.0.0.1:$port" \
-  --advertised-listener-url "tcp://127.0.0.1:$port" --storage-engine memory://tansu/ \
-  >"$work/tansu.log" 2>&1) &
-pids+=($!)
-for _ in $(seq 100); do (echo >"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
-grep -v '^#' deploy/local/kafka-topics.txt | while read -r topic partitions; do
-  [ -n "$topic" ] && "$TANSU_BIN" topic create "$topic" --partitions "$partitions" \
-    --broker "tcp://127.0.0.1:$port" >/dev/null
-done
-bootstrap=127.0.0.1:$port
+start_tansu
 
 say "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(. /etc/os-release; echo "$PRETTY_NAME"); broker Tansu (memory) and ClickHouse $(sql "SELECT version()") on this machine"
 say "producing $N messages of the Kafka feeds with cityops sim ..."

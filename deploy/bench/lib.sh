@@ -18,3 +18,20 @@ trap cleanup EXIT
 
 sql() { curl -sf "http://127.0.0.1:$CH_HTTP_PORT/" --data-binary "$1"; }
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# A Kafka-protocol broker of its own (Tansu, in memory) with the topics of `make up`: empty,
+# nothing else producing. Sets `bootstrap`.
+start_tansu() {
+  local port
+  port=$(free_port)
+  (cd "$work" && exec "$TANSU_BIN" broker --listener-url "tcp://127.0.0.1:$port" \
+    --advertised-listener-url "tcp://127.0.0.1:$port" --storage-engine memory://tansu/ \
+    >"$work/tansu.log" 2>&1) &
+  pids+=($!)
+  for _ in $(seq 100); do (echo >"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
+  grep -v '^#' deploy/local/kafka-topics.txt | while read -r topic partitions; do
+    [ -n "$topic" ] && "$TANSU_BIN" topic create "$topic" --partitions "$partitions" \
+      --broker "tcp://127.0.0.1:$port" >/dev/null
+  done
+  bootstrap=127.0.0.1:$port
+}

@@ -3,9 +3,10 @@
 //! - `alert_bench state N`: the engine with an absence rule and N series (one per entity):
 //!   bytes per series as the engine counts them, the process's RSS growth per series, the cost
 //!   of an event and of a tick, and the size and time of the state file's JSON.
-//! - `alert_bench latency MQTT_PORT ALERTMANAGER_URL PROBES INTERVAL_MS`: publishes a reading
-//!   above the bench rule's bound for a new gauge every INTERVAL_MS and times each until its
-//!   alert is in Alertmanager's API: publish-to-Alertmanager latency, p50/p99/max.
+//! - `alert_bench latency MQTT_PORT ALERTMANAGER_URL PROBES INTERVAL_MS`: publishes a water
+//!   level of 9.9 m for a new gauge (`probe-...`, the water_level feed's topic and format)
+//!   every INTERVAL_MS and times each until its alert is in Alertmanager's API:
+//!   publish-to-Alertmanager latency, p50/p99/max.
 
 use cityops_event::{Domain, Event, Timestamp};
 use cityops_rules::{Engine, RuleSet};

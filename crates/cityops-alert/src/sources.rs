@@ -23,6 +23,11 @@ fn decode(
     topic: &str,
     payload: &[u8],
 ) -> Vec<cityops_event::Event> {
+    let label = match source {
+        SourceKind::Kafka => "kafka",
+        SourceKind::Mqtt => "mqtt",
+    };
+    shared.metrics.messages.with_label_values(&[label]).inc();
     let received_at = Timestamp::from_millis(crate::service::now_ms()).unwrap_or(Timestamp::MIN);
     match feeds.decode(&Message {
         source,
@@ -210,9 +215,13 @@ pub fn run_kafka(
     });
     // A new alerter judges the present: it starts at the end of the partitions (the warm
     // start fills its windows), where the ingest must store everything from the beginning.
-    let consumer =
-        GroupConsumer::with_offset_reset(&kafka, &topics, Arc::clone(&group), OffsetReset::Latest)
-            .map_err(|e| e.to_string())?;
+    let reset = if config.alert.kafka_offset_reset == "earliest" {
+        OffsetReset::Earliest
+    } else {
+        OffsetReset::Latest
+    };
+    let consumer = GroupConsumer::with_offset_reset(&kafka, &topics, Arc::clone(&group), reset)
+        .map_err(|e| e.to_string())?;
     tracing::info!(
         topics = topics.join(","),
         group = kafka.group_id,

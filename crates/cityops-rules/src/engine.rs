@@ -210,7 +210,14 @@ struct RuleState {
     timers: Timers,
     series: SeriesMap,
     stats: RuleStats,
+    /// When an absence rule's series are next looked at (processing time).
+    next_absence_check: i64,
 }
+
+/// How often an absence rule's series are looked at. Silences last minutes, and the instant
+/// an alert fires is computed exactly whenever it is noticed; checking every series of a
+/// million-series rule at every tick would cost a core.
+const ABSENCE_CHECK_MS: i64 = 1_000;
 
 /// All rules and their series.
 pub struct Engine {
@@ -257,6 +264,7 @@ impl Engine {
                     rule,
                     series: SeriesMap::default(),
                     stats: RuleStats::default(),
+                    next_absence_check: i64::MIN,
                 })
                 .collect(),
         }
@@ -382,6 +390,12 @@ impl Engine {
     /// new event), expires window samples, and judges absence.
     pub fn tick(&mut self, now_ms: i64, out: &mut Vec<Transition>) {
         for state in &mut self.rules {
+            if let Kind::Absence { .. } = state.rule.kind {
+                if now_ms < state.next_absence_check {
+                    continue;
+                }
+                state.next_absence_check = now_ms.saturating_add(ABSENCE_CHECK_MS);
+            }
             state.tick(now_ms, false, out);
         }
     }
