@@ -5,8 +5,8 @@
 //!   of an event and of a tick, and the size and time of the state file's JSON.
 //! - `alert_bench latency MQTT_PORT ALERTMANAGER_URL PROBES INTERVAL_MS`: publishes a water
 //!   level of 9.9 m for a new gauge (`probe-...`, the water_level feed's topic and format)
-//!   every INTERVAL_MS and times each until its alert is in Alertmanager's API:
-//!   publish-to-Alertmanager latency, p50/p99/max.
+//!   every INTERVAL_MS and times each from the publish until its alert is in Alertmanager's
+//!   API (polled every 2 ms): publish-to-Alertmanager latency, p50/p99/max.
 
 use cityops_event::{Domain, Event, Timestamp};
 use cityops_rules::{Engine, RuleSet};
@@ -114,10 +114,17 @@ async fn latency(
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)?
             .as_millis() as i64;
-        let payload = serde_json::json!({"ts": now, "level": 9.9, "station": "bench"}).to_string();
+        // The water_level feed's own topic and format (deploy/config/cityops.toml): 9.9 m.
+        let ts = Timestamp::from_millis(now)
+            .map_err(|e| anyhow::anyhow!("{e}"))?
+            .to_string();
+        let payload = serde_json::json!({"gauge": gauge, "ts": ts, "water_level_cm": 990, "status": "ok", "seq": i}).to_string();
         let sent = Instant::now();
         publisher
-            .publish(&format!("bench/water/{gauge}"), payload.as_bytes())
+            .publish(
+                &format!("danang/hai-chau/water/{gauge}"),
+                payload.as_bytes(),
+            )
             .await?;
         let deadline = sent + Duration::from_secs(10);
         loop {

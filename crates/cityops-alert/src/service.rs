@@ -67,8 +67,8 @@ pub enum Ack {
 
 /// What the evaluator is sent.
 pub enum Input {
-    /// Decoded events of one message.
-    Events(Vec<Event>, Ack),
+    /// Decoded events of one or more messages, with what acknowledges them.
+    Events(Vec<Event>, Vec<Ack>),
     /// Load the rule files again; the answer says how many rules, or every error.
     Reload(Option<tokio::sync::oneshot::Sender<Result<usize, Vec<String>>>>),
 }
@@ -242,11 +242,11 @@ impl Evaluator {
 
     fn take(&mut self, input: Input, transitions: &mut Vec<Transition>, acks: &mut Vec<Ack>) {
         match input {
-            Input::Events(events, ack) => {
+            Input::Events(events, mut more) => {
                 for event in &events {
                     self.engine.observe(event, transitions);
                 }
-                acks.push(ack);
+                acks.append(&mut more);
             }
             Input::Reload(reply) => {
                 let result = self.reload();

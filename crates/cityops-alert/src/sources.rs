@@ -9,8 +9,7 @@ use cityops_feeds::{FeedSet, Message, Outcome};
 use cityops_kafka::{GroupConsumer, GroupEvents, NextOffset, OffsetReset, TopicPartition};
 use cityops_mqtt::{Subscriber, SubscriberEvent};
 use cityops_telemetry::ReadinessHandle;
-use std::collections::BTreeSet;
-use std::sync::mpsc::TrySendError;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -48,21 +47,13 @@ fn decode(
     }
 }
 
-/// Sends to the evaluator, waiting while its queue is full (backpressure to the source).
-fn send_blocking(shared: &Shared, mut input: Input, cancel: &CancellationToken) -> bool {
-    loop {
-        match shared.input.try_send(input) {
-            Ok(()) => return true,
-            Err(TrySendError::Full(back)) => {
-                if cancel.is_cancelled() {
-                    return false;
-                }
-                input = back;
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            Err(TrySendError::Disconnected(_)) => return false,
-        }
-    }
+/// Kafka records handed to the evaluator in one batch at most.
+const BATCH: usize = 512;
+
+/// Sends to the evaluator, waiting while its queue is full (backpressure to the source). The
+/// evaluator outlives the sources, so a full queue always drains.
+fn send_blocking(shared: &Shared, input: Input, cancel: &CancellationToken) -> bool {
+    !cancel.is_cancelled() && shared.input.send(input).is_ok()
 }
 
 /// Starts the MQTT sessions and their reading task, if the config has MQTT feeds.
@@ -112,7 +103,7 @@ pub fn start_mqtt(
                     };
                     let (shared2, cancel2) = (Arc::clone(&shared), cancel.clone());
                     let sent = tokio::task::block_in_place(|| {
-                        send_blocking(&shared2, Input::Events(events, ack), &cancel2)
+                        send_blocking(&shared2, Input::Events(events, vec![ack]), &cancel2)
                     });
                     if !sent {
                         break;
@@ -229,33 +220,60 @@ pub fn run_kafka(
     );
     let mut last_commit = std::time::Instant::now();
     let mut committed: Vec<NextOffset> = Vec::new();
+    let mut failures = 0u64;
+    let mut last_failure_log: Option<std::time::Instant> = None;
     while !cancel.is_cancelled() {
-        let polled = consumer.poll(Duration::from_millis(100), |record| {
-            let events = decode(
-                &feeds,
-                &shared,
-                SourceKind::Kafka,
-                record.topic,
-                record.payload,
-            );
-            (
-                events,
-                Ack::Kafka {
-                    topic: record.topic.to_owned(),
-                    partition: record.partition,
-                    next: record.offset + 1,
-                },
-            )
-        });
-        match polled {
-            Some(Ok((events, ack))) => {
-                let sent = send_blocking(&shared, Input::Events(events, ack), &cancel);
-                if !sent {
+        // What is waiting goes to the evaluator as one batch: one wake-up and one
+        // acknowledgement per partition for up to BATCH messages.
+        let mut events = Vec::new();
+        let mut next: BTreeMap<(String, i32), i64> = BTreeMap::new();
+        let mut wait = Duration::from_millis(100);
+        for _ in 0..BATCH {
+            let polled = consumer.poll(wait, |record| {
+                let decoded = decode(
+                    &feeds,
+                    &shared,
+                    SourceKind::Kafka,
+                    record.topic,
+                    record.payload,
+                );
+                (
+                    decoded,
+                    record.topic.to_owned(),
+                    record.partition,
+                    record.offset + 1,
+                )
+            });
+            match polled {
+                Some(Ok((decoded, topic, partition, offset))) => {
+                    events.extend(decoded);
+                    next.insert((topic, partition), offset);
+                    wait = Duration::ZERO;
+                }
+                Some(Err(error)) => {
+                    failures += 1;
+                    // A broker away fails every poll: say so every 10 s, not every time.
+                    if last_failure_log.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
+                        tracing::warn!(%error, failures, "kafka receive failed; polling again");
+                        last_failure_log = Some(std::time::Instant::now());
+                    }
                     break;
                 }
+                None => break,
             }
-            Some(Err(error)) => tracing::warn!(%error, "kafka receive failed; polling again"),
-            None => {}
+        }
+        if !next.is_empty() {
+            let acks = next
+                .into_iter()
+                .map(|((topic, partition), next)| Ack::Kafka {
+                    topic,
+                    partition,
+                    next,
+                })
+                .collect();
+            if !send_blocking(&shared, Input::Events(events, acks), &cancel) {
+                break;
+            }
         }
         if last_commit.elapsed() >= Duration::from_secs(1) {
             let offsets = take_commits(&shared);

@@ -1,7 +1,7 @@
 //! The state file, `<state_dir>/state.json`: the engine's series (pending and firing alerts
 //! with their clocks, windows) and the alerts as last notified. Written whole and atomically
-//! at every transition and every `snapshot_interval_ms`, so that a kill -9 at any moment leaves
-//! the last one whole.
+//! every `snapshot_interval_ms`, so that a kill -9 at any moment leaves the last one whole; the
+//! transitions since are in the outbox.
 
 use crate::outbox::{OutboxError, write_atomically};
 use crate::records::Notice;

@@ -44,7 +44,8 @@ pub struct AlertConfig {
     /// How far back the warm start reads recent events from ClickHouse (0: no warm start).
     #[serde(default = "default_warm_start_ms")]
     pub warm_start_ms: u64,
-    /// How often the state is written to `state_dir` besides at every transition.
+    /// How often the state file is written (transitions are in the outbox at once; a restart
+    /// replays those after the last state file).
     #[serde(default = "default_snapshot_interval_ms")]
     pub snapshot_interval_ms: u64,
     /// How often a firing alert is sent to Alertmanager again, so that it does not expire

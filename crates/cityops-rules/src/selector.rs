@@ -29,6 +29,9 @@ pub struct Matcher {
     /// The value as written (the pattern for regex matchers).
     pub value: String,
     regex: Option<Regex>,
+    /// A pattern that is only alternatives of plain words (`water_level|air_quality`),
+    /// matched as a set: the common case, and a regex search on every event is not free.
+    words: Option<Vec<String>>,
 }
 
 impl Matcher {
@@ -38,6 +41,14 @@ impl Matcher {
     }
 
     fn matches_value(&self, actual: &str) -> bool {
+        if let Some(words) = &self.words {
+            let found = words.iter().any(|w| w == actual);
+            return if self.op == MatchOp::Regex {
+                found
+            } else {
+                !found
+            };
+        }
         match (self.op, &self.regex) {
             (MatchOp::Equal, _) => actual == self.value,
             (MatchOp::NotEqual, _) => actual != self.value,
@@ -89,12 +100,14 @@ impl Selector {
                 }
                 _ => None,
             };
+            let words = regex.as_ref().and_then(|_| plain_alternatives(&value));
             matchers.push(Matcher {
                 field: Field::from_name(&name),
                 name,
                 op,
                 value,
                 regex,
+                words,
             });
             p.skip_ws();
             if p.eat(',') {
@@ -127,6 +140,18 @@ impl Selector {
             .find(|m| m.name == name && m.op == MatchOp::Equal)
             .map(|m| m.value.as_str())
     }
+}
+
+/// `a|b|c` of plain words (letters, digits, `_`, `-`, spaces): the words, which a whole-value
+/// regex would match exactly.
+fn plain_alternatives(pattern: &str) -> Option<Vec<String>> {
+    let words: Vec<String> = pattern.split('|').map(str::to_owned).collect();
+    let plain = words.iter().all(|w| {
+        !w.is_empty()
+            && w.chars()
+                .all(|c| c.is_alphanumeric() || c == '_' || c == '-' || c == ' ')
+    });
+    plain.then_some(words)
 }
 
 struct Parser<'a> {
@@ -241,6 +266,9 @@ mod tests {
             (r#"{metric="water_level"}"#, true),
             (r#"{metric="water_level", domain="water"}"#, true),
             (r#"{district=~"Hải Châu|Sơn Trà"}"#, true),
+            (r#"{district=~"Sơn Trà|Cẩm Lệ"}"#, false),
+            (r#"{district!~"Sơn Trà|Cẩm Lệ"}"#, true),
+            (r#"{district!~"Hải Châu"}"#, false),
             (r#"{district=~"Hải"}"#, false),
             (r#"{district!~"Sơn.*"}"#, true),
             (r#"{quality!="bad"}"#, true),

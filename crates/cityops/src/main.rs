@@ -9,6 +9,12 @@ mod rules;
 mod sim;
 
 use clap::{Parser, Subcommand};
+
+/// mimalloc instead of glibc's allocator: the services decode events on one thread and free
+/// them on another (the alerter's sources and evaluator, the ingest's reader and writer), which
+/// glibc serves with contended arena locks (measured in BENCHMARKS.md, `make bench-alert`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::process::ExitCode;
 
 /// cityops: the event pipeline of a city Intelligent Operations Center.
