@@ -568,6 +568,39 @@ async fn proof_4_a_rule_file_with_an_error_is_refused_whole_and_the_old_rules_st
         rules["data"]["rules"][0]["evaluated"].as_u64().unwrap() > 0,
         "{rules}"
     );
+    // Fixed and signalled (SIGHUP): the reload succeeds and the metric says so.
+    std::fs::write(rig.rules_path(), FLOOD_RULES.replace("for: 3s", "for: 4s")).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(alerter.child.id() as i32),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .unwrap();
+    wait_for("a successful reload", Duration::from_secs(30), async || {
+        (metric_sum(
+            &alerter.metrics().await,
+            "cityops_alert_reload_success_state",
+            &[],
+        ) == 1.0)
+            .then_some(())
+    })
+    .await;
+    // The metrics pass Prometheus' own lint.
+    let scrape = alerter.metrics().await;
+    let mut lint = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool runs (make deps)");
+    std::io::Write::write_all(lint.stdin.as_mut().unwrap(), scrape.as_bytes()).unwrap();
+    let linted = lint.wait_with_output().unwrap();
+    let complaints = String::from_utf8_lossy(&linted.stdout).to_string()
+        + &String::from_utf8_lossy(&linted.stderr);
+    assert!(
+        linted.status.success(),
+        "promtool check metrics: {complaints}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
