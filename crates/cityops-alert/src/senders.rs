@@ -152,10 +152,8 @@ pub async fn webhook(
         drop_beyond(&shared, &consumer, queue_max);
         let batch = lock(&shared.outbox).next_for(&consumer, 100);
         if batch.is_empty() {
-            tokio::select! {
-                () = cancel.cancelled() => return,
-                () = shared.outbox_wake.notified() => {}
-                () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            if !wait_for_outbox(&shared, &cancel).await {
+                return;
             }
             continue;
         }
@@ -192,6 +190,15 @@ pub async fn webhook(
                 tracing::error!(%error, "cannot move the webhook's outbox cursor");
             }
         }
+    }
+}
+
+/// Waits until the evaluator appends to the outbox (or a second passes); false once cancelled.
+async fn wait_for_outbox(shared: &Shared, cancel: &CancellationToken) -> bool {
+    tokio::select! {
+        () = cancel.cancelled() => false,
+        () = shared.outbox_wake.notified() => true,
+        () = tokio::time::sleep(Duration::from_secs(1)) => true,
     }
 }
 
@@ -239,10 +246,8 @@ pub async fn history(clickhouse: ClickHouseConfig, shared: Arc<Shared>, cancel: 
         shared.metrics.history_backlog.set(backlog as f64);
         let batch = lock(&shared.outbox).next_for("history", 1_000);
         if batch.is_empty() {
-            tokio::select! {
-                () = cancel.cancelled() => return,
-                () = shared.outbox_wake.notified() => {}
-                () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            if !wait_for_outbox(&shared, &cancel).await {
+                return;
             }
             continue;
         }

@@ -174,21 +174,13 @@ timeout_ms = 2000
     }
 }
 
-/// Waits until `/readyz` answers 200 (every MQTT session subscribed).
+/// Waits until `/readyz` answers 200 (every MQTT session subscribed, Kafka assigned).
 async fn wait_ready(service: &Service) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let (code, body) = http_get(service.port, "/readyz").await;
-        if code == 200 {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the alerter is not ready after 60 s ({code} {body}):\n{}",
-            service.log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let what = format!("the alerter ready (log: {})", service.log.display());
+    wait_for(&what, Duration::from_secs(60), async || {
+        (http_get(service.port, "/readyz").await.0 == 200).then_some(())
+    })
+    .await;
 }
 
 /// Publishes `level` every 200 ms until `done` says so or the deadline passes; returns what
