@@ -190,23 +190,33 @@ pub fn run(
     runtime.block_on(cancel.cancelled());
 
     // Shutdown: sources first (nothing new comes in), then the evaluator writes its last state,
-    // then the senders stop (what they had not delivered waits in the outbox).
+    // then the senders and the API stop (what was not delivered waits in the outbox), and last
+    // the MQTT sessions close cleanly, their last acknowledgements sent (the broker keeps the
+    // sessions and whatever was not acknowledged).
     if let Some(task) = mqtt_task {
         task.abort();
+        let _ = runtime.block_on(task);
     }
     evaluator_cancel.cancel();
     let evaluated = evaluator_thread
         .join()
         .unwrap_or_else(|_| Err(AlertError::Source("the evaluator panicked".into())));
-    if let Some(mqtt) = Arc::into_inner(shared).and_then(|s| s.mqtt.into_inner()) {
-        runtime.block_on(mqtt.shutdown(Duration::from_secs(5)));
-    }
     tasks.close();
     runtime.block_on(async {
         let _ = tokio::time::timeout(Duration::from_secs(5), tasks.wait()).await;
     });
     server_stop.cancel();
     let _ = runtime.block_on(server_task);
+    match Arc::into_inner(shared) {
+        Some(shared) => {
+            if let Some(mqtt) = shared.mqtt.into_inner() {
+                runtime.block_on(mqtt.shutdown(Duration::from_secs(5)));
+            }
+        }
+        None => tracing::warn!(
+            "a task still held the alerter's state at shutdown; the MQTT sessions close with the process"
+        ),
+    }
     kafka_result.map_err(AlertError::Source)?;
     evaluated
 }

@@ -289,6 +289,18 @@ async fn proof_1_a_flood_series_over_mqtt_raises_an_alert_in_alertmanager_and_fa
         ) >= 2.0,
         "{m}"
     );
+    let mut alerter = alerter;
+    assert_eq!(
+        alerter.terminate(Duration::from_secs(30)),
+        Some(0),
+        "SIGTERM stops it cleanly:\n{}",
+        alerter.log_text()
+    );
+    assert!(
+        !alerter.log_text().contains("still held"),
+        "the MQTT sessions did not close cleanly:\n{}",
+        alerter.log_text()
+    );
 }
 
 /// A webhook receiver: an HTTP server on 127.0.0.1 that answers 500 until `fail_until`, then
@@ -424,13 +436,12 @@ async fn proof_3_an_alerter_killed_with_9_while_an_alert_is_pending_fires_it_at_
     .await;
     alerter.kill9();
     let active_at = ms_of(pending["activeAt"].as_str().unwrap());
-    let restarted = Service::spawn_subcommand(
-        "alert",
-        &rig.config("a", &webhook(receiver.port)),
-        rig.dir.path(),
-        "a-again",
+    let restarted = rig.spawn_ready(&config, "a-again").await;
+    assert!(
+        restarted.log_text().contains("replayed=1"),
+        "the pending transition comes back from the outbox:\n{}",
+        restarted.log_text()
     );
-    wait_ready(&restarted).await;
     let alert = wait_for(
         "the alert in Alertmanager after the restart",
         Duration::from_secs(60),
