@@ -9,7 +9,7 @@ export CARGO_BUILD_JOBS ?= 2
 .PHONY: help deps deps-durable up down status build release demo test test-stress fmt fmt-check clippy unit bench bench-kafka bench-mqtt bench-alert check-config fuzz clean
 
 help:
-	@echo "make demo   - run the pipeline as far as it exists (decode every sample payload)"
+	@echo "make demo   - the city live: stack, a day of history, sim -> ingest + alert, a scenario (SCENARIO=flood), Ctrl-C stops all"
 	@echo "make test   - format check, clippy -D warnings, and every test"
 	@echo "make test-stress - the Kafka and MQTT ingest tests with every core busy (STRESS_RUNS=5 repeats)"
 	@echo "make deps   - install build and test dependencies (apt, rustup components)"
@@ -44,8 +44,10 @@ build: deps
 release: deps
 	$(CARGO) build --release -p cityops
 
+# SCENARIO (flood, pollution, outage, complaint-spike, overdue, pipeline-stall, none);
+# DEMO_SECONDS=N runs non-interactively and ends with a summary (deploy/demo.py lists the rest).
 demo: deps release
-	@CITYOPS_BIN=target/release/cityops deploy/demo.sh
+	@CITYOPS_BIN=target/release/cityops python3 deploy/demo.py
 
 fmt:
 	$(CARGO) fmt --all

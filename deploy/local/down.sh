@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # `make down`: stops every local service by its recorded pid (SIGTERM, then SIGKILL after 15 s)
 # and leaves no process behind. Data stays in the state directory for the next `make up`.
+# `down.sh NAME...` stops only those (the demo stops what it started).
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
-for name in "${SERVICES[@]}"; do
+names=("$@")
+((${#names[@]})) || names=("${SERVICES[@]}")
+for name in "${names[@]}"; do
   file=$(pid_file "$name")
   [ -f "$file" ] || continue
   pid=$(cat "$file")

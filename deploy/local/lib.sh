@@ -55,6 +55,7 @@ render() {
       -e "s|@LOG_DIR@|$dir/log|g" \
       -e "s|@RUN_DIR@|$dir/run|g" \
       -e "s|@CONF_DIR@|$dir/conf|g" \
+      -e "s|@REPO_DIR@|$REPO_DIR|g" \
       -e "s|@RUN_USER@|$(id -un)|g" \
       "$template" >"$output.tmp"
   if [ -f "$output" ] && cmp -s "$output" "$output.tmp"; then rm "$output.tmp"; else mv "$output.tmp" "$output"; fi

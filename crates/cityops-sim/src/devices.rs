@@ -131,7 +131,13 @@ pub(crate) struct Dossier {
 /// State shared by devices: the weather per district, open reports and dossiers.
 pub(crate) struct World {
     rain_mm_h: [f64; 7],
+    /// Water held by the ground, between the rain and the rivers.
+    soil: [f64; 7],
     wet: [f64; 7],
+    /// Whether a flood scenario struck the district at its last reading.
+    flooding: [bool; 7],
+    /// Street and drain water on top of the river during a cloudburst, metres.
+    surge_m: [f64; 7],
     weather_at_ms: [i64; 7],
     reports: Vec<Report>,
     dossiers: Vec<Dossier>,
@@ -142,7 +148,10 @@ impl World {
         let at = options.start.as_millis();
         World {
             rain_mm_h: [0.0; 7],
+            soil: [0.0; 7],
             wet: [0.0; 7],
+            flooding: [false; 7],
+            surge_m: [0.0; 7],
             weather_at_ms: [at; 7],
             reports: Vec::new(),
             dossiers: Vec::new(),
@@ -150,18 +159,22 @@ impl World {
     }
 
     /// Advances a district's rain and its lagged effect on the rivers up to `now`; returns
-    /// (rain now in mm/h, the smoothed "wetness" that drives water levels).
+    /// (rain now in mm/h, the smoothed "wetness" that drives river levels, the flash surge in
+    /// metres).
     fn weather(
         &mut self,
         d: usize,
         now: Timestamp,
         rng: &mut ChaCha12Rng,
         flood: bool,
-    ) -> (f64, f64) {
+    ) -> (f64, f64, f64) {
         let dt_h = ((now.as_millis() - self.weather_at_ms[d]).max(0) as f64) / 3_600_000.0;
         self.weather_at_ms[d] = now.as_millis();
         if flood {
             self.rain_mm_h[d] = 70.0 + rng.random_range(0.0..30.0);
+        } else if self.flooding[d] {
+            // The cloudburst passes.
+            self.rain_mm_h[d] = 0.0;
         } else {
             // A rain cell starts with a small chance per hour and dies out over an hour or two.
             let start_chance = (0.08 * dt_h).min(1.0);
@@ -171,10 +184,24 @@ impl World {
                 self.rain_mm_h[d] *= (-dt_h / 1.5).exp();
             }
         }
-        // The river answers with a lag of about 1.5 hours.
+        self.flooding[d] = flood;
+        // The river answers through the ground, in two stages of about 1.5 hours each: hardly
+        // at all in the first minutes, most in the hours after.
         let k = 1.0 - (-dt_h / 1.5).exp();
-        self.wet[d] += (self.rain_mm_h[d] - self.wet[d]) * k;
-        (self.rain_mm_h[d], self.wet[d])
+        self.soil[d] += (self.rain_mm_h[d] - self.soil[d]) * k;
+        self.wet[d] += (self.soil[d] - self.wet[d]) * k;
+        // A cloudburst overwhelms the drains within minutes (Da Nang, October 2022): the gauges
+        // of a flood-prone district jump long before the river answers, and fall back about as
+        // fast once the rain stops and the drains catch up.
+        let surge_target_m = 2.0 * DISTRICTS[d].flood_prone;
+        let dt_min = dt_h * 60.0;
+        if flood {
+            let k = 1.0 - (-dt_min / 4.0).exp();
+            self.surge_m[d] += (surge_target_m - self.surge_m[d]) * k;
+        } else {
+            self.surge_m[d] *= (-dt_min / 1.0).exp();
+        }
+        (self.rain_mm_h[d], self.wet[d], self.surge_m[d])
     }
 }
 
@@ -527,9 +554,10 @@ pub(crate) fn run(
         } => {
             let d = &DISTRICTS[*district];
             let flood = strikes(ScenarioKind::Flood, *district);
-            let (rain, wet) = world.weather(*district, now, rng, flood);
+            let (rain, wet, surge_m) = world.weather(*district, now, rng, flood);
             *seq += 1;
-            let level_m = *base_m + wet * 0.045 * (0.5 + d.flood_prone) + noise(rng, 0.01);
+            let level_m =
+                *base_m + wet * 0.045 * (0.5 + d.flood_prone) + surge_m + noise(rng, 0.01);
             let payload = json!({
                 "gauge": id, "ts": local_rfc3339(now), "water_level_cm": (level_m * 100.0).round() as i64,
                 "rain_mm_1h": round(rain, 1), "battery_v": round(3.7 + noise(rng, 0.05), 2), "status": "ok",

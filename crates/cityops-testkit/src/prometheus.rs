@@ -42,6 +42,7 @@ impl Prometheus {
                     alertmanager_port.unwrap_or(9).to_string(),
                 ),
                 ("CONF_DIR", dir.path().join("conf").display().to_string()),
+                ("REPO_DIR", crate::repo_root().display().to_string()),
             ],
         );
         std::fs::write(&conf, text).expect("write prometheus.yml");

@@ -43,12 +43,18 @@ fn load(files: &[PathBuf]) -> RuleSet {
 fn the_shipped_rules_load_and_each_has_a_runbook_and_a_summary() {
     let set = load(&yaml_files(&rules_dir()));
     assert!(set.rules.len() >= 9, "{} rules", set.rules.len());
+    let prefix = "https://github.com/cityops/cityops/blob/main/";
     for rule in &set.rules {
         assert!(
-            rule.annotations
-                .get("runbook")
-                .is_some_and(|r| r.contains("docs/runbooks/")),
-            "{rule}: no runbook line"
+            rule.annotations.contains_key("runbook"),
+            "{rule}: no runbook line (what to do, for the person on call)"
+        );
+        let url = rule.annotations.get("runbook_url").map(String::as_str);
+        let page = url.and_then(|u| u.strip_prefix(prefix));
+        assert!(
+            page.is_some_and(|p| p.starts_with("docs/runbooks/")
+                && Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(p).is_file()),
+            "{rule}: runbook_url {url:?} is not a page of docs/runbooks/ in this repository"
         );
         assert!(
             rule.annotations.contains_key("summary"),

@@ -53,6 +53,55 @@ fn flood_raises_the_gauges_of_its_district_past_three_metres() {
     );
 }
 
+/// What the live demo needs: a cloudburst shows on the gauges within a minute or two and the
+/// water goes down within minutes of the rain stopping, so that a rate-of-change rule both
+/// fires and resolves while someone watches.
+#[test]
+fn a_cloudburst_raises_the_gauges_within_minutes_and_they_fall_back_after() {
+    const MINUTE: i64 = 60 * 1000;
+    let mut options = SimOptions::new(5, start());
+    options.feeds = [FeedKind::WaterLevel].into_iter().collect();
+    options.scenario = Some(ScenarioSpec::new(ScenarioKind::Flood, 20 * MINUTE, 3 * MINUTE));
+    let truth = Simulator::new(options.clone()).ground_truth().unwrap();
+    let end = start().as_millis() + 40 * MINUTE;
+    let feeds = shipped_feeds();
+    // Per gauge of the district: the last level before the onset, the highest level in the
+    // incident's second and third minutes, the highest level from ten minutes after its end.
+    let mut before = std::collections::BTreeMap::new();
+    let mut rise = std::collections::BTreeMap::new();
+    let mut after = std::collections::BTreeMap::new();
+    for m in Simulator::new(options).take_while(|m| m.sent_at.as_millis() < end) {
+        let offset = m.sent_at.as_millis() - start().as_millis();
+        for e in decode(&feeds, &m).unwrap() {
+            if e.metric != "water_level" || !truth.entities.contains(&e.entity_id) {
+                continue;
+            }
+            let v = e.value.unwrap();
+            if offset < 20 * MINUTE {
+                before.insert(e.entity_id.clone(), v);
+            } else if (21 * MINUTE..23 * MINUTE).contains(&offset) {
+                let r = rise.entry(e.entity_id.clone()).or_insert(f64::MIN);
+                *r = f64::max(*r, v);
+            } else if offset >= 33 * MINUTE {
+                let a = after.entry(e.entity_id.clone()).or_insert(f64::MIN);
+                *a = f64::max(*a, v);
+            }
+        }
+    }
+    assert!(!before.is_empty());
+    for (gauge, level) in &before {
+        let (up, down) = (rise[gauge], after[gauge]);
+        assert!(
+            up - level > 0.3,
+            "{gauge}: {level} m before, {up} m in the 2nd-3rd minute"
+        );
+        assert!(
+            down - level < 0.05,
+            "{gauge}: {level} m before, {down} m ten minutes after the rain"
+        );
+    }
+}
+
 #[test]
 fn pollution_spikes_pm25_in_its_district_only() {
     let (sim, messages) = run(ScenarioKind::Pollution, 3);
