@@ -42,6 +42,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 CONFIG = REPO / "deploy" / "config" / "cityops.toml"
 DATABASE = "cityops"
+# Real feeds send some broken payloads: the demo's do too, so that the rejects table, its
+# dashboard panels and the ingest's reject metrics have something to show.
+FAULTY_FRACTION = "0.002"
 
 # The rules each scenario is meant to trip (deploy/rules/); the demo's summary says whether
 # they fired and resolved.
@@ -290,6 +293,7 @@ class Demo:
         started = time.monotonic()
         self.run_cityops(
             "sim", "--seed", str(self.seed), "--backfill", self.backfill,
+            "--faulty-fraction", FAULTY_FRACTION,
             "--to-clickhouse", "--config", str(CONFIG),
         )
         rows = clickhouse("SELECT count() FROM events")[0][0]
@@ -361,6 +365,7 @@ class Demo:
             "--to-mqtt", f"127.0.0.1:{PORTS['mqtt']}",
             "--to-kafka", f"127.0.0.1:{PORTS['kafka']}",
             "--duration", f"{int(live_seconds) + 60}s",
+            "--faulty-fraction", FAULTY_FRACTION,
             "--listen-addr", f"127.0.0.1:{sim_port}",
             "--ground-truth", str(self.run_dir / "ground-truth.json"),
         ]

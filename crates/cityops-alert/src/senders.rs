@@ -59,6 +59,13 @@ pub async fn alertmanager(config: AlertConfig, shared: Arc<Shared>, cancel: Canc
             )
         })
         .collect();
+    // Every receiver's series exist from the start at 0, so that a rate over them (a
+    // dashboard, a "notifications failing" rule) has data before the first failure.
+    for i in 0..config.alertmanagers.len() {
+        let receiver = format!("alertmanager:{i}");
+        shared.metrics.sent.with_label_values(&[&receiver]);
+        shared.metrics.failed.with_label_values(&[&receiver]);
+    }
     let mut wait = Duration::ZERO;
     loop {
         tokio::select! {
@@ -142,6 +149,9 @@ pub async fn webhook(
     cancel: CancellationToken,
 ) {
     let consumer = format!("webhook:{}", hook.name);
+    for counter in [&shared.metrics.sent, &shared.metrics.failed, &shared.metrics.dropped] {
+        counter.with_label_values(&[&consumer]);
+    }
     let client = reqwest::Client::new();
     let mut backoff = Backoff::new(
         Duration::from_millis(hook.retry_initial_ms),

@@ -81,7 +81,7 @@ impl IngestMetrics {
         let rows = vec![
             1.0, 10.0, 100.0, 1_000.0, 10_000.0, 50_000.0, 100_000.0, 250_000.0, 500_000.0,
         ];
-        Ok(IngestMetrics {
+        let metrics = IngestMetrics {
             messages: m.counter_vec(
                 "messages_total",
                 "Messages consumed, by source and feed",
@@ -205,7 +205,15 @@ impl IngestMetrics {
                 "Duration of each MQTT spool sync (write and fdatasync), which every acknowledgement waits for",
                 vec![0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1],
             )?,
-        })
+        };
+        // Failures start at 0 for every table and action, so that a rate over them (a
+        // dashboard, an "inserts failing" rule) has data before the first failure.
+        for table in ["events", "rejects"] {
+            for action in ["retry", "split"] {
+                metrics.insert_failures.with_label_values(&[table, action]);
+            }
+        }
+        Ok(metrics)
     }
 }
 

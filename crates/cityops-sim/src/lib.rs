@@ -18,7 +18,7 @@ pub use scenario::{GroundTruth, ScenarioKind, ScenarioSpec};
 
 use cityops_event::Timestamp;
 use devices::{Device, Task};
-use rand::SeedableRng;
+use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha12Rng;
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, BinaryHeap};
@@ -176,6 +176,10 @@ pub struct SimOptions {
     pub speed: f64,
     /// An incident to inject.
     pub scenario: Option<ScenarioSpec>,
+    /// Fraction of messages sent broken, as real feeds send some (a firmware bug, a cut
+    /// connection): the payload cut short or replaced by bytes that are not the feed's format.
+    /// Drawn from a stream of its own, so the rest of the city stays the same.
+    pub faulty_fraction: f64,
 }
 
 impl SimOptions {
@@ -188,6 +192,7 @@ impl SimOptions {
             feeds: BTreeSet::new(),
             speed: 1.0,
             scenario: None,
+            faulty_fraction: 0.0,
         }
     }
 
@@ -200,6 +205,8 @@ impl SimOptions {
 pub struct Simulator {
     options: SimOptions,
     rng: ChaCha12Rng,
+    /// Decides which messages go out broken (`faulty_fraction`).
+    fault_rng: ChaCha12Rng,
     world: devices::World,
     devices: Vec<Device>,
     /// Pending work ordered by virtual time in microseconds, then by insertion.
@@ -214,9 +221,11 @@ impl Simulator {
         let mut rng = ChaCha12Rng::seed_from_u64(options.seed);
         let devices = devices::build(&options, &mut rng);
         let world = devices::World::new(&options);
+        let fault_rng = ChaCha12Rng::seed_from_u64(options.seed ^ 0x6661_756c_7479);
         let mut sim = Simulator {
             options,
             rng,
+            fault_rng,
             world,
             devices,
             queue: BinaryHeap::new(),
@@ -229,6 +238,21 @@ impl Simulator {
             sim.schedule(start_us + first, Task::Device(index));
         }
         sim
+    }
+
+    /// Breaks `message` with probability `faulty_fraction`: half the time it is cut short,
+    /// otherwise it becomes a line of device debug text.
+    fn break_some(&mut self, message: &mut SimMessage) {
+        let fraction = self.options.faulty_fraction;
+        if fraction <= 0.0 || !self.fault_rng.random_bool(fraction.min(1.0)) {
+            return;
+        }
+        if self.fault_rng.random_bool(0.5) {
+            let keep = message.payload.len() / 2;
+            message.payload.truncate(keep);
+        } else {
+            message.payload = b"ERR watchdog reset; sensor offline".to_vec();
+        }
     }
 
     /// Queues `task` at virtual time `at_us` (microseconds since the epoch).
@@ -296,10 +320,10 @@ impl Iterator for Simulator {
                     &self.devices,
                 )
             };
-            for message in out {
-                if !silenced(&message) {
-                    self.pending.push_back(message);
-                }
+            out.retain(|m| !silenced(m));
+            for mut message in out {
+                self.break_some(&mut message);
+                self.pending.push_back(message);
             }
         }
     }

@@ -53,6 +53,10 @@ pub struct Args {
     /// District of the incident (name or slug); default the scenario's own.
     #[arg(long)]
     scenario_district: Option<String>,
+    /// Send this fraction of messages broken (cut short, or not the feed's format), as real
+    /// feeds do: they land in `rejects` (e.g. 0.002).
+    #[arg(long, default_value_t = 0.0)]
+    faulty_fraction: f64,
     /// Write the scenario's ground truth (JSON) here.
     #[arg(long)]
     ground_truth: Option<PathBuf>,
@@ -164,6 +168,10 @@ fn options(args: &Args) -> anyhow::Result<SimOptions> {
     }
     let mut options = SimOptions::new(args.seed, start);
     options.scale = args.scale;
+    if !(0.0..=1.0).contains(&args.faulty_fraction) {
+        bail!("--faulty-fraction must be between 0 and 1");
+    }
+    options.faulty_fraction = args.faulty_fraction;
     options.feeds = args.feeds.iter().copied().collect();
     if let Some(kind) = args.scenario {
         let mut spec = ScenarioSpec::new(

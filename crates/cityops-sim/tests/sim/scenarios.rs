@@ -205,3 +205,37 @@ fn overdue_shows_as_overdue_dossiers_in_its_district() {
             .all(|e| e.district == truth.district && e.ts >= truth.start && e.ts < truth.end)
     );
 }
+
+#[test]
+fn faulty_messages_are_rejected_and_leave_the_rest_of_the_city_unchanged() {
+    let end = start().as_millis() + HOUR;
+    let clean: Vec<_> = Simulator::new(SimOptions::new(3, start()))
+        .take_while(|m| m.sent_at.as_millis() < end)
+        .collect();
+    let mut options = SimOptions::new(3, start());
+    options.faulty_fraction = 0.02;
+    let faulty: Vec<_> = Simulator::new(options)
+        .take_while(|m| m.sent_at.as_millis() < end)
+        .collect();
+    assert_eq!(clean.len(), faulty.len());
+    let feeds = shipped_feeds();
+    let mut broken = 0;
+    for (a, b) in clean.iter().zip(&faulty) {
+        assert_eq!((&a.topic, a.sent_at), (&b.topic, b.sent_at));
+        if a.payload != b.payload {
+            broken += 1;
+            assert!(
+                decode(&feeds, b).is_err(),
+                "a broken {} payload decoded: {:?}",
+                b.feed.name(),
+                String::from_utf8_lossy(&b.payload)
+            );
+        }
+    }
+    let share = f64::from(broken) / clean.len() as f64;
+    assert!(
+        (0.01..0.03).contains(&share),
+        "{broken} of {} broken",
+        clean.len()
+    );
+}
