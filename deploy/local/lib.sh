@@ -37,6 +37,11 @@ NISSHI_BIN=$CACHE_DIR/nisshi-$NISSHI_VERSION/bin/nisshi
 CHDB_VERSION=26.9.0
 CHDB_DIR=$CACHE_DIR/chdb/$CHDB_VERSION
 
+# Grafana's foundation SDK (its dashboard schema as Python models), for dashboards/verify.py.
+# PyPI versions carry an epoch before the Grafana version they follow.
+GRAFANA_SDK_REQUIREMENT='grafana-foundation-sdk==1769699379!11.6.0'
+GRAFANA_SDK_DIR=$CACHE_DIR/grafana-foundation-sdk/1769699379-11.6.0
+
 SERVICES=(mosquitto clickhouse tansu prometheus alertmanager)
 
 say() { printf '%s\n' "$*"; }

@@ -84,8 +84,9 @@ pub struct Args {
     /// Send as fast as possible instead of pacing virtual time to the wall clock (benchmarks).
     #[arg(long)]
     unpaced: bool,
-    /// Simulate this much history up to now (e.g. `7d`) as fast as possible; with
-    /// --to-clickhouse it fills the tables for dashboards and backtests.
+    /// Simulate this much history up to now (e.g. `7d`) as fast as possible, up to the moment
+    /// it finishes (what the city sent meanwhile included); with --to-clickhouse it fills the
+    /// tables for dashboards and backtests.
     #[arg(long, value_parser = humantime::parse_duration)]
     backfill: Option<Duration>,
     /// Decode every message with the config's feeds and insert the events (and any rejects)
@@ -202,6 +203,12 @@ fn options(args: &Args) -> anyhow::Result<SimOptions> {
     Ok(options)
 }
 
+fn now_ms() -> anyhow::Result<i64> {
+    Ok(i64::try_from(
+        SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis(),
+    )?)
+}
+
 fn millis(d: Duration) -> anyhow::Result<i64> {
     Ok(i64::try_from(d.as_millis())?)
 }
@@ -246,7 +253,7 @@ fn simulate(args: &Args) -> anyhow::Result<()> {
             .with_context(|| format!("write {}", path.display()))?;
     }
     let span = millis(args.backfill.unwrap_or(args.duration))?;
-    let end = options.start.as_millis().saturating_add(span);
+    let mut end = options.start.as_millis().saturating_add(span);
     let mut output: Option<Box<dyn Write>> = match &args.output {
         None => None,
         Some(p) if p.as_os_str() == "-" => Some(Box::new(BufWriter::new(std::io::stdout().lock()))),
@@ -303,7 +310,18 @@ fn simulate(args: &Args) -> anyhow::Result<()> {
     let mut max_lag = Duration::ZERO;
     let mut sent: BTreeMap<FeedKind, (u64, u64)> = BTreeMap::new();
     let limit = args.count.unwrap_or(u64::MAX);
-    for (n, message) in sim.take_while(|m| m.sent_at.as_millis() < end).enumerate() {
+    for (n, message) in sim.enumerate() {
+        if message.sent_at.as_millis() >= end {
+            // A backfill reaches the moment it finishes, not the moment it began: what the
+            // city sent while it ran is simulated too, so that live feeds started next follow
+            // on without a gap (a gap looks like every sensor falling silent).
+            let now = now_ms()?;
+            let up_to_now = args.backfill.is_some() && args.start.is_none();
+            if !up_to_now || message.sent_at.as_millis() >= now {
+                break;
+            }
+            end = now;
+        }
         if n as u64 >= limit || stop.load(Ordering::Relaxed) {
             break;
         }

@@ -1,0 +1,258 @@
+//! `make demo` end to end, as a new user runs it (non-interactively): the live city on a private
+//! stack fires the flood scenario's alert in Alertmanager within two minutes of the services
+//! being up and resolves it after the incident; while it fires, every dashboard panel is verified
+//! against that running city (dashboards/verify.py: Grafana's schema, the ClickHouse plugin's
+//! macros, every SQL query on ClickHouse 18.16 and on the current engine through chDB, every
+//! PromQL expression on the stack's Prometheus); at the end no process is left behind.
+
+use cityops_e2e::repo_root;
+use std::collections::BTreeSet;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Seconds the demo runs after its services are up: the incident starts at +30 s and lasts two
+/// minutes; the water is back down about three minutes later.
+const DEMO_SECONDS: u64 = 540;
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The `cityops` binary built for the tests (target/<profile>/cityops, next to deps/).
+fn cityops_binary() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().and_then(|deps| deps.parent()).unwrap();
+    let binary = dir.join("cityops");
+    assert!(
+        binary.is_file(),
+        "{} is missing: build it with `cargo build -p cityops`",
+        binary.display()
+    );
+    binary
+}
+
+fn cache_dir() -> PathBuf {
+    std::env::var_os("CITYOPS_CACHE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/cityops")
+        })
+}
+
+/// A directory of the per-user cache that `make deps` fills, or a failure saying so.
+fn cached(relative: &str, inside: &str) -> PathBuf {
+    let dir = cache_dir().join(relative);
+    assert!(
+        dir.join(inside).exists(),
+        "{} is missing: run `make deps`",
+        dir.display()
+    );
+    dir
+}
+
+/// `curl -fsS URL`, or None when it does not answer.
+fn get(url: &str) -> Option<String> {
+    let out = Command::new("curl")
+        .args(["-fsS", "--max-time", "5", url])
+        .output()
+        .expect("curl (make deps installs it)");
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn wait_for(what: &str, deadline: Duration, demo: &mut Child, log: &Path, mut ok: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !ok() {
+        if let Ok(Some(status)) = demo.try_wait() {
+            panic!(
+                "the demo exited ({status}) before {what}; its output:\n{}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+        }
+        assert!(
+            start.elapsed() < deadline,
+            "no {what} within {deadline:?}; the demo's output so far:\n{}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+/// Kills the demo's process group if the test fails half way.
+struct Guard(Option<Child>);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if let Some(child) = self.0.as_mut()
+            && child.try_wait().ok().flatten().is_none()
+        {
+            // SIGINT, as Ctrl-C: the demo stops everything it started.
+            let _ = Command::new("kill")
+                .args(["-INT", &child.id().to_string()])
+                .status();
+            let _ = child.wait();
+        }
+    }
+}
+
+#[test]
+fn the_live_demo_fires_and_resolves_its_flood_alert_every_dashboard_query_answers_and_nothing_is_left_running()
+ {
+    let grafana_sdk = cached(
+        "grafana-foundation-sdk/1769699379-11.6.0",
+        "grafana_foundation_sdk",
+    );
+    let chdb = cached("chdb/26.9.0", "chdb");
+    let state = tempfile::tempdir().unwrap();
+    let names = [
+        "CITYOPS_MQTT_PORT",
+        "CITYOPS_KAFKA_PORT",
+        "CITYOPS_CLICKHOUSE_HTTP_PORT",
+        "CITYOPS_CLICKHOUSE_TCP_PORT",
+        "CITYOPS_PROMETHEUS_PORT",
+        "CITYOPS_ALERTMANAGER_PORT",
+    ];
+    let mut ports = BTreeSet::new();
+    while ports.len() < names.len() {
+        ports.insert(free_port());
+    }
+    let ports: Vec<u16> = ports.into_iter().collect();
+    let port = |name: &str| ports[names.iter().position(|n| *n == name).unwrap()];
+    let log = state.path().join("demo.out");
+    let mut command = Command::new("python3");
+    command
+        .arg(repo_root().join("deploy/demo.py"))
+        .current_dir(repo_root())
+        .env("CITYOPS_STATE_DIR", state.path().join("stack"))
+        .env("CITYOPS_BIN", cityops_binary())
+        .env("DEMO_SECONDS", DEMO_SECONDS.to_string())
+        .env("DEMO_BACKFILL", "1d")
+        .env("SCENARIO", "flood")
+        .env("SCENARIO_DURATION", "120s")
+        .stdin(Stdio::null());
+    let out = std::fs::File::create(&log).unwrap();
+    command.stdout(out.try_clone().unwrap()).stderr(out);
+    for (name, port) in names.iter().zip(&ports) {
+        command.env(name, port.to_string());
+    }
+    let started = Instant::now();
+    let mut guard = Guard(Some(command.spawn().expect("python3 (make deps installs it)")));
+    let demo = guard.0.as_mut().unwrap();
+
+    // While the flood alert fires (and the ingest has stored some of the broken payloads the
+    // simulator sends), verify every panel against the running city.
+    let alertmanager = format!("http://127.0.0.1:{}", port("CITYOPS_ALERTMANAGER_PORT"));
+    let prometheus = format!("http://127.0.0.1:{}", port("CITYOPS_PROMETHEUS_PORT"));
+    wait_for(
+        "WaterRisingFast firing in Alertmanager",
+        Duration::from_secs(900),
+        demo,
+        &log,
+        || {
+            get(&format!("{alertmanager}/api/v2/alerts?active=true"))
+                .is_some_and(|body| body.contains("\"alertname\":\"WaterRisingFast\""))
+        },
+    );
+    wait_for(
+        "rejects scraped by Prometheus",
+        Duration::from_secs(180),
+        demo,
+        &log,
+        || {
+            get(&format!(
+                "{prometheus}/api/v1/query?query=cityops_ingest_rejects_total"
+            ))
+            .is_some_and(|body| body.contains("\"__name__\""))
+        },
+    );
+    let report = state.path().join("verify.json");
+    let verify = Command::new("python3")
+        .arg(repo_root().join("dashboards/verify.py"))
+        .args([
+            "--clickhouse",
+            &format!("http://127.0.0.1:{}", port("CITYOPS_CLICKHOUSE_HTTP_PORT")),
+            "--prometheus",
+            &prometheus,
+            "--chdb",
+            "--chdb-days",
+            "1",
+            "--report",
+        ])
+        .arg(&report)
+        .env(
+            "PYTHONPATH",
+            format!("{}:{}", grafana_sdk.display(), chdb.display()),
+        )
+        .output()
+        .unwrap();
+    let verify_out = format!(
+        "{}{}",
+        String::from_utf8_lossy(&verify.stdout),
+        String::from_utf8_lossy(&verify.stderr)
+    );
+    assert!(verify.status.success(), "dashboards/verify.py failed:\n{verify_out}");
+    let summary = verify_out
+        .lines()
+        .find(|l| l.starts_with("verify: {"))
+        .unwrap_or_else(|| panic!("no summary line:\n{verify_out}"));
+    for needed in ["\"failures\": 0", "chDB 26.9", "\"dashboards\": 8"] {
+        assert!(summary.contains(needed), "{needed} not in {summary}");
+    }
+    eprintln!("{summary}");
+
+    // The demo ends by itself after DEMO_SECONDS and says what it saw.
+    let status = loop {
+        if let Some(status) = demo.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(DEMO_SECONDS + 1200),
+            "the demo did not end; its output:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_secs(2));
+    };
+    let output = std::fs::read_to_string(&log).unwrap();
+    assert!(status.success(), "the demo failed ({status}):\n{output}");
+    let first = output
+        .lines()
+        .find_map(|l| l.strip_prefix("time to first scenario alert: "))
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|s| s.parse::<f64>().ok())
+        .unwrap_or_else(|| panic!("no time to first alert in the summary:\n{output}"));
+    assert!(
+        first <= 120.0,
+        "the flood alert fired {first} s after the services were up:\n{output}"
+    );
+    assert!(
+        output
+            .lines()
+            .any(|l| l.trim_start().starts_with("WaterRisingFast {") && l.contains("resolved at +")),
+        "no WaterRisingFast alert resolved:\n{output}"
+    );
+    assert!(
+        output.contains("processes left behind: 0"),
+        "processes were left:\n{output}"
+    );
+    for p in &ports {
+        assert!(
+            TcpListener::bind(("127.0.0.1", *p)).is_ok(),
+            "port {p} is still taken after the demo:\n{output}"
+        );
+    }
+    eprintln!(
+        "{}",
+        output
+            .lines()
+            .skip_while(|l| !l.starts_with("== Summary"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
