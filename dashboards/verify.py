@@ -465,6 +465,20 @@ class Verifier:
                 elif target.get("format") == 0 and rows and not is_time(rows[0][0]):
                     self.fail(where, f"a time-series query must start with the time column, got {rows[0][0]!r}")
 
+    def check_doc_query(self, where: str, sql: str) -> None:
+        for engine_name, engine in (("ClickHouse", self.clickhouse), ("chDB", self.chdb)):
+            if engine is None:
+                continue
+            try:
+                rows, elapsed = engine.rows(sql)
+            except Exception as error:  # chDB raises RuntimeError, the server an HTTP error
+                self.fail(where, f"failed on {engine_name}: {error}")
+                continue
+            if engine is self.clickhouse:
+                self.timings.append({"panel": where, "variables": "doc", "ms": round(elapsed * 1000, 1), "rows": len(rows)})
+            if not rows:
+                self.fail(where, f"returned no rows on {engine_name}")
+
     def run_promql(self, where, panel, target, frm, to) -> None:
         if self.prometheus is None:
             return
@@ -481,6 +495,23 @@ class Verifier:
             self.fail(where, f"PromQL returned no series\n    {expr}")
 
 
+def sql_blocks(path: Path) -> list[tuple[str, str]]:
+    """(heading, sql) of every ```sql block of a Markdown file."""
+    blocks, title, current = [], "", None
+    for line in path.read_text().splitlines():
+        if current is not None:
+            if line.strip() == "```":
+                blocks.append((title, "\n".join(current)))
+                current = None
+            else:
+                current.append(line)
+        elif line.startswith("#"):
+            title = line.lstrip("#").strip()
+        elif line.strip() == "```sql":
+            current = []
+    return blocks
+
+
 def is_time(value) -> bool:
     return isinstance(value, str) and re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", value) is not None
 
@@ -494,6 +525,8 @@ def main() -> int:
     parser.add_argument("--chdb-days", type=int, default=2, help="days of data to copy into chDB")
     parser.add_argument("--report", type=Path, help="write timings and failures here (JSON)")
     parser.add_argument("--schema-only", action="store_true", help="only the schema and reference checks")
+    parser.add_argument("--docs", type=Path, action="append", default=[],
+                        help="also run every ```sql block of this Markdown file (each must return rows)")
     parser.add_argument("dashboards", nargs="*", type=Path)
     args = parser.parse_args()
 
@@ -513,15 +546,21 @@ def main() -> int:
                 verifier.fail(path.name, f"schema: {problem}")
             continue
         verifier.check_board(path.name, board)
+    doc_queries = 0
+    for doc in args.docs:
+        for title, query in sql_blocks(doc):
+            doc_queries += 1
+            verifier.check_doc_query(f"{doc.name} / {title!r}", query)
     for failure in verifier.failures:
         print(f"FAIL {failure}", flush=True)
-    slowest = max((t for t in verifier.timings if t["variables"] != "promql"), key=lambda t: t["ms"], default=None)
+    slowest = max((t for t in verifier.timings if t["variables"] in ("all", "one")), key=lambda t: t["ms"], default=None)
     summary = {
         "dashboards": len(files),
         "panels": verifier.panels,
         "sql_queries": verifier.sql_queries,
         "sql_engines": ["ClickHouse"] + ([f"chDB {chdb.version}"] if chdb else []),
         "promql_queries": verifier.promql_queries,
+        "doc_queries": doc_queries,
         "failures": len(verifier.failures),
         "slowest_sql": slowest,
     }

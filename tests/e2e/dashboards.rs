@@ -98,7 +98,7 @@ fn the_self_monitoring_rules_pass_promtool_and_their_tests() {
     let path = dir.path().join("prometheus.yml");
     std::fs::write(&path, config).unwrap();
     let out = run("promtool", &["check", "config", path.to_str().unwrap()], &[]);
-    assert!(out.contains("cityops.rules.yml") && out.contains("SUCCESS: 12 rules found"), "{out}");
+    assert!(out.contains("cityops.rules.yml") && out.contains("SUCCESS: 13 rules found"), "{out}");
 }
 
 #[test]

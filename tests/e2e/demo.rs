@@ -174,6 +174,7 @@ fn the_live_demo_fires_and_resolves_its_flood_alert_every_dashboard_query_answer
     );
     let report = state.path().join("verify.json");
     let verify = Command::new("python3")
+        .current_dir(repo_root())
         .arg(repo_root().join("dashboards/verify.py"))
         .args([
             "--clickhouse",
@@ -183,6 +184,8 @@ fn the_live_demo_fires_and_resolves_its_flood_alert_every_dashboard_query_answer
             "--chdb",
             "--chdb-days",
             "1",
+            "--docs",
+            "docs/engineers.md",
             "--report",
         ])
         .arg(&report)
@@ -205,6 +208,7 @@ fn the_live_demo_fires_and_resolves_its_flood_alert_every_dashboard_query_answer
     for needed in ["\"failures\": 0", "chDB 26.9", "\"dashboards\": 8"] {
         assert!(summary.contains(needed), "{needed} not in {summary}");
     }
+    assert!(!summary.contains("\"doc_queries\": 0,"), "{summary}");
     eprintln!("{summary}");
 
     // The demo ends by itself after DEMO_SECONDS and says what it saw.
