@@ -16,6 +16,9 @@ Environment (all optional):
   DEMO_SECONDS        run this long, non-interactively, then stop and print a summary
   DEMO_BACKFILL       history to backfill before going live (default 1d)
   DEMO_SEED           the simulator's seed (default 2026)
+  DEMO_VERIFY         1: once the scenario's alert fires, verify every dashboard panel and the
+                      queries of docs/engineers.md against the running city
+                      (dashboards/verify.py, on ClickHouse and chDB and Prometheus)
   CITYOPS_BIN         the cityops binary (default target/release/cityops)
   CITYOPS_STATE_DIR and CITYOPS_*_PORT as for `make up` (deploy/local/lib.sh)
 
@@ -198,6 +201,9 @@ class Demo:
     stack_started: list[str] = field(default_factory=list)
     services_up_at: float | None = None
     stamp: str = ""
+    verify: bool = False
+    verify_result: dict | None = None
+    verify_failed: bool = False
     alerts: dict[str, AlertSeen] = field(default_factory=dict)
     interactive: bool = False
 
@@ -512,7 +518,54 @@ class Demo:
                     self.observe_alerts()
                 except (urllib.error.URLError, OSError, ValueError):
                     pass
+            if self.verify and self.verify_result is None and self.ready_to_verify():
+                self.verify_dashboards()
             time.sleep(1.0)
+
+    def ready_to_verify(self) -> bool:
+        """Every panel can have data once the scenario's alert fires (in Alertmanager and in the
+        alert history) and some of the broken payloads the simulator sends have been counted by
+        Prometheus."""
+        expected = SCENARIO_ALERTS.get(self.scenario, [])
+        firing = any(s.resolved_at is None and s.labels.get("alertname") in expected for s in self.alerts.values())
+        if not firing:
+            return False
+        names = ", ".join(f"'{n}'" for n in expected)
+        try:
+            # The alert history is written after the notification: wait until it holds the firing.
+            stored = clickhouse(f"SELECT count() FROM alert_events WHERE state = 'firing' AND rule IN ({names})")[0][0]
+        except (urllib.error.URLError, OSError, KeyError, ValueError):
+            return False
+        if int(stored) == 0:
+            return False
+        try:
+            body = json.loads(http(f"http://127.0.0.1:{PORTS['prometheus']}/api/v1/query?query=cityops_ingest_rejects_total"))
+        except (urllib.error.URLError, OSError, ValueError):
+            return False
+        return bool(body.get("data", {}).get("result"))
+
+    def verify_dashboards(self) -> None:
+        print("== Verifying every dashboard panel against the running city (dashboards/verify.py)", flush=True)
+        dirs = subprocess.run(
+            ["bash", "-c", 'source deploy/local/lib.sh && echo "$GRAFANA_SDK_DIR:$CHDB_DIR"'],
+            cwd=REPO, env=self.env(), capture_output=True, text=True, check=True,
+        ).stdout.strip()
+        report = self.run_dir / "verify.json"
+        result = subprocess.run(
+            [sys.executable, str(REPO / "dashboards" / "verify.py"),
+             "--clickhouse", f"http://127.0.0.1:{PORTS['ch_http']}", "--database", DATABASE,
+             "--prometheus", f"http://127.0.0.1:{PORTS['prometheus']}",
+             "--chdb", "--chdb-days", "1", "--docs", str(REPO / "docs" / "engineers.md"),
+             "--report", str(report)],
+            cwd=REPO, env={**self.env(), "PYTHONPATH": dirs}, capture_output=True, text=True,
+        )
+        sys.stdout.write(result.stdout + result.stderr)
+        self.verify_failed = result.returncode != 0
+        try:
+            self.verify_result = json.loads(report.read_text())
+        except (OSError, ValueError):
+            self.verify_result = {"failures": "verify.py wrote no report"}
+            self.verify_failed = True
 
     # ---------------------------------------------------------------- the end
 
@@ -547,6 +600,16 @@ class Demo:
             resolved = "still firing" if seen.resolved_at is None else f"resolved at +{seen.resolved_at - up:.1f} s"
             where = ", ".join(f"{k}={v}" for k, v in sorted(labels.items()) if k not in ("alertname", "severity"))
             print(f"  {labels.get('alertname')} {{{where}}}: firing at +{seen.fired_at - up:.1f} s, {resolved} — {seen.summary}")
+        if self.verify:
+            r = self.verify_result
+            if r is None:
+                print("dashboards: not verified (the scenario's alert never fired)")
+            else:
+                slowest = r.get("slowest_sql") or {}
+                print(f"dashboards: {r.get('panels')} panels of {r.get('dashboards')} dashboards verified, "
+                      f"{r.get('sql_queries')} SQL queries on {' and '.join(r.get('sql_engines', []))}, "
+                      f"{r.get('promql_queries')} PromQL, {r.get('doc_queries')} docs queries; "
+                      f"failures: {r.get('failures')}; slowest panel query {slowest.get('ms')} ms ({slowest.get('panel')})")
         expected = SCENARIO_ALERTS.get(self.scenario, [])
         fired = [s for s in self.alerts.values() if s.labels.get("alertname") in expected]
         if fired:
@@ -581,6 +644,7 @@ def main() -> int:
         backfill=os.environ.get("DEMO_BACKFILL", "1d"),
         seed=int(os.environ.get("DEMO_SEED", "2026")),
     )
+    demo.verify = os.environ.get("DEMO_VERIFY", "") not in ("", "0")
     stopping = {"asked": False}
 
     def ask_stop(signum, _frame):
@@ -613,7 +677,7 @@ def main() -> int:
             demo.summary()
         left = demo.stop_stack()
         print(f"processes left behind: {len(left)}" + (f" ({', '.join(left)})" if left else ""), flush=True)
-        if left:
+        if left or (demo.verify and (demo.verify_result is None or demo.verify_failed)):
             status = 1
     return status
 

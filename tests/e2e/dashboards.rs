@@ -48,7 +48,12 @@ fn the_dashboards_are_current_and_fit_grafanas_schema() {
     run("python3", &["dashboards/build.py", "--check"], &[]);
     let out = run(
         "python3",
-        &["dashboards/verify.py", "--clickhouse", "http://127.0.0.1:9", "--schema-only"],
+        &[
+            "dashboards/verify.py",
+            "--clickhouse",
+            "http://127.0.0.1:9",
+            "--schema-only",
+        ],
         &[("PYTHONPATH", grafana_sdk().display().to_string())],
     );
     assert!(out.contains("\"failures\": 0"), "{out}");
@@ -79,7 +84,11 @@ fn a_dashboard_key_grafana_does_not_know_is_reported() {
 
 #[test]
 fn the_self_monitoring_rules_pass_promtool_and_their_tests() {
-    let out = run("promtool", &["check", "rules", "deploy/prometheus/cityops.rules.yml"], &[]);
+    let out = run(
+        "promtool",
+        &["check", "rules", "deploy/prometheus/cityops.rules.yml"],
+        &[],
+    );
     assert!(out.contains("SUCCESS"), "{out}");
     let out = run(
         "promtool",
@@ -97,8 +106,15 @@ fn the_self_monitoring_rules_pass_promtool_and_their_tests() {
         .replace("@ALERTMANAGER_PORT@", "19093");
     let path = dir.path().join("prometheus.yml");
     std::fs::write(&path, config).unwrap();
-    let out = run("promtool", &["check", "config", path.to_str().unwrap()], &[]);
-    assert!(out.contains("cityops.rules.yml") && out.contains("SUCCESS: 13 rules found"), "{out}");
+    let out = run(
+        "promtool",
+        &["check", "config", path.to_str().unwrap()],
+        &[],
+    );
+    assert!(
+        out.contains("cityops.rules.yml") && out.contains("SUCCESS: 13 rules found"),
+        "{out}"
+    );
 }
 
 #[test]

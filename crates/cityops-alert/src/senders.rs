@@ -149,7 +149,11 @@ pub async fn webhook(
     cancel: CancellationToken,
 ) {
     let consumer = format!("webhook:{}", hook.name);
-    for counter in [&shared.metrics.sent, &shared.metrics.failed, &shared.metrics.dropped] {
+    for counter in [
+        &shared.metrics.sent,
+        &shared.metrics.failed,
+        &shared.metrics.dropped,
+    ] {
         counter.with_label_values(&[&consumer]);
     }
     let client = reqwest::Client::new();

@@ -53,7 +53,10 @@ fn the_shipped_rules_load_and_each_has_a_runbook_and_a_summary() {
         let page = url.and_then(|u| u.strip_prefix(prefix));
         assert!(
             page.is_some_and(|p| p.starts_with("docs/runbooks/")
-                && Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(p).is_file()),
+                && Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("../..")
+                    .join(p)
+                    .is_file()),
             "{rule}: runbook_url {url:?} is not a page of docs/runbooks/ in this repository"
         );
         assert!(

@@ -61,7 +61,11 @@ fn a_cloudburst_raises_the_gauges_within_minutes_and_they_fall_back_after() {
     const MINUTE: i64 = 60 * 1000;
     let mut options = SimOptions::new(5, start());
     options.feeds = [FeedKind::WaterLevel].into_iter().collect();
-    options.scenario = Some(ScenarioSpec::new(ScenarioKind::Flood, 20 * MINUTE, 3 * MINUTE));
+    options.scenario = Some(ScenarioSpec::new(
+        ScenarioKind::Flood,
+        20 * MINUTE,
+        3 * MINUTE,
+    ));
     let truth = Simulator::new(options.clone()).ground_truth().unwrap();
     let end = start().as_millis() + 40 * MINUTE;
     let feeds = shipped_feeds();
