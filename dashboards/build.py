@@ -323,10 +323,15 @@ DOSSIER_STATE = f"""SELECT entity_id, any(district) AS district_name,
     FROM events WHERE domain = 'public_service' AND $__timeFilter(ts) AND {DISTRICT}
     GROUP BY entity_id"""
 
-FIRING_ALERTS = f"""SELECT max(ts) AS since, rule, argMax(severity, ts) AS severity, argMax(district, ts) AS alert_district,
-      argMax(entity_id, ts) AS entity, argMax(value, ts) AS value, argMax(summary, ts) AS summary
+# The order of an alert's transitions: pending and firing can share one millisecond (a rule
+# without `for`), so the state breaks the tie.
+TRANSITION_ORDER = "toUInt64(ts) * 10000 + ts_ms * 10 + multiIf(state = 'resolved', 2, state = 'firing', 1, 0)"
+
+FIRING_ALERTS = f"""SELECT max(ts) AS since, rule, argMax(severity, {TRANSITION_ORDER}) AS severity,
+      argMax(district, {TRANSITION_ORDER}) AS alert_district, argMax(entity_id, {TRANSITION_ORDER}) AS entity,
+      argMax(value, {TRANSITION_ORDER}) AS value, argMax(summary, {TRANSITION_ORDER}) AS summary
     FROM alert_events WHERE ts >= now() - INTERVAL 30 DAY AND {DISTRICT}
-    GROUP BY fingerprint, rule HAVING argMax(state, ts) = 'firing' ORDER BY since DESC LIMIT 50"""
+    GROUP BY fingerprint, rule HAVING argMax(state, {TRANSITION_ORDER}) = 'firing' ORDER BY since DESC LIMIT 50"""
 
 SEVERITY_COLOURS = [{
     "matcher": {"id": "byName", "options": "severity"},
@@ -345,8 +350,8 @@ SEVERITY_COLOURS = [{
 
 def city_overview() -> Board:
     b = Board("cityops-city-overview", "Toàn cảnh thành phố Đà Nẵng",
-              "The operations wall: the whole city at a glance. Every panel follows the district filter.",
-              ["wall", "overview"], district_variables(), "now-6h", "30s")
+              "The operations wall: the whole city at a glance. Every panel follows the district filter, the citizen reports also the ward filter.",
+              ["wall", "overview"], district_variables(with_ward=True), "now-6h", "30s")
     b.add(stat("Sự kiện mỗi giây", "Events stored per second over the last 5 minutes, every feed.",
                [sql(f"SELECT count() / 300 AS events_per_second FROM events WHERE ts >= now() - INTERVAL 5 MINUTE AND {DISTRICT}")],
                "short", decimals=1), 4, 4)
@@ -381,7 +386,7 @@ def city_overview() -> Board:
     b.add(timeseries("Lưu lượng giao thông", "Vehicles counted per interval by district (traffic counters).",
                      [sql(district_sum_series("traffic", ["motorbikes", "cars", "trucks", "buses"]), "timeseries")], "short"), 8, 8)
     b.add(barchart("Phản ánh theo phường", "Citizen reports in the range by ward and latest status (top 20 wards).",
-                   [sql(REPORTS_BY_WARD.replace(f" AND {WARD}", ""))]), 8, 8)
+                   [sql(REPORTS_BY_WARD)]), 8, 8)
     b.add(table("Cảnh báo đang kích hoạt", "Firing alerts, newest first, with their Vietnamese summary.",
                 [sql(FIRING_ALERTS)], SEVERITY_COLOURS), 24, 7)
     return b
@@ -578,7 +583,7 @@ def alerts() -> Board:
     b.add(table("Thời gian xử lý", "Per rule, alerts that fired in the range: how many resolved, how many still fire, and how long the resolved ones fired (median and longest, minutes).",
                 [sql(f"""SELECT rule, count() AS fired, countIf(is_resolved) AS resolved, countIf(NOT is_resolved) AS still_firing,
                            quantileIf(0.5)(minutes, is_resolved) AS median_minutes, maxIf(minutes, is_resolved) AS longest_minutes FROM
-                           (SELECT rule, fingerprint, argMax(state, ts) = 'resolved' AS is_resolved,
+                           (SELECT rule, fingerprint, argMax(state, {TRANSITION_ORDER}) = 'resolved' AS is_resolved,
                               (toUInt32(max(ts)) - toUInt32(minIf(ts, state = 'firing'))) / 60 AS minutes
                             FROM alert_events WHERE $__timeFilter(ts) AND {DISTRICT} GROUP BY rule, fingerprint
                             HAVING countIf(state = 'firing') > 0)
