@@ -653,6 +653,9 @@ def main() -> int:
         stopping["asked"] = True
         raise KeyboardInterrupt
 
+    # Installed explicitly: a process started in the background of a non-interactive shell
+    # inherits SIGINT ignored, and Python then never raises KeyboardInterrupt.
+    signal.signal(signal.SIGINT, ask_stop)
     signal.signal(signal.SIGTERM, ask_stop)
     status = 0
     try:

@@ -13,8 +13,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// Seconds the demo runs after its services are up: the incident starts at +30 s and lasts two
-/// minutes; the water is back down about three minutes later.
-const DEMO_SECONDS: u64 = 420;
+/// minutes; the alerts resolved between +262 s and +376 s in the runs measured (the higher the
+/// water rose, the longer it takes to go down), so this leaves almost three minutes to spare.
+const DEMO_SECONDS: u64 = 540;
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
