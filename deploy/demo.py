@@ -12,7 +12,7 @@ everything the demo started.
 Environment (all optional):
   SCENARIO            flood, pollution, outage, complaint-spike, overdue, pipeline-stall
   SCENARIO_AT         when the incident starts after the live feeds do (default 30s)
-  SCENARIO_DURATION   how long it lasts (default 10m)
+  SCENARIO_DURATION   how long it lasts (default 20m)
   DEMO_SECONDS        run this long, non-interactively, then stop and print a summary
   DEMO_BACKFILL       history to backfill before going live (default 1d)
   DEMO_SEED           the simulator's seed (default 2026)
@@ -639,7 +639,7 @@ def main() -> int:
         binary=binary,
         scenario=scenario,
         scenario_at_s=parse_duration(os.environ.get("SCENARIO_AT", "30s")),
-        scenario_duration_s=parse_duration(os.environ.get("SCENARIO_DURATION", "10m")),
+        scenario_duration_s=parse_duration(os.environ.get("SCENARIO_DURATION", "20m")),
         demo_seconds=parse_duration(seconds) if seconds else None,
         backfill=os.environ.get("DEMO_BACKFILL", "1d"),
         seed=int(os.environ.get("DEMO_SEED", "2026")),
