@@ -229,14 +229,15 @@ def geomap(title, description, targets, color_field, steps, zoom=11.5):
                  {"color": {"mode": "thresholds"}, "thresholds": steps})
 
 
-def district_variables(with_ward: bool = False) -> list[dict]:
-    variables = [{
+def filter_variable(name: str, label: str, description: str, query: str) -> dict:
+    """A multi-value ClickHouse query variable whose All is the literal '__all' (see DISTRICT)."""
+    return {
         "type": "query",
-        "name": "district",
-        "label": "Quận/huyện",
-        "description": "District (the rollups' district column)",
+        "name": name,
+        "label": label,
+        "description": description,
         "datasource": CH,
-        "query": "SELECT DISTINCT district FROM events_1m_district WHERE district != '' AND minute >= now() - INTERVAL 7 DAY ORDER BY district",
+        "query": query,
         "refresh": 1,
         "multi": True,
         "includeAll": True,
@@ -245,26 +246,19 @@ def district_variables(with_ward: bool = False) -> list[dict]:
         "sort": 1,
         "options": [],
         "hide": 0,
-    }]
+    }
+
+
+def district_variables(with_ward: bool = False) -> list[dict]:
+    variables = [filter_variable(
+        "district", "Quận/huyện", "District (the rollups' district column)",
+        "SELECT DISTINCT district FROM events_1m_district WHERE district != '' AND minute >= now() - INTERVAL 7 DAY ORDER BY district",
+    )]
     if with_ward:
-        ward_sql = ("SELECT DISTINCT ward FROM events WHERE ward != '' AND ts >= now() - INTERVAL 1 DAY AND "
-                    + DISTRICT + " ORDER BY ward")
-        variables.append({
-            "type": "query",
-            "name": "ward",
-            "label": "Phường/xã",
-            "description": "Ward, of the districts chosen (citizen reports and street lights carry it)",
-            "datasource": CH,
-            "query": ward_sql,
-            "refresh": 1,
-            "multi": True,
-            "includeAll": True,
-            "allValue": "'__all'",
-            "current": {"selected": True, "text": ["All"], "value": ["$__all"]},
-            "sort": 1,
-            "options": [],
-            "hide": 0,
-        })
+        variables.append(filter_variable(
+            "ward", "Phường/xã", "Ward, of the districts chosen (citizen reports and street lights carry it)",
+            "SELECT DISTINCT ward FROM events WHERE ward != '' AND ts >= now() - INTERVAL 1 DAY AND " + DISTRICT + " ORDER BY ward",
+        ))
     return variables
 
 

@@ -76,20 +76,23 @@ PY
   install -m 0755 "$work/tansu" "$TANSU_BIN"
 fi
 
+# pip_into DIR REQUIREMENT: installs a pinned wheel into its own folder of the cache, all or
+# nothing (a half-done install never looks done).
+pip_into() {
+  rm -rf "$1.tmp"
+  pip_quiet install --root-user-action=ignore --no-deps --target "$1.tmp" "$2"
+  rm -rf "$1"
+  mv "$1.tmp" "$1"
+}
+
 # chDB, pinned; the tests find it under CITYOPS_CACHE_DIR.
 if [ ! -d "$CHDB_DIR/chdb" ]; then
   say "deps: installing chDB $CHDB_VERSION (chdb-core from PyPI, about 180 MB)"
-  rm -rf "$CHDB_DIR.tmp"
-  pip_quiet install --root-user-action=ignore --no-deps --target "$CHDB_DIR.tmp" "chdb-core==$CHDB_VERSION"
-  rm -rf "$CHDB_DIR"
-  mv "$CHDB_DIR.tmp" "$CHDB_DIR"
+  pip_into "$CHDB_DIR" "chdb-core==$CHDB_VERSION"
 fi
 
 # Grafana's dashboard schema models; the dashboard tests find them under CITYOPS_CACHE_DIR.
 if [ ! -d "$GRAFANA_SDK_DIR/grafana_foundation_sdk" ]; then
   say "deps: installing Grafana's foundation SDK ($GRAFANA_SDK_REQUIREMENT from PyPI)"
-  rm -rf "$GRAFANA_SDK_DIR.tmp"
-  pip_quiet install --root-user-action=ignore --no-deps --target "$GRAFANA_SDK_DIR.tmp" "$GRAFANA_SDK_REQUIREMENT"
-  rm -rf "$GRAFANA_SDK_DIR"
-  mv "$GRAFANA_SDK_DIR.tmp" "$GRAFANA_SDK_DIR"
+  pip_into "$GRAFANA_SDK_DIR" "$GRAFANA_SDK_REQUIREMENT"
 fi

@@ -6,7 +6,6 @@
 //! PromQL expression on the stack's Prometheus); at the end no process is left behind.
 
 use cityops_e2e::repo_root;
-use std::collections::BTreeSet;
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -16,27 +15,6 @@ use std::time::{Duration, Instant};
 /// minutes; the alerts resolved between +262 s and +376 s in the runs measured (the higher the
 /// water rose, the longer it takes to go down), so this leaves almost three minutes to spare.
 const DEMO_SECONDS: u64 = 540;
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// The `cityops` binary built for the tests (target/<profile>/cityops, next to deps/).
-fn cityops_binary() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().and_then(|deps| deps.parent()).unwrap();
-    let binary = dir.join("cityops");
-    assert!(
-        binary.is_file(),
-        "{} is missing: build it with `cargo build -p cityops`",
-        binary.display()
-    );
-    binary
-}
 
 fn cache_dir() -> PathBuf {
     std::env::var_os("CITYOPS_CACHE_DIR")
@@ -83,26 +61,13 @@ fn the_live_demo_fires_and_resolves_its_flood_alert_every_dashboard_query_answer
     );
     cached("chdb/26.9.0", "chdb");
     let state = tempfile::tempdir().unwrap();
-    let names = [
-        "CITYOPS_MQTT_PORT",
-        "CITYOPS_KAFKA_PORT",
-        "CITYOPS_CLICKHOUSE_HTTP_PORT",
-        "CITYOPS_CLICKHOUSE_TCP_PORT",
-        "CITYOPS_PROMETHEUS_PORT",
-        "CITYOPS_ALERTMANAGER_PORT",
-    ];
-    let mut ports = BTreeSet::new();
-    while ports.len() < names.len() {
-        ports.insert(free_port());
-    }
-    let ports: Vec<u16> = ports.into_iter().collect();
+    let (env, ports) = cityops_e2e::private_stack_env(&state.path().join("stack"));
     let log = state.path().join("demo.out");
     let mut command = Command::new("python3");
     command
         .arg(repo_root().join("deploy/demo.py"))
         .current_dir(repo_root())
-        .env("CITYOPS_STATE_DIR", state.path().join("stack"))
-        .env("CITYOPS_BIN", cityops_binary())
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .env("DEMO_SECONDS", DEMO_SECONDS.to_string())
         // Six hours keep the debug build's warm start short; `make verify-dashboards` runs
         // the same on seven days with the release build.
@@ -114,9 +79,6 @@ fn the_live_demo_fires_and_resolves_its_flood_alert_every_dashboard_query_answer
         .stdin(Stdio::null());
     let out = std::fs::File::create(&log).unwrap();
     command.stdout(out.try_clone().unwrap()).stderr(out);
-    for (name, port) in names.iter().zip(&ports) {
-        command.env(name, port.to_string());
-    }
     let started = Instant::now();
     let mut guard = Guard(Some(
         command.spawn().expect("python3 (make deps installs it)"),

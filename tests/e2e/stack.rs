@@ -5,30 +5,8 @@
 use cityops_e2e::repo_root;
 use std::collections::BTreeSet;
 use std::net::TcpListener;
-use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::time::Instant;
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// The `cityops` binary built for the tests (target/<profile>/cityops, next to deps/).
-fn cityops_binary() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().and_then(|deps| deps.parent()).unwrap();
-    let binary = dir.join("cityops");
-    assert!(
-        binary.is_file(),
-        "{} is missing: build it with `cargo build -p cityops`",
-        binary.display()
-    );
-    binary
-}
 
 struct Stack {
     env: Vec<(String, String)>,
@@ -37,26 +15,7 @@ struct Stack {
 
 impl Stack {
     fn new(state: &std::path::Path) -> Self {
-        let names = [
-            "CITYOPS_MQTT_PORT",
-            "CITYOPS_KAFKA_PORT",
-            "CITYOPS_CLICKHOUSE_HTTP_PORT",
-            "CITYOPS_CLICKHOUSE_TCP_PORT",
-            "CITYOPS_PROMETHEUS_PORT",
-            "CITYOPS_ALERTMANAGER_PORT",
-        ];
-        let mut ports = BTreeSet::new();
-        while ports.len() < names.len() {
-            ports.insert(free_port());
-        }
-        let ports: Vec<u16> = ports.into_iter().collect();
-        let mut env: Vec<(String, String)> = names
-            .iter()
-            .zip(&ports)
-            .map(|(n, p)| ((*n).to_owned(), p.to_string()))
-            .collect();
-        env.push(("CITYOPS_STATE_DIR".into(), state.display().to_string()));
-        env.push(("CITYOPS_BIN".into(), cityops_binary().display().to_string()));
+        let (env, ports) = cityops_e2e::private_stack_env(state);
         Stack { env, ports }
     }
 
