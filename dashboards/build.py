@@ -71,6 +71,19 @@ def thresholds(*steps: tuple) -> dict:
 GREEN_ORANGE_RED = lambda orange, red: thresholds((None, "green"), (orange, "orange"), (red, "red"))  # noqa: E731
 
 
+def colour_column(name: str, steps: dict) -> list[dict]:
+    """A table override: the column's cells coloured by the thresholds."""
+    return [{"matcher": {"id": "byName", "options": name}, "properties": [
+        {"id": "custom.cellOptions", "value": {"type": "color-background"}},
+        {"id": "thresholds", "value": steps}]}]
+
+
+def threshold_line(steps: dict, mode: str) -> dict:
+    """Time-series defaults that draw the thresholds (an alert's bounds) across the graph."""
+    return {"thresholds": steps, "custom": {"thresholdsStyle": {"mode": mode}, "drawStyle": "line", "lineWidth": 2,
+                                            "showPoints": "never", "spanNulls": True}}
+
+
 class Board:
     """Lays panels out left to right in rows 24 units wide."""
 
@@ -391,7 +404,7 @@ def environment() -> Board:
               ["domain", "environment"], district_variables(), "now-24h")
     b.add(timeseries("PM2.5 theo quận", "Mean PM2.5 per district (µg/m³), minute rollups.",
                      [sql(district_mean_series("environment", "pm25"), "timeseries")], "conμgm3",
-                     defaults={"thresholds": GREEN_ORANGE_RED(25, 50), "custom": {"thresholdsStyle": {"mode": "line"}, "drawStyle": "line", "lineWidth": 2, "showPoints": "never", "spanNulls": True}}), 12, 9)
+                     defaults=threshold_line(GREEN_ORANGE_RED(25, 50), "line")), 12, 9)
     b.add(timeseries("PM10 theo quận", "Mean PM10 per district (µg/m³).",
                      [sql(district_mean_series("environment", "pm10"), "timeseries")], "conμgm3"), 12, 9)
     b.add(timeseries("NO₂ và O₃", "City mean NO₂ and O₃ (µg/m³).",
@@ -405,9 +418,7 @@ def environment() -> Board:
                           max(ts) AS last_seen
                         FROM events WHERE domain = 'environment' AND ts >= now() - INTERVAL 1 HOUR AND {DISTRICT}
                         GROUP BY entity_id ORDER BY pm25 DESC""")],
-                [{"matcher": {"id": "byName", "options": "pm25"}, "properties": [
-                    {"id": "custom.cellOptions", "value": {"type": "color-background"}},
-                    {"id": "thresholds", "value": GREEN_ORANGE_RED(25, 50)}]}]), 12, 8)
+                colour_column("pm25", GREEN_ORANGE_RED(25, 50))), 12, 8)
     b.add(bars("Thùng rác đầy", "Share of each district's waste bins reporting full in the last hour.",
                [sql(f"""SELECT district_name AS district, 100 * countIf(status = 'full') / count() AS full_pct FROM
                           (SELECT entity_id, any(district) AS district_name, argMax(text, ts) AS status FROM events
@@ -428,7 +439,7 @@ def water() -> Board:
                      [sql(f"""SELECT {bucket('minute')} AS time, entity_id, argMaxMerge(value_last) AS level_m
                               FROM events_1m_entity WHERE domain = 'water' AND metric = 'water_level' AND $__timeFilter(minute) AND {DISTRICT}
                               GROUP BY time, entity_id ORDER BY time""", "timeseries")], "lengthm",
-                     defaults={"thresholds": GREEN_ORANGE_RED(2.3, 2.5), "custom": {"thresholdsStyle": {"mode": "dashed"}, "drawStyle": "line", "lineWidth": 2, "showPoints": "never", "spanNulls": True}}), 16, 9)
+                     defaults=threshold_line(GREEN_ORANGE_RED(2.3, 2.5), "dashed")), 16, 9)
     b.add(table("Trạm đo", "Each gauge: level, change over 10 minutes, rain, battery.",
                 [sql(f"""SELECT entity_id AS gauge, any(district) AS district_name,
                           argMaxIf(value, ts, metric = 'water_level') AS level_m,
@@ -437,9 +448,7 @@ def water() -> Board:
                           max(ts) AS last_seen
                         FROM events WHERE domain = 'water' AND ts >= now() - INTERVAL 1 HOUR AND {DISTRICT}
                         GROUP BY entity_id ORDER BY level_m DESC""")],
-                [{"matcher": {"id": "byName", "options": "level_m"}, "properties": [
-                    {"id": "custom.cellOptions", "value": {"type": "color-background"}},
-                    {"id": "thresholds", "value": GREEN_ORANGE_RED(2.3, 2.5)}]}]), 8, 9)
+                colour_column("level_m", GREEN_ORANGE_RED(2.3, 2.5))), 8, 9)
     b.add(timeseries("Lượng mưa theo quận", "Mean 1-hour rainfall reported by the gauges of each district (mm).",
                      [sql(district_mean_series("water", "rainfall_1h"), "timeseries")], "lengthmm"), 12, 8)
     b.add(geomap("Bản đồ trạm đo", "Gauges coloured by level: orange from 2.3 m, red from 2.5 m.",
@@ -545,7 +554,7 @@ def health() -> Board:
                      [sql(f"""SELECT {bucket('minute')} AS time, entity_id, argMaxMerge(value_last) AS waiting
                               FROM events_1m_entity WHERE domain = 'health' AND metric = 'er_waiting' AND $__timeFilter(minute) AND {DISTRICT}
                               GROUP BY time, entity_id ORDER BY time""", "timeseries")], "short",
-                     defaults={"thresholds": GREEN_ORANGE_RED(25, 30), "custom": {"thresholdsStyle": {"mode": "dashed"}, "drawStyle": "line", "lineWidth": 2, "showPoints": "never", "spanNulls": True}}), 12, 9)
+                     defaults=threshold_line(GREEN_ORANGE_RED(25, 30), "dashed")), 12, 9)
     b.add(table("Bệnh viện", "Each hospital's latest report.", [sql(hospitals)]), 24, 8)
     return b
 

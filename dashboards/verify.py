@@ -43,7 +43,7 @@ GRAFANA_BUILTINS = {
 PLUGIN_MACROS = {
     "__timeFilter", "__timeFilter_ms", "__dateFilter", "__dateTimeFilter", "__dt", "__timeInterval",
     "__timeInterval_ms", "__interval_s", "__fromTime", "__toTime", "__fromTime_ms", "__toTime_ms",
-    "__timeFrom", "__toTime", "__timeTo", "__timeGroup",
+    "__timeFrom", "__timeTo", "__timeGroup",
 }
 PANEL_WIDTH_PX = 1000  # maxDataPoints Grafana uses for a panel about a wall screen wide
 SCRAPE_INTERVAL_S = 5  # the Prometheus datasource's timeInterval (provisioning)
@@ -360,8 +360,7 @@ def provisioned_datasources() -> dict[str, str]:
 
 
 def variables_used(text: str) -> set[str]:
-    names = set(re.findall(r"\$\{(\w+)(?::\w+)?\}", text)) | set(re.findall(r"\$(\w+)", text))
-    return names
+    return set(re.findall(r"\$\{(\w+)(?::\w+)?\}", text)) | set(re.findall(r"\$(\w+)", text))
 
 
 def panels_of(board: dict) -> list[dict]:
@@ -427,9 +426,7 @@ class Verifier:
             if self.datasources.get(tds.get("uid")) != tds.get("type"):
                 self.fail(where, f"target datasource {tds} is not provisioned")
             text = target.get("rawSql") or target.get("expr") or ""
-            unknown = {v for v in variables_used(text) if v not in variables and v not in GRAFANA_BUILTINS
-                       and v not in PLUGIN_MACROS and not v.startswith("__")}
-            unknown |= {v for v in variables_used(text) if v.startswith("__") and v not in GRAFANA_BUILTINS | PLUGIN_MACROS}
+            unknown = variables_used(text) - set(variables) - GRAFANA_BUILTINS - PLUGIN_MACROS
             if unknown:
                 self.fail(where, f"undefined variables {sorted(unknown)}")
                 continue
