@@ -6,6 +6,7 @@
 pub mod api;
 pub mod metrics;
 pub mod outbox;
+pub mod queries;
 pub mod records;
 pub mod senders;
 pub mod service;
@@ -97,6 +98,7 @@ pub fn run(
         alerts: Mutex::new(alerts),
         resolved: Mutex::new(resolved),
         rules: Mutex::new(Vec::new()),
+        query_rules: Mutex::new(Vec::new()),
         alertmanager_wake: tokio::sync::Notify::new(),
         outbox: Mutex::new(outbox),
         outbox_wake: tokio::sync::Notify::new(),
@@ -157,6 +159,10 @@ pub fn run(
         cancel.clone(),
     ));
     tasks.spawn(reload_on_sighup(Arc::clone(&shared), cancel.clone()));
+    {
+        let (config, shared, cancel) = (config.clone(), Arc::clone(&shared), cancel.clone());
+        tasks.spawn(async move { queries::run(&config, shared, cancel).await });
+    }
     let server_stop = CancellationToken::new();
     let api = api::routes(Arc::clone(&shared));
     let server_task = runtime.spawn(server.run_with(

@@ -3,7 +3,7 @@
 
 use cityops_rules::RuleStats;
 use cityops_telemetry::{Metrics, TelemetryError};
-use prometheus::{CounterVec, Gauge, GaugeVec, Histogram, Registry};
+use prometheus::{CounterVec, Gauge, GaugeVec, Histogram, HistogramVec, Registry};
 use std::collections::HashMap;
 
 /// Every metric of the alerter.
@@ -43,6 +43,18 @@ pub struct AlertMetrics {
     pub rules: Gauge,
     /// 1 once the warm start filled the windows, 0 for a cold start.
     pub warm: Gauge,
+    /// Query rule evaluations, by rule and outcome.
+    pub query_evaluations: CounterVec,
+    /// Time a query rule's query took, by rule.
+    pub query_duration: HistogramVec,
+    /// 1 while a query rule's last evaluation failed, by rule.
+    pub query_unhealthy: GaugeVec,
+    /// Actions taken on alerts through the API (ack, unack, comment), by action.
+    pub actions: CounterVec,
+    /// Requests to the action API refused for a missing or wrong token.
+    pub unauthorized: prometheus::Counter,
+    /// Escalations sent, by level.
+    pub escalations: CounterVec,
     last: std::sync::Arc<std::sync::Mutex<HashMap<String, RuleStats>>>,
 }
 
@@ -123,6 +135,36 @@ impl AlertMetrics {
             warm: m.gauge(
                 "warm_start_state",
                 "1 once the warm start filled the windows, 0 for a cold start",
+            )?,
+            query_evaluations: m.counter_vec(
+                "query_evaluations_total",
+                "Query rule evaluations, by rule and outcome (ok, timeout, too_many_rows, server, transport, format, columns, skipped)",
+                &["rule", "outcome"],
+            )?,
+            query_duration: m.histogram_vec(
+                "query_duration_seconds",
+                "Time a query rule's query took in ClickHouse, by rule",
+                &["rule"],
+                vec![0.005, 0.02, 0.1, 0.5, 2.0, 10.0, 30.0],
+            )?,
+            query_unhealthy: m.gauge_vec(
+                "query_unhealthy_state",
+                "1 while a query rule's last evaluation failed, by rule",
+                &["rule"],
+            )?,
+            actions: m.counter_vec(
+                "actions_total",
+                "Actions taken on alerts through the API, by action (acknowledged, unacknowledged, commented)",
+                &["action"],
+            )?,
+            unauthorized: m.counter(
+                "api_unauthorized_total",
+                "Action requests refused for a missing or wrong bearer token",
+            )?,
+            escalations: m.counter_vec(
+                "escalations_total",
+                "Alerts escalated (sent again with a higher escalation label), by level",
+                &["level"],
             )?,
             last: Default::default(),
         })

@@ -71,6 +71,8 @@ pub enum Input {
     Events(Vec<Event>, Vec<Ack>),
     /// Load the rule files again; the answer says how many rules, or every error.
     Reload(Option<tokio::sync::oneshot::Sender<Result<usize, Vec<String>>>>),
+    /// A query rule's evaluation.
+    Query(crate::queries::QueryOutcome),
 }
 
 /// A rule as the API shows it.
@@ -102,6 +104,9 @@ pub struct RuleView {
     pub late: u64,
     /// New series refused at `max_series`.
     pub refused: u64,
+    /// Query rules: the interval, in seconds.
+    #[serde(rename = "intervalSeconds", skip_serializing_if = "Option::is_none")]
+    pub interval_seconds: Option<f64>,
 }
 
 /// What the evaluator shares with the senders and the API.
@@ -112,6 +117,8 @@ pub struct Shared {
     pub resolved: Mutex<Vec<(Notice, u8)>>,
     /// The rules for the API.
     pub rules: Mutex<Vec<RuleView>>,
+    /// The query rules, for their scheduler.
+    pub query_rules: Mutex<Vec<crate::queries::QueryRuleSpec>>,
     /// Wakes the Alertmanager sender (a firing or resolved alert).
     pub alertmanager_wake: Notify,
     /// The outbox.
@@ -254,6 +261,15 @@ impl Evaluator {
                     let _ = reply.send(result);
                 }
             }
+            Input::Query(outcome) => match outcome.result {
+                Ok(rows) => {
+                    self.engine
+                        .query_result(&outcome.rule, outcome.at_ms, &rows, transitions);
+                }
+                Err(error) => self
+                    .engine
+                    .query_failed(&outcome.rule, outcome.at_ms, error),
+            },
         }
     }
 
@@ -365,6 +381,15 @@ impl Evaluator {
             .metrics
             .rule_stats(self.engine.rules().map(|(r, s, n)| (&*r.name, s, n)));
         *lock(&self.shared.rules) = views;
+        let specs: Vec<crate::queries::QueryRuleSpec> = self
+            .engine
+            .rules()
+            .filter_map(|(rule, _, _)| crate::queries::QueryRuleSpec::of(rule))
+            .collect();
+        let mut published = lock(&self.shared.query_rules);
+        if *published != specs {
+            *published = specs;
+        }
     }
 }
 
@@ -380,17 +405,25 @@ fn rule_view(rule: &Rule, stats: &RuleStats, series: usize) -> RuleView {
         file: rule.file.clone(),
         line: rule.line,
         kind: rule.kind.name(),
-        health: if stats.last_error.is_some() {
+        health: if stats.last_error.is_some() || stats.query_error.is_some() {
             "err"
         } else {
             "ok"
         },
         last_evaluation: stats.last_event_ms.and_then(time),
-        last_error: stats.last_error.as_ref().map(|(_, e)| e.clone()),
+        last_error: stats
+            .query_error
+            .as_ref()
+            .or(stats.last_error.as_ref())
+            .map(|(_, e)| e.clone()),
         series,
         evaluated: stats.evaluated,
         late: stats.late,
         refused: stats.refused,
+        interval_seconds: match rule.kind {
+            cityops_rules::Kind::Query { interval_ms, .. } => Some(interval_ms as f64 / 1000.0),
+            _ => None,
+        },
     }
 }
 

@@ -31,7 +31,8 @@ fn lookback_ms(kind: &Kind) -> Option<i64> {
                 .unwrap_or(60_000);
             Some(((longest as f64 * factor * 2.0) as i64).max(600_000))
         }
-        Kind::Threshold { .. } => None,
+        // A query rule reads ClickHouse itself at each evaluation.
+        Kind::Threshold { .. } | Kind::Query { .. } => None,
     }
 }
 

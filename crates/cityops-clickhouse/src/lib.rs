@@ -7,6 +7,7 @@
 
 mod client;
 mod migrations;
+mod readonly;
 mod retention;
 mod rowbinary;
 mod rows;
@@ -20,6 +21,7 @@ pub use migrations::{
     MIGRATIONS, Migration, MigrationOutcome, MigrationReport, RetentionDays, migrate,
     ttl_statements,
 };
+pub use readonly::{QueryLimits, QueryTable, ReadOnlyClient, ReadOnlyError};
 pub use retention::{RetentionAction, RetentionReport, apply_retention, plan_drops};
 pub use rowbinary::{decode_events, encode_event};
 pub use rows::{AlertEventRow, EventRow, RejectRow, RowSource, TableColumns};

@@ -2,6 +2,7 @@
 //! whom it notifies.
 
 use crate::problem::Problems;
+use crate::secret::Secret;
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -62,6 +63,125 @@ pub struct AlertConfig {
     /// Generic webhooks, each sent every firing and resolved transition as JSON.
     #[serde(default)]
     pub webhooks: Vec<WebhookConfig>,
+    /// How query rules reach ClickHouse.
+    #[serde(default)]
+    pub queries: AlertQueriesConfig,
+    /// Bearer tokens that may acknowledge, unacknowledge and comment (the API and the
+    /// console). Without any, those endpoints answer 401 to everyone.
+    #[serde(default)]
+    pub api_tokens: Vec<ApiTokenConfig>,
+    /// When a firing alert nobody acknowledged is escalated (rules may say otherwise).
+    #[serde(default)]
+    pub escalation: EscalationConfig,
+    /// This alerter's name among replicas that run the same rules (history rows carry it).
+    #[serde(default = "default_replica")]
+    pub replica: String,
+    /// How often the history is read for acknowledgements made on other replicas (0: never;
+    /// a single alerter needs none).
+    #[serde(default = "default_peer_sync_ms")]
+    pub peer_sync_ms: u64,
+}
+
+/// One bearer token of the API.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiTokenConfig {
+    /// Whose token it is (a person or a duty desk, `[a-z0-9_.-]`); recorded with every action
+    /// taken with it.
+    pub name: String,
+    /// The token. Prefer `token_file` or `"${CITYOPS_TOKEN_...}"`; never logged.
+    #[serde(default)]
+    pub token: Option<Secret>,
+    /// File whose content (without a trailing newline) is the token.
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+}
+
+/// `[alert.escalation]`: the default escalation policy.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EscalationConfig {
+    /// A firing alert not acknowledged after this long is sent again with `escalation="1"`,
+    /// after twice as long with `"2"`, and so on (0: no escalation unless a rule says).
+    #[serde(default = "default_escalate_after_ms")]
+    pub after_ms: u64,
+    /// The highest escalation level.
+    #[serde(default = "default_escalation_max_level")]
+    pub max_level: u8,
+}
+
+impl Default for EscalationConfig {
+    fn default() -> Self {
+        EscalationConfig {
+            after_ms: default_escalate_after_ms(),
+            max_level: default_escalation_max_level(),
+        }
+    }
+}
+
+fn default_escalate_after_ms() -> u64 {
+    900_000
+}
+fn default_escalation_max_level() -> u8 {
+    2
+}
+fn default_replica() -> String {
+    "a".into()
+}
+fn default_peer_sync_ms() -> u64 {
+    0
+}
+
+/// `[alert.queries]`: the read-only ClickHouse user query rules run as, and their limits.
+/// The server's URL and database are those of `[clickhouse]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertQueriesConfig {
+    /// ClickHouse user of the query rules: one that can only read (`readonly = 2` in its
+    /// profile, or `GRANT SELECT` only; docs/schema.md).
+    #[serde(default = "default_query_user")]
+    pub user: String,
+    /// Its password. Prefer `password_file` or `"${CITYOPS_ALERT_QUERY_PASSWORD}"`; never logged.
+    #[serde(default)]
+    pub password: Option<Secret>,
+    /// File whose content (without a trailing newline) is the password.
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// A query running longer than this fails (the server stops it) and its rule is unhealthy.
+    #[serde(default = "default_query_timeout_ms")]
+    pub timeout_ms: u64,
+    /// A result with more rows than this fails (it is never cut short).
+    #[serde(default = "default_query_max_rows")]
+    pub max_rows: u64,
+    /// Query rules evaluated at the same time at most; the others wait their turn.
+    #[serde(default = "default_query_concurrency")]
+    pub concurrency: usize,
+}
+
+impl Default for AlertQueriesConfig {
+    fn default() -> Self {
+        AlertQueriesConfig {
+            user: default_query_user(),
+            password: None,
+            password_file: None,
+            timeout_ms: default_query_timeout_ms(),
+            max_rows: default_query_max_rows(),
+            concurrency: default_query_concurrency(),
+        }
+    }
+}
+
+fn default_query_user() -> String {
+    "cityops_alert_query".into()
+}
+fn default_query_timeout_ms() -> u64 {
+    10_000
+}
+fn default_query_max_rows() -> u64 {
+    10_000
+}
+fn default_query_concurrency() -> usize {
+    2
 }
 
 /// One Alertmanager.
@@ -159,6 +279,11 @@ impl Default for AlertConfig {
             queue_max: default_queue_max(),
             alertmanagers: Vec::new(),
             webhooks: Vec::new(),
+            queries: AlertQueriesConfig::default(),
+            api_tokens: Vec::new(),
+            escalation: EscalationConfig::default(),
+            replica: default_replica(),
+            peer_sync_ms: default_peer_sync_ms(),
         }
     }
 }
@@ -202,6 +327,80 @@ impl AlertConfig {
             );
         }
         check_url(problems, "alert.external_url", &self.external_url);
+        if self.replica.is_empty()
+            || !self
+                .replica
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+        {
+            problems.push("alert.replica", "must be letters, digits, _ . or -");
+        }
+        if self.escalation.max_level == 0 || self.escalation.max_level > 9 {
+            problems.push("alert.escalation.max_level", "must be between 1 and 9");
+        }
+        if self.escalation.after_ms > 0 && self.escalation.after_ms < 1_000 {
+            problems.push(
+                "alert.escalation.after_ms",
+                "must be 0 (off) or at least 1000",
+            );
+        }
+        let mut token_names = std::collections::BTreeSet::new();
+        for (i, token) in self.api_tokens.iter().enumerate() {
+            let path = format!("alert.api_tokens[{i}]");
+            if token.name.is_empty()
+                || !token
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "_.-".contains(c))
+            {
+                problems.push(
+                    format!("{path}.name"),
+                    format!(
+                        "{:?} must be lowercase letters, digits, _ . or -",
+                        token.name
+                    ),
+                );
+            } else if !token_names.insert(token.name.as_str()) {
+                problems.push(
+                    format!("{path}.name"),
+                    format!("{:?} is already the name of another token", token.name),
+                );
+            }
+            match (&token.token, &token.token_file) {
+                (Some(_), Some(_)) => problems.push(
+                    format!("{path}.token_file"),
+                    "set either token or token_file, not both",
+                ),
+                (None, None) => problems.push(
+                    format!("{path}.token"),
+                    "give token (from an env var) or token_file",
+                ),
+                (Some(t), None) if t.expose().len() < 16 => problems.push(
+                    format!("{path}.token"),
+                    "must be at least 16 characters (openssl rand -hex 24)",
+                ),
+                _ => {}
+            }
+        }
+        let q = &self.queries;
+        if q.user.trim().is_empty() {
+            problems.push("alert.queries.user", "must not be empty");
+        }
+        if q.password.is_some() && q.password_file.is_some() {
+            problems.push(
+                "alert.queries.password_file",
+                "set either password or password_file, not both",
+            );
+        }
+        if q.timeout_ms < 100 {
+            problems.push("alert.queries.timeout_ms", "must be at least 100");
+        }
+        if q.max_rows == 0 {
+            problems.push("alert.queries.max_rows", "must be at least 1");
+        }
+        if q.concurrency == 0 || q.concurrency > 64 {
+            problems.push("alert.queries.concurrency", "must be between 1 and 64");
+        }
         for (i, am) in self.alertmanagers.iter().enumerate() {
             check_url(problems, &format!("alert.alertmanagers[{i}].url"), &am.url);
             if am.timeout_ms == 0 {

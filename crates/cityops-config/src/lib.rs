@@ -16,7 +16,10 @@ mod secret;
 mod sections;
 mod topic;
 
-pub use alert::{AlertConfig, AlertmanagerConfig, WebhookConfig};
+pub use alert::{
+    AlertConfig, AlertQueriesConfig, AlertmanagerConfig, ApiTokenConfig, EscalationConfig,
+    WebhookConfig,
+};
 pub use env::substitute;
 pub use feed::{
     DecoderConfig, FeedConfig, FieldMapping, JsonMappingConfig, NgsiLdConfig, QualityMapping,
@@ -206,7 +209,23 @@ impl Config {
                 &mut self.mqtt.password_file,
                 &mut self.mqtt.password,
             ),
+            (
+                "alert.queries.password_file",
+                &mut self.alert.queries.password_file,
+                &mut self.alert.queries.password,
+            ),
         ];
+        let tokens = self.alert.api_tokens.iter_mut().enumerate().map(|(i, t)| {
+            (
+                format!("alert.api_tokens[{i}].token_file"),
+                &mut t.token_file,
+                &mut t.token,
+            )
+        });
+        let slots = slots
+            .into_iter()
+            .map(|(path, file, secret)| (path.to_owned(), file, secret))
+            .chain(tokens);
         for (path, file_slot, secret_slot) in slots {
             let Some(file) = file_slot.take() else {
                 continue;

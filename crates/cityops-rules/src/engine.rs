@@ -84,6 +84,20 @@ pub struct RuleStats {
     pub last_event_ms: Option<i64>,
     /// The last error (an annotation that failed to render), with the time it happened.
     pub last_error: Option<(i64, String)>,
+    /// Query rules: the error of the last evaluation, if it failed (cleared by a success).
+    pub query_error: Option<(i64, String)>,
+    /// Query rules: when the last evaluation that gave a result was.
+    pub last_query_ms: Option<i64>,
+}
+
+/// One row of a query rule's result: the values of its `by` columns, in the rule's order,
+/// and the value (None when the column was NULL or not a number).
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueryRow {
+    /// The label values, in the order of the rule's `by`.
+    pub labels: Vec<String>,
+    /// The value.
+    pub value: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -302,7 +316,8 @@ impl Engine {
         let arrival = event.ingested_at.as_millis();
         let ts = event.ts.as_millis();
         for state in &mut self.rules {
-            if !state.rule.selector.matches(event) {
+            if matches!(state.rule.kind, Kind::Query { .. }) || !state.rule.selector.matches(event)
+            {
                 continue;
             }
             if event.quality == Quality::Bad && !state.rule.include_bad {
@@ -390,6 +405,10 @@ impl Engine {
     /// new event), expires window samples, and judges absence.
     pub fn tick(&mut self, now_ms: i64, out: &mut Vec<Transition>) {
         for state in &mut self.rules {
+            // A query rule's instances move only with its evaluations.
+            if let Kind::Query { .. } = state.rule.kind {
+                continue;
+            }
             if let Kind::Absence { .. } = state.rule.kind {
                 if now_ms < state.next_absence_check {
                     continue;
@@ -397,6 +416,98 @@ impl Engine {
                 state.next_absence_check = now_ms.saturating_add(ABSENCE_CHECK_MS);
             }
             state.tick(now_ms, false, out);
+        }
+    }
+
+    /// A query rule's evaluation at `at_ms` gave `rows`: each row is an instance whose value
+    /// holds from now to the next evaluation; an instance missing from the rows no longer
+    /// holds its condition (and is forgotten once inactive). Evaluations must come in time
+    /// order; an older one is ignored. Returns false if `rule` is not a loaded query rule.
+    pub fn query_result(
+        &mut self,
+        rule: &str,
+        at_ms: i64,
+        rows: &[QueryRow],
+        out: &mut Vec<Transition>,
+    ) -> bool {
+        let Some(state) = self
+            .rules
+            .iter_mut()
+            .find(|r| &*r.rule.name == rule && matches!(r.rule.kind, Kind::Query { .. }))
+        else {
+            return false;
+        };
+        let Kind::Query { fire, clear, .. } = &state.rule.kind else {
+            return false;
+        };
+        if state.stats.last_query_ms.is_some_and(|last| at_ms <= last) {
+            return true;
+        }
+        state.stats.last_query_ms = Some(at_ms);
+        state.stats.query_error = None;
+        state.stats.last_event_ms = Some(at_ms);
+        let mut seen = std::collections::HashSet::with_capacity(rows.len());
+        for row in rows {
+            state.stats.evaluated += 1;
+            let fingerprint = fingerprint_of(
+                &state.rule,
+                state
+                    .rule
+                    .by
+                    .iter()
+                    .map(|(name, _)| name.as_str())
+                    .zip(row.labels.iter().map(String::as_str)),
+            );
+            if !seen.insert(fingerprint) {
+                // Two rows with the same labels: the first counts (ClickHouse's order).
+                continue;
+            }
+            let Some(series) = query_series(&state.rule, &mut state.series, fingerprint, row)
+            else {
+                state.stats.refused += 1;
+                continue;
+            };
+            let value = row.value.filter(|v| v.is_finite()).map(Value::Num);
+            let (f, c) = holds(fire, clear.as_ref(), value.as_ref());
+            if let Data::Threshold { last, .. } = &mut series.data {
+                *last = value;
+            }
+            series.last_ts = at_ms;
+            series.last_arrival = at_ms;
+            let mut em = Emit::new(
+                &state.rule,
+                &state.timers,
+                fingerprint,
+                &mut state.stats,
+                out,
+            );
+            em.step(series, at_ms, f, c);
+        }
+        for (fingerprint, series) in &mut state.series {
+            if seen.contains(fingerprint) || at_ms < series.last_ts {
+                continue;
+            }
+            let mut em = Emit::new(
+                &state.rule,
+                &state.timers,
+                *fingerprint,
+                &mut state.stats,
+                out,
+            );
+            em.step(series, at_ms, false, true);
+            series.last_ts = at_ms;
+        }
+        state
+            .series
+            .retain(|fp, s| seen.contains(fp) || s.lifecycle.state() != AlertState::Inactive);
+        true
+    }
+
+    /// A query rule's evaluation at `at_ms` failed: its instances stay as they are and the
+    /// rule shows the error until an evaluation succeeds.
+    pub fn query_failed(&mut self, rule: &str, at_ms: i64, error: String) {
+        if let Some(state) = self.rules.iter_mut().find(|r| &*r.rule.name == rule) {
+            state.stats.query_error = Some((at_ms, error));
         }
     }
 
@@ -433,7 +544,8 @@ impl Engine {
         let arrival = event.ingested_at.as_millis();
         let ts = event.ts.as_millis();
         for state in &mut self.rules {
-            if !state.rule.selector.matches(event)
+            if matches!(state.rule.kind, Kind::Query { .. })
+                || !state.rule.selector.matches(event)
                 || (event.quality == Quality::Bad && !state.rule.include_bad)
             {
                 continue;
@@ -663,6 +775,45 @@ impl Series {
     }
 }
 
+/// The series of a query result row, made if new (None at the rule's `max_series`).
+fn query_series<'a>(
+    rule: &Rule,
+    map: &'a mut SeriesMap,
+    fingerprint: u64,
+    row: &QueryRow,
+) -> Option<&'a mut Series> {
+    let len = map.len();
+    match map.entry(fingerprint) {
+        std::collections::hash_map::Entry::Occupied(e) => Some(e.into_mut()),
+        std::collections::hash_map::Entry::Vacant(_) if len >= rule.max_series as usize => None,
+        std::collections::hash_map::Entry::Vacant(e) => {
+            let labels: Vec<String> = row
+                .labels
+                .iter()
+                .map(|v| v.replace(LABEL_SEPARATOR, "\u{fffd}"))
+                .collect();
+            let domain = match &rule.kind {
+                Kind::Query { domain, .. } => *domain,
+                _ => Domain::Other,
+            };
+            Some(e.insert(Box::new(Series {
+                labels: labels.join(&LABEL_SEPARATOR.to_string()).into_boxed_str(),
+                domain,
+                lifecycle: Lifecycle::Inactive,
+                watermark: NEVER,
+                max_ts: NEVER,
+                last_ts: NEVER,
+                last_arrival: NEVER,
+                buffer: Buffer::default(),
+                data: Data::Threshold {
+                    last: None,
+                    suspect: false,
+                },
+            })))
+        }
+    }
+}
+
 fn series_for<'a>(
     rule: &Rule,
     map: &'a mut SeriesMap,
@@ -694,7 +845,7 @@ fn series_for<'a>(
             }
             let labels = labels.into_boxed_str();
             let data = match &rule.kind {
-                Kind::Threshold { .. } => Data::Threshold {
+                Kind::Threshold { .. } | Kind::Query { .. } => Data::Threshold {
                     last: None,
                     suspect: false,
                 },
@@ -1055,7 +1206,7 @@ fn absence_tick(em: &mut Emit<'_>, series: &mut Series, now: i64) {
 
 fn current_value(rule: &Rule, series: &Series, at: i64) -> Option<Value> {
     match (&rule.kind, &series.data) {
-        (Kind::Threshold { .. }, Data::Threshold { last, .. }) => last.clone(),
+        (Kind::Threshold { .. } | Kind::Query { .. }, Data::Threshold { last, .. }) => last.clone(),
         (
             Kind::Window {
                 aggregate,

@@ -36,9 +36,9 @@ pub(crate) struct GroupSpec {
 pub(crate) struct RuleSpec {
     /// The alert's name (`alertname`), unique across the loaded files.
     pub alert: Spanned<String>,
-    /// Which events the rule looks at: a PromQL-style selector.
-    #[serde(rename = "match")]
-    pub select: Spanned<String>,
+    /// Which events the rule looks at: a PromQL-style selector (every kind but `query`).
+    #[serde(default, rename = "match")]
+    pub select: Option<Spanned<String>>,
     /// The labels a series is made of (default `[entity_id]`).
     #[serde(default)]
     pub by: Option<Spanned<Vec<String>>>,
@@ -54,6 +54,9 @@ pub(crate) struct RuleSpec {
     /// Kind: no event of the series for longer than expected.
     #[serde(default)]
     pub absence: Option<AbsenceSpec>,
+    /// Kind: ClickHouse SQL run at an interval, each result row one alert instance.
+    #[serde(default)]
+    pub query: Option<QuerySpec>,
     /// How long the condition must hold before the alert fires.
     #[serde(default, rename = "for")]
     pub for_: Option<Spanned<String>>,
@@ -153,4 +156,25 @@ pub(crate) struct AbsenceSpec {
     /// Silent for longer than the interval times this fires (default 3).
     #[serde(default)]
     pub factor: Option<Spanned<f64>>,
+}
+
+/// `query:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct QuerySpec {
+    /// The SELECT, written by operators; `$now` stands for the evaluation time.
+    pub sql: Spanned<String>,
+    /// How often it runs.
+    pub interval: Spanned<String>,
+    /// The column holding the value the conditions look at (default `value`).
+    #[serde(default)]
+    pub value_column: Option<Spanned<String>>,
+    /// The city domain its alerts belong to (history, dashboards).
+    #[serde(default)]
+    pub domain: Option<Spanned<String>>,
+    /// The firing condition on the value.
+    pub fire: Spanned<String>,
+    /// The clear condition (default: the firing condition does not hold).
+    #[serde(default)]
+    pub clear: Option<Spanned<String>>,
 }

@@ -22,14 +22,14 @@ mod window;
 pub use condition::{Condition, Value};
 pub use duration::DurationMs;
 pub use engine::{
-    ActiveAlert, Engine, RuleSnapshot, RuleStats, Snapshot, Transition, fingerprint_of,
+    ActiveAlert, Engine, QueryRow, RuleSnapshot, RuleStats, Snapshot, Transition, fingerprint_of,
 };
 pub use error::RuleError;
 pub use labels::{Field, is_label_name};
 pub use lifecycle::{AlertState, Lifecycle, Timers};
 pub use rule::{
-    Aggregate, DEFAULT_LATENESS_MS, DEFAULT_MAX_SERIES, Kind, MAX_WINDOW_SAMPLES, Rule, RuleSet,
-    Severity, parse_file,
+    Aggregate, DEFAULT_LATENESS_MS, DEFAULT_MAX_SERIES, Kind, MAX_WINDOW_SAMPLES, NOW_PLACEHOLDER,
+    Rule, RuleSet, Severity, parse_file, render_sql,
 };
 pub use selector::{MatchOp, Matcher, Selector};
 pub use testfile::TestFile;

@@ -3,7 +3,9 @@
 use crate::condition::Condition;
 use crate::duration::DurationMs;
 use crate::error::RuleError;
-use crate::file::{AbsenceSpec, FileSpec, RateSpec, RuleSpec, ThresholdSpec, WindowSpec};
+use crate::file::{
+    AbsenceSpec, FileSpec, QuerySpec, RateSpec, RuleSpec, ThresholdSpec, WindowSpec,
+};
 use crate::labels::{Field, RESERVED, is_label_name};
 use crate::selector::Selector;
 use crate::template;
@@ -155,6 +157,23 @@ pub enum Kind {
         /// How many intervals of silence fire.
         factor: f64,
     },
+    /// ClickHouse SQL run every `interval_ms`: each result row is one alert instance, its
+    /// `by` columns the labels and `value_column` the value. A row holds until the next
+    /// evaluation; an instance missing from a result no longer holds.
+    Query {
+        /// The SELECT as written, `$now` standing for the evaluation time ([`render_sql`]).
+        sql: String,
+        /// How often it runs (evaluations fall on multiples of it since the epoch).
+        interval_ms: i64,
+        /// The column with the value.
+        value_column: String,
+        /// The domain of its alerts.
+        domain: cityops_event::Domain,
+        /// Fires while this holds.
+        fire: Condition,
+        /// Clears while this holds.
+        clear: Option<Condition>,
+    },
 }
 
 impl Kind {
@@ -165,6 +184,7 @@ impl Kind {
             Kind::Window { .. } => "window",
             Kind::RateOfChange { .. } => "rate_of_change",
             Kind::Absence { .. } => "absence",
+            Kind::Query { .. } => "query",
         }
     }
 }
@@ -352,13 +372,36 @@ impl Cx<'_> {
         if !is_alert_name(name) {
             self.error(&at, format!("alert name {name:?} must be letters, digits and _ (starting with a letter), e.g. FloodGaugeHigh"));
         }
-        let selector = match Selector::parse(&spec.select.value) {
-            Ok(s) => s,
-            Err(e) => {
-                self.error(&spec.select.referenced, format!("match: {e}"));
+        let selector = match (&spec.select, spec.query.is_some()) {
+            (Some(select), false) => match Selector::parse(&select.value) {
+                Ok(s) => s,
+                Err(e) => {
+                    self.error(&select.referenced, format!("match: {e}"));
+                    Selector::default()
+                }
+            },
+            (Some(select), true) => {
+                self.error(
+                    &select.referenced,
+                    "match: a query rule reads ClickHouse, not events; remove match",
+                );
+                Selector::default()
+            }
+            (None, true) => Selector::default(),
+            (None, false) => {
+                self.error(
+                    &at,
+                    "match: which events the rule looks at, e.g. '{feed=\"water_level\"}'",
+                );
                 Selector::default()
             }
         };
+        if spec.query.is_some() && spec.by.is_none() {
+            self.error(
+                &at,
+                "by: a query rule lists the label columns its query returns (e.g. by: [agency])",
+            );
+        }
         let by = self.by(spec);
         let kind = self.kind(spec, &at);
         let for_ms = spec
@@ -438,7 +481,7 @@ impl Cx<'_> {
         }
         let kind = kind?;
         let state_key = state_key(
-            &spec.select.value,
+            spec.select.as_ref().map_or("", |s| s.value.as_str()),
             &by,
             &kind,
             [for_ms, clear_for_ms, keep_firing_for_ms, lateness_ms],
@@ -497,11 +540,15 @@ impl Cx<'_> {
             spec.window.is_some(),
             spec.rate_of_change.is_some(),
             spec.absence.is_some(),
+            spec.query.is_some(),
         ];
         let count = given.iter().filter(|g| **g).count();
         if count != 1 {
-            self.error(at, format!("a rule needs exactly one of threshold, window, rate_of_change, absence (found {count})"));
+            self.error(at, format!("a rule needs exactly one of threshold, window, rate_of_change, absence, query (found {count})"));
             return None;
+        }
+        if let Some(q) = &spec.query {
+            return self.query(q, spec);
         }
         if let Some(t) = &spec.threshold {
             return self.threshold(t);
@@ -622,6 +669,68 @@ impl Cx<'_> {
         })
     }
 
+    fn query(&mut self, q: &QuerySpec, spec: &RuleSpec) -> Option<Kind> {
+        let sql = q
+            .sql
+            .value
+            .trim()
+            .trim_end_matches(';')
+            .trim_end()
+            .to_owned();
+        if let Err(e) = check_sql(&sql) {
+            self.error(&q.sql.referenced, format!("sql: {e}"));
+        }
+        let interval_ms = self.positive(&q.interval, "interval");
+        if let Some(ms) = interval_ms
+            && ms < 1_000
+        {
+            self.error(&q.interval.referenced, "interval: at least 1s");
+        }
+        let value_column = q
+            .value_column
+            .as_ref()
+            .map_or_else(|| "value".to_owned(), |v| v.value.clone());
+        if let Some(v) = &q.value_column
+            && !is_label_name(&v.value)
+        {
+            self.error(
+                &v.referenced,
+                format!("value_column: {:?} is not a column name", v.value),
+            );
+        }
+        if let Some(by) = &spec.by
+            && by.value.contains(&value_column)
+        {
+            self.error(
+                &by.referenced,
+                format!("by: {value_column:?} is the value column"),
+            );
+        }
+        let domain = match &q.domain {
+            None => cityops_event::Domain::Other,
+            Some(d) => d.value.parse().unwrap_or_else(|_| {
+                self.error(
+                    &d.referenced,
+                    format!(
+                        "domain {:?} is not a domain (water, environment, ...)",
+                        d.value
+                    ),
+                );
+                cityops_event::Domain::Other
+            }),
+        };
+        let fire = self.numeric(&q.fire, "fire");
+        let clear = q.clear.as_ref().map(|c| self.numeric(c, "clear"));
+        Some(Kind::Query {
+            sql,
+            interval_ms: interval_ms?,
+            value_column,
+            domain,
+            fire: fire?,
+            clear: clear.map(|c| c.ok_or(())).transpose().ok()?,
+        })
+    }
+
     fn positive(&mut self, text: &Spanned<String>, what: &str) -> Option<i64> {
         let ms = self.duration(text, what)?;
         if ms <= 0 {
@@ -630,6 +739,49 @@ impl Cx<'_> {
         }
         Some(ms)
     }
+}
+
+/// What stands for the evaluation time in a query rule's SQL.
+pub const NOW_PLACEHOLDER: &str = "$now";
+
+/// Checks a query rule's SQL: one SELECT that takes its time from `$now`, so that a backtest
+/// can run it at past instants. What it may read is the read-only user's business.
+fn check_sql(sql: &str) -> Result<(), String> {
+    if sql.is_empty() {
+        return Err("empty".into());
+    }
+    let squeezed: String = sql
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect::<String>()
+        .to_lowercase();
+    let first = sql.split_whitespace().next().unwrap_or("").to_lowercase();
+    if first != "select" && first != "with" {
+        return Err("must be a SELECT (or WITH ... SELECT)".into());
+    }
+    if sql.contains(';') {
+        return Err("one statement only (no ;)".into());
+    }
+    for clock in ["now()", "today()", "yesterday()"] {
+        if squeezed.contains(clock) {
+            return Err(format!(
+                "uses {clock}: write {NOW_PLACEHOLDER} (the evaluation time, a DateTime) so that the rule gives the same answer live and in a backtest"
+            ));
+        }
+    }
+    if !sql.contains(NOW_PLACEHOLDER) {
+        return Err(format!(
+            "never mentions {NOW_PLACEHOLDER}: a query rule looks at a time range ending at the evaluation time"
+        ));
+    }
+    Ok(())
+}
+
+/// A query rule's SQL for the evaluation at `at_ms`: `$now` becomes that instant as a
+/// `DateTime` literal. Nothing else is put into the text: values from events never are.
+pub fn render_sql(sql: &str, at_ms: i64) -> String {
+    let seconds = at_ms.div_euclid(1_000);
+    sql.replace(NOW_PLACEHOLDER, &format!("toDateTime({seconds})"))
 }
 
 fn is_alert_name(name: &str) -> bool {

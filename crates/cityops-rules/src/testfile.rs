@@ -34,9 +34,23 @@ struct TestSpec {
     interval: Option<Spanned<String>>,
     #[serde(default)]
     start: Option<Spanned<String>>,
+    #[serde(default)]
     input_series: Vec<SeriesSpec>,
     #[serde(default)]
+    input_query_results: Vec<QueryResultSpec>,
+    #[serde(default)]
     alert_rule_test: Vec<AlertTestSpec>,
+}
+
+/// What a query rule's query returns for one instance, one value per evaluation of the rule
+/// (`_`: the instance is not in that result).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct QueryResultSpec {
+    alert: Spanned<String>,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+    values: Spanned<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -81,8 +95,19 @@ pub struct TestFile {
 #[derive(Debug)]
 struct Test {
     name: String,
+    start_ms: i64,
     events: Vec<Event>,
+    /// What query rules' queries return, one value per evaluation of the rule.
+    queries: Vec<QueryInput>,
     checks: Vec<Check>,
+}
+
+#[derive(Debug)]
+struct QueryInput {
+    line: u64,
+    alert: String,
+    labels: BTreeMap<String, String>,
+    values: Vec<Option<Value>>,
 }
 
 #[derive(Debug)]
@@ -199,6 +224,18 @@ impl TestFile {
                     }
                 }
             }
+            let mut queries = Vec::new();
+            for q in &test.input_query_results {
+                match notation::expand(&q.values.value) {
+                    Ok(values) => queries.push(QueryInput {
+                        line: q.alert.referenced.line(),
+                        alert: q.alert.value.clone(),
+                        labels: q.labels.clone(),
+                        values,
+                    }),
+                    Err(e) => err(&q.values.referenced, format!("values: {e}")),
+                }
+            }
             let mut checks = Vec::new();
             for check in &test.alert_rule_test {
                 let at = duration(&check.eval_time, "eval_time", &mut err);
@@ -237,7 +274,9 @@ impl TestFile {
                     .name
                     .clone()
                     .unwrap_or_else(|| format!("test {}", index + 1)),
+                start_ms: start,
                 events,
+                queries,
                 checks,
             });
         }
@@ -259,6 +298,14 @@ impl TestFile {
             let mut engine = Engine::new(rules.clone());
             let mut transitions = Vec::new();
             let mut next = 0;
+            let evaluations = match query_evaluations(rules, &test.queries, test.start_ms) {
+                Ok(e) => e,
+                Err((line, message)) => {
+                    failures.push(format!("{}:{line}: {:?}: {message}", self.name, test.name));
+                    continue;
+                }
+            };
+            let mut next_evaluation = 0;
             for check in &test.checks {
                 if rules.get(&check.alertname).is_none() {
                     failures.push(format!(
@@ -271,11 +318,32 @@ impl TestFile {
                     ));
                     continue;
                 }
-                while next < test.events.len()
-                    && test.events[next].ingested_at.as_millis() <= check.at_ms
-                {
-                    engine.observe(&test.events[next], &mut transitions);
-                    next += 1;
+                loop {
+                    let event_at = test
+                        .events
+                        .get(next)
+                        .map(|e| e.ingested_at.as_millis())
+                        .filter(|t| *t <= check.at_ms);
+                    let query_at = evaluations
+                        .get(next_evaluation)
+                        .map(|e| e.at_ms)
+                        .filter(|t| *t <= check.at_ms);
+                    match (event_at, query_at) {
+                        (Some(e), Some(q)) if e <= q => {
+                            engine.observe(&test.events[next], &mut transitions);
+                            next += 1;
+                        }
+                        (Some(_), None) => {
+                            engine.observe(&test.events[next], &mut transitions);
+                            next += 1;
+                        }
+                        (_, Some(_)) => {
+                            let e = &evaluations[next_evaluation];
+                            engine.query_result(&e.rule, e.at_ms, &e.rows, &mut transitions);
+                            next_evaluation += 1;
+                        }
+                        (None, None) => break,
+                    }
                 }
                 engine.settle(check.at_ms, &mut transitions);
                 let mut got: Vec<Expected> = engine
@@ -355,6 +423,77 @@ fn describe(out: &mut String, alerts: &[Expected]) {
 fn braces(map: &BTreeMap<String, String>) -> String {
     let inner: Vec<String> = map.iter().map(|(k, v)| format!("{k}={v:?}")).collect();
     format!("{{{}}}", inner.join(", "))
+}
+
+/// One evaluation of a query rule in a test.
+struct Evaluation {
+    at_ms: i64,
+    rule: String,
+    rows: Vec<crate::engine::QueryRow>,
+}
+
+/// The evaluations the test's query results make: each named query rule evaluated every
+/// `interval` from the start, as many times as its longest value list.
+fn query_evaluations(
+    rules: &RuleSet,
+    inputs: &[QueryInput],
+    start: i64,
+) -> Result<Vec<Evaluation>, (u64, String)> {
+    let mut by_rule: BTreeMap<&str, Vec<&QueryInput>> = BTreeMap::new();
+    for input in inputs {
+        by_rule.entry(&input.alert).or_default().push(input);
+    }
+    let mut out = Vec::new();
+    for (name, inputs) in by_rule {
+        let line = inputs[0].line;
+        let Some(rule) = rules.get(name) else {
+            return Err((line, format!("input_query_results: no rule named {name:?}")));
+        };
+        let crate::rule::Kind::Query { interval_ms, .. } = rule.kind else {
+            return Err((
+                line,
+                format!("input_query_results: {name} is not a query rule"),
+            ));
+        };
+        for input in &inputs {
+            let names: Vec<&str> = rule.by.iter().map(|(n, _)| n.as_str()).collect();
+            let given: Vec<&str> = input.labels.keys().map(String::as_str).collect();
+            let mut sorted = names.clone();
+            sorted.sort_unstable();
+            if given != sorted {
+                return Err((
+                    input.line,
+                    format!(
+                        "input_query_results: labels {given:?} must be the rule's by {names:?}"
+                    ),
+                ));
+            }
+        }
+        let evaluations = inputs.iter().map(|i| i.values.len()).max().unwrap_or(0);
+        for n in 0..evaluations {
+            let rows = inputs
+                .iter()
+                .filter_map(|input| {
+                    let value = input.values.get(n)?.as_ref()?;
+                    Some(crate::engine::QueryRow {
+                        labels: rule
+                            .by
+                            .iter()
+                            .map(|(name, _)| input.labels[name].clone())
+                            .collect(),
+                        value: value.as_f64(),
+                    })
+                })
+                .collect();
+            out.push(Evaluation {
+                at_ms: start + interval_ms * n as i64,
+                rule: name.to_owned(),
+                rows,
+            });
+        }
+    }
+    out.sort_by_key(|e| e.at_ms);
+    Ok(out)
 }
 
 /// The event an input series stands for: its labels say the event's fields; other labels are

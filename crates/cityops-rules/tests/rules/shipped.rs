@@ -142,3 +142,37 @@ fn rule_file_errors_carry_file_line_and_column_and_all_are_reported() {
         "{text}"
     );
 }
+
+#[test]
+fn query_rules_take_sql_with_now_by_columns_and_no_match() {
+    let good = "groups:\n- name: g\n  rules:\n  - alert: Q\n    by: [agency]\n    query:\n      interval: 1m\n      sql: SELECT agency, count() AS value FROM events WHERE ts <= $now GROUP BY agency\n      fire: '> 10'\n";
+    let set = RuleSet::parse(&[("q.yaml".into(), good.into())]).expect("a good query rule");
+    assert_eq!(set.rules[0].kind.name(), "query");
+    assert_eq!(
+        cityops_rules::render_sql("SELECT 1 WHERE ts <= $now", 1_767_225_600_999),
+        "SELECT 1 WHERE ts <= toDateTime(1767225600)"
+    );
+    let bad = "groups:\n- name: g\n  rules:\n  - alert: A\n    match: '{}'\n    query: {interval: 1m, sql: 'SELECT 1 AS value WHERE now() > 0', fire: '> 1'}\n  - alert: B\n    by: [value]\n    query: {interval: 500ms, sql: 'DROP TABLE events', fire: '> 1'}\n  - alert: C\n    query: {interval: 1m, sql: 'SELECT 1 AS value', fire: '> 1'}\n";
+    let errors: Vec<String> = RuleSet::parse(&[("bad.yaml".into(), bad.into())])
+        .unwrap_err()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    let expect = [
+        "bad.yaml:5:12: match: a query rule reads ClickHouse, not events",
+        "bad.yaml:4:12: by: a query rule lists the label columns",
+        "bad.yaml:6:32: sql: uses now(): write $now",
+        "bad.yaml:8:9: by: \"value\" is the value column",
+        "bad.yaml:9:35: sql: must be a SELECT",
+        "bad.yaml:9:23: interval: at least 1s",
+        "bad.yaml:10:12: by: a query rule lists the label columns",
+        "bad.yaml:11:32: sql: never mentions $now",
+    ];
+    for e in expect {
+        assert!(
+            errors.iter().any(|l| l.starts_with(e)),
+            "missing {e:?} in:\n{}",
+            errors.join("\n")
+        );
+    }
+}

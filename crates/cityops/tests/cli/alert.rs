@@ -46,20 +46,29 @@ groups:
           summary: "Mực nước tại {{ labels.station }} đạt {{ value }} m"
 "#;
 
-struct Rig {
-    mosquitto: Mosquitto,
-    alertmanager: Alertmanager,
-    clickhouse: ClickHouseServer,
-    dir: tempfile::TempDir,
+pub(crate) struct Rig {
+    pub(crate) mosquitto: Mosquitto,
+    pub(crate) alertmanager: Alertmanager,
+    pub(crate) clickhouse: ClickHouseServer,
+    pub(crate) dir: tempfile::TempDir,
+    /// The ClickHouse database of the alerter (the read-only query user may read only
+    /// `cityops`).
+    pub(crate) database: String,
 }
 
 impl Rig {
     fn start() -> Rig {
+        Rig::start_in("proof")
+    }
+
+    /// Services, a rule file and a migrated `database`.
+    pub(crate) fn start_in(database: &str) -> Rig {
         let rig = Rig {
             mosquitto: Mosquitto::start(),
             alertmanager: Alertmanager::start(),
             clickhouse: ClickHouseServer::start(),
             dir: tempfile::tempdir().unwrap(),
+            database: database.to_owned(),
         };
         let config = rig.config("migrate", "");
         let out = crate::cityops(&["migrate", "--config", config.to_str().unwrap(), "--quiet"]);
@@ -71,17 +80,17 @@ impl Rig {
         rig
     }
 
-    fn rules_path(&self) -> PathBuf {
+    pub(crate) fn rules_path(&self) -> PathBuf {
         self.dir.path().join("rules.yaml")
     }
 
     /// Writes the config of alerter `name` with extra `[alert]` keys (webhooks go after).
-    fn config(&self, name: &str, alert_extra: &str) -> PathBuf {
+    pub(crate) fn config(&self, name: &str, alert_extra: &str) -> PathBuf {
         self.config_with(name, alert_extra, "")
     }
 
     /// As [`Rig::config`], with `extra` sections (more feeds, `[kafka]`) at the end.
-    fn config_with(&self, name: &str, alert_extra: &str, extra: &str) -> PathBuf {
+    pub(crate) fn config_with(&self, name: &str, alert_extra: &str, extra: &str) -> PathBuf {
         if !self.rules_path().exists() {
             std::fs::write(self.rules_path(), FLOOD_RULES).unwrap();
         }
@@ -92,7 +101,7 @@ log_level = "info,cityops_alert=debug"
 
 [clickhouse]
 url = "{url}"
-database = "proof"
+database = "{database}"
 
 [mqtt]
 host = "127.0.0.1"
@@ -124,18 +133,19 @@ timeout_ms = 2000
             dir = self.dir.path().display(),
             am = self.alertmanager.url(),
             feeds = FEEDS,
+            database = self.database,
         );
         let path = self.dir.path().join(format!("{name}.toml"));
         std::fs::write(&path, text).unwrap();
         path
     }
 
-    async fn alerter(&self, name: &str, alert_extra: &str) -> Service {
+    pub(crate) async fn alerter(&self, name: &str, alert_extra: &str) -> Service {
         let config = self.config(name, alert_extra);
         self.spawn_ready(&config, name).await
     }
 
-    async fn spawn_ready(&self, config: &std::path::Path, name: &str) -> Service {
+    pub(crate) async fn spawn_ready(&self, config: &std::path::Path, name: &str) -> Service {
         let service = Service::spawn_subcommand("alert", config, self.dir.path(), name);
         wait_ready(&service).await;
         service
@@ -152,7 +162,7 @@ timeout_ms = 2000
         path
     }
 
-    async fn publish(&self, gauge: &str, station: &str, level: f64, ts: i64) {
+    pub(crate) async fn publish(&self, gauge: &str, station: &str, level: f64, ts: i64) {
         let payload = serde_json::json!({"ts": ts, "level": level, "station": station})
             .to_string()
             .into_bytes();
@@ -163,7 +173,7 @@ timeout_ms = 2000
     }
 
     /// Alertmanager's alerts named `alertname` (active ones).
-    async fn am_alerts(&self, alertname: &str) -> Vec<Value> {
+    pub(crate) async fn am_alerts(&self, alertname: &str) -> Vec<Value> {
         self.alertmanager
             .alerts()
             .await
@@ -175,7 +185,7 @@ timeout_ms = 2000
 }
 
 /// Waits until `/readyz` answers 200 (every MQTT session subscribed, Kafka assigned).
-async fn wait_ready(service: &Service) {
+pub(crate) async fn wait_ready(service: &Service) {
     let what = format!("the alerter ready (log: {})", service.log.display());
     wait_for(&what, Duration::from_secs(60), async || {
         (http_get(service.port, "/readyz").await.0 == 200).then_some(())
@@ -388,13 +398,13 @@ async fn serve_connection(
     }
 }
 
-fn webhook(port: u16) -> String {
+pub(crate) fn webhook(port: u16) -> String {
     format!(
         "[[alert.webhooks]]\nname = \"ops\"\nurl = \"http://127.0.0.1:{port}/hook\"\nretry_initial_ms = 200\nretry_max_ms = 2000\n"
     )
 }
 
-async fn wait_for<T>(
+pub(crate) async fn wait_for<T>(
     what: &str,
     timeout: Duration,
     mut check: impl AsyncFnMut() -> Option<T>,
@@ -412,7 +422,7 @@ async fn wait_for<T>(
     }
 }
 
-fn ms_of(rfc3339: &str) -> i64 {
+pub(crate) fn ms_of(rfc3339: &str) -> i64 {
     cityops_event::Timestamp::parse_rfc3339(rfc3339)
         .unwrap()
         .as_millis()
