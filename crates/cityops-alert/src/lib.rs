@@ -4,6 +4,9 @@
 //! and the `alert_events` history. `cityops alert` calls [`run`].
 
 pub mod api;
+pub mod console;
+pub mod handling;
+pub mod history;
 pub mod metrics;
 pub mod outbox;
 pub mod queries;
@@ -70,8 +73,9 @@ pub fn run(
         .map(|n| ((n.rule.clone(), n.fingerprint), n))
         .collect();
     let mut resolved = saved.resolved;
+    let mut handling: handling::HandlingMap = saved.handling.into_iter().collect();
     let replay = outbox.next_for(service::STATE_CONSUMER, usize::MAX);
-    for (_, n) in &replay {
+    for (_, n) in replay.iter().filter(|(_, n)| n.action.is_none()) {
         engine.force_state(
             &n.rule,
             n.fingerprint,
@@ -82,7 +86,9 @@ pub fn run(
             n.active_since_ms,
             n.fired_at_ms,
         );
-        service::apply_notice(&mut alerts, &mut resolved, n);
+    }
+    for (_, n) in &replay {
+        service::apply_all(&mut alerts, &mut resolved, &mut handling, n);
     }
     tracing::info!(series = restored, alerts = alerts.len(), replayed = replay.len(), dir = %alert.state_dir.display(), "state restored");
     if alert.warm_start_ms > 0 {
@@ -97,6 +103,14 @@ pub fn run(
     let shared = Arc::new(Shared {
         alerts: Mutex::new(alerts),
         resolved: Mutex::new(resolved),
+        handling: Mutex::new(handling),
+        tokens: alert
+            .api_tokens
+            .iter()
+            .filter_map(|t| t.token.clone().map(|token| (t.name.clone(), token)))
+            .collect(),
+        replica: alert.replica.clone(),
+        clickhouse: config.clickhouse.clone(),
         rules: Mutex::new(Vec::new()),
         query_rules: Mutex::new(Vec::new()),
         alertmanager_wake: tokio::sync::Notify::new(),
@@ -115,9 +129,8 @@ pub fn run(
     );
 
     let tasks = tokio_util::task::TaskTracker::new();
-    let last_seq = service::lock(&shared.outbox).last_seq();
     let evaluator = Evaluator {
-        last_seq,
+        escalation: alert.escalation.clone(),
         engine,
         rule_files: alert.rule_files.clone(),
         state,
@@ -162,6 +175,14 @@ pub fn run(
     {
         let (config, shared, cancel) = (config.clone(), Arc::clone(&shared), cancel.clone());
         tasks.spawn(async move { queries::run(&config, shared, cancel).await });
+    }
+    if alert.peer_sync_ms > 0 {
+        tasks.spawn(history::follow_peers(
+            config.clickhouse.clone(),
+            Arc::clone(&shared),
+            Duration::from_millis(alert.peer_sync_ms),
+            cancel.clone(),
+        ));
     }
     let server_stop = CancellationToken::new();
     let api = api::routes(Arc::clone(&shared));

@@ -240,6 +240,7 @@ mod tests {
             value: None,
             severity: Severity::Warning,
             domain: Domain::Water,
+            action: None,
         }
     }
 

@@ -58,9 +58,83 @@ pub struct Notice {
     pub severity: Severity,
     /// The series' domain.
     pub domain: Domain,
+    /// Set when this is not a state change but something done with the alert
+    /// (acknowledged, commented, escalated): `from` and `to` are then its state at the time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<AlertAction>,
+}
+
+/// Something done with an alert, by a person or by the escalation policy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlertAction {
+    /// What was done.
+    pub kind: ActionKind,
+    /// Who (the person, or `escalation`).
+    pub actor: String,
+    /// What they wrote (may be empty).
+    pub comment: String,
+    /// The escalation level after it.
+    pub level: u8,
+}
+
+/// The kinds of [`AlertAction`]; their names are the `state` of their history rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActionKind {
+    /// Someone took it on: escalation stops, notifications carry `acknowledged_by`.
+    Acknowledged,
+    /// The acknowledgement was taken back.
+    Unacknowledged,
+    /// A comment.
+    Commented,
+    /// Not acknowledged in time: sent again one level up.
+    Escalated,
+}
+
+impl ActionKind {
+    /// The name in history rows, metrics and the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActionKind::Acknowledged => "acknowledged",
+            ActionKind::Unacknowledged => "unacknowledged",
+            ActionKind::Commented => "commented",
+            ActionKind::Escalated => "escalated",
+        }
+    }
+}
+
+/// The id of an action: the same for the same action on the same alert at the same instant
+/// by the same actor, in every replica (so that a replica repeating another's action in the
+/// history finds it stored).
+pub fn action_id(alert: &Notice, action: &AlertAction, at_ms: i64) -> Uuid {
+    let mut h = Xxh3::new();
+    h.update(b"cityops-alert-action-v1");
+    h.update(alert.rule.as_bytes());
+    h.update(&[0xff]);
+    h.update(&alert.fingerprint.to_le_bytes());
+    h.update(&alert.active_since_ms.to_le_bytes());
+    h.update(action.kind.as_str().as_bytes());
+    h.update(&[0xff]);
+    h.update(action.actor.as_bytes());
+    h.update(&[0xff]);
+    h.update(action.comment.as_bytes());
+    h.update(&[action.level]);
+    h.update(&at_ms.to_le_bytes());
+    uuid::Builder::from_custom_bytes(h.digest128().to_be_bytes()).into_uuid()
 }
 
 impl Notice {
+    /// The notice of `action` on the alert whose latest notice is `alert`, at `at_ms`.
+    pub fn of_action(alert: &Notice, action: AlertAction, at_ms: i64) -> Notice {
+        Notice {
+            id: action_id(alert, &action, at_ms),
+            from: alert.to,
+            at_ms,
+            action: Some(action),
+            ..alert.clone()
+        }
+    }
+
     /// The notice of a transition.
     pub fn of(t: &Transition) -> Notice {
         Notice {
@@ -77,12 +151,14 @@ impl Notice {
             value: t.value.clone(),
             severity: t.severity,
             domain: t.domain,
+            action: None,
         }
     }
 
-    /// Whether receivers are told of it (firing and resolved; pending is history only).
+    /// Whether receivers are told of it (firing and resolved; pending and actions are history
+    /// only, actions reaching Alertmanager as labels of the alert).
     pub fn is_notified(&self) -> bool {
-        matches!(self.to, AlertState::Firing | AlertState::Resolved)
+        self.action.is_none() && matches!(self.to, AlertState::Firing | AlertState::Resolved)
     }
 }
 
@@ -176,6 +252,9 @@ pub struct WebhookBody {
 
 /// The webhook body of a transition, if it is one webhooks get (firing, resolved).
 pub fn webhook_body(t: &Notice, external_url: &str) -> Option<WebhookBody> {
+    if t.action.is_some() {
+        return None;
+    }
     let status = match t.to {
         AlertState::Firing => "firing",
         AlertState::Resolved => "resolved",
@@ -205,8 +284,9 @@ pub fn webhook_body(t: &Notice, external_url: &str) -> Option<WebhookBody> {
     })
 }
 
-/// The `alert_events` row of a transition (every transition is one).
-pub fn history_row(t: &Notice) -> AlertEventRow {
+/// The `alert_events` row of a transition or an action (every one is a row), written by
+/// `replica`.
+pub fn history_row(t: &Notice, replica: &str) -> AlertEventRow {
     let at = Timestamp::from_millis(
         t.at_ms
             .clamp(Timestamp::MIN.as_millis(), Timestamp::MAX.as_millis()),
@@ -219,7 +299,6 @@ pub fn history_row(t: &Notice) -> AlertEventRow {
         ts_ms: at.subsec_millis(),
         rule: t.rule.clone(),
         fingerprint: fingerprint_hex(t.fingerprint),
-        state: t.to.as_str().to_owned(),
         previous_state: t.from.as_str().to_owned(),
         severity: t.severity.as_str().to_owned(),
         domain: t.domain.as_str().to_owned(),
@@ -229,6 +308,22 @@ pub fn history_row(t: &Notice) -> AlertEventRow {
         summary: t.annotations.get("summary").cloned().unwrap_or_default(),
         label_keys: t.labels.keys().cloned().collect(),
         label_values: t.labels.values().cloned().collect(),
+        state: match &t.action {
+            Some(a) => a.kind.as_str().to_owned(),
+            None => t.to.as_str().to_owned(),
+        },
+        actor: t
+            .action
+            .as_ref()
+            .map(|a| a.actor.clone())
+            .unwrap_or_default(),
+        comment: t
+            .action
+            .as_ref()
+            .map(|a| a.comment.clone())
+            .unwrap_or_default(),
+        escalation: t.action.as_ref().map_or(0, |a| a.level),
+        replica: replica.to_owned(),
     }
 }
 
@@ -316,7 +411,7 @@ mod tests {
         );
         let notice = Notice::of(&firing);
         let body = webhook_body(&notice, "http://a").unwrap();
-        assert_eq!(body.id, history_row(&notice).alert_event_id);
+        assert_eq!(body.id, history_row(&notice, "a").alert_event_id);
         let json = serde_json::to_string(&notice).unwrap();
         assert_eq!(serde_json::from_str::<Notice>(&json).unwrap(), notice);
         assert_eq!(body.status, "firing");
@@ -326,7 +421,7 @@ mod tests {
 
     #[test]
     fn the_history_row_carries_labels_summary_and_domain() {
-        let row = history_row(&Notice::of(&transition(AlertState::Resolved)));
+        let row = history_row(&Notice::of(&transition(AlertState::Resolved)), "a");
         assert_eq!(
             (row.state.as_str(), row.previous_state.as_str()),
             ("resolved", "firing")

@@ -4,11 +4,13 @@
 //! `alert_events`, checked first so that a retry never stores a row twice). A failing receiver
 //! is retried and counted and never holds up evaluation.
 
+use crate::handling::alertmanager_labels;
 use crate::records::{Notice, alertmanager_alert, history_row, webhook_body};
-use crate::service::{Shared, now_ms};
+use crate::service::{RESOLVED_SENDS, Shared, now_ms};
 use cityops_clickhouse::{AlertEventRow, ClickHouse};
 use cityops_config::{AlertConfig, ClickHouseConfig, WebhookConfig};
 use cityops_runtime::Backoff;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -67,6 +69,11 @@ pub async fn alertmanager(config: AlertConfig, shared: Arc<Shared>, cancel: Canc
         shared.metrics.failed.with_label_values(&[&receiver]);
     }
     let mut wait = Duration::ZERO;
+    // The labels each firing alert was last sent with. When they change (acknowledged,
+    // escalated), Alertmanager sees a new alert: the one it had is ended, marked superseded,
+    // so that its repeats stop.
+    let mut sent: HashMap<(String, u64), BTreeMap<String, String>> = HashMap::new();
+    let mut superseded: Vec<(Notice, u8)> = Vec::new();
     loop {
         tokio::select! {
             () = cancel.cancelled() => return,
@@ -74,13 +81,51 @@ pub async fn alertmanager(config: AlertConfig, shared: Arc<Shared>, cancel: Canc
             () = tokio::time::sleep(wait) => {}
         }
         let now = now_ms();
-        let firing: Vec<Notice> = lock(&shared.alerts)
-            .values()
-            .filter(|n| n.to == cityops_rules::AlertState::Firing)
-            .cloned()
-            .collect();
+        let firing: Vec<Notice> = {
+            let alerts = lock(&shared.alerts);
+            let handling = lock(&shared.handling);
+            alerts
+                .iter()
+                .filter(|(_, n)| n.to == cityops_rules::AlertState::Firing)
+                .map(|(key, n)| {
+                    let mut n = n.clone();
+                    n.labels = alertmanager_labels(&n, handling.get(key));
+                    n
+                })
+                .collect()
+        };
+        for n in &firing {
+            let key = (n.rule.clone(), n.fingerprint);
+            if let Some(before) = sent.insert(key, n.labels.clone())
+                && before != n.labels
+            {
+                let mut old = n.clone();
+                let why = if n.labels.get("acknowledged_by") != before.get("acknowledged_by") {
+                    match n.labels.get("acknowledged_by") {
+                        Some(by) => format!("acknowledged by {by}"),
+                        None => "acknowledgement taken back".to_owned(),
+                    }
+                } else {
+                    format!(
+                        "escalated to level {}",
+                        n.labels.get("escalation").map_or("0", String::as_str)
+                    )
+                };
+                old.labels = before;
+                old.to = cityops_rules::AlertState::Resolved;
+                old.at_ms = now;
+                old.annotations.insert("superseded".into(), why);
+                superseded.push((old, RESOLVED_SENDS));
+            }
+        }
+        sent.retain(|(rule, fp), _| {
+            firing
+                .iter()
+                .any(|n| n.fingerprint == *fp && n.rule == *rule)
+        });
         let resolved: Vec<Notice> = lock(&shared.resolved)
             .iter()
+            .chain(superseded.iter())
             .map(|(n, _)| n.clone())
             .collect();
         let alerts: Vec<_> = firing
@@ -132,10 +177,11 @@ pub async fn alertmanager(config: AlertConfig, shared: Arc<Shared>, cancel: Canc
         if all_took {
             // A resolved alert is sent a few times, then forgotten.
             let mut resolved = lock(&shared.resolved);
-            for (_, left) in resolved.iter_mut() {
+            for (_, left) in resolved.iter_mut().chain(superseded.iter_mut()) {
                 *left = left.saturating_sub(1);
             }
             resolved.retain(|(_, left)| *left > 0);
+            superseded.retain(|(_, left)| *left > 0);
         }
     }
 }
@@ -266,10 +312,10 @@ pub async fn history(clickhouse: ClickHouseConfig, shared: Arc<Shared>, cancel: 
             continue;
         }
         let result = match &client {
-            Some(c) => write_history(c, &batch).await,
+            Some(c) => write_history(c, &batch, &shared.replica).await,
             None => match ClickHouse::connect(&clickhouse).await {
                 Ok(c) => {
-                    let r = write_history(&c, &batch).await;
+                    let r = write_history(&c, &batch, &shared.replica).await;
                     client = Some(c);
                     r
                 }
@@ -310,8 +356,9 @@ pub async fn history(clickhouse: ClickHouseConfig, shared: Arc<Shared>, cancel: 
 async fn write_history(
     clickhouse: &ClickHouse,
     batch: &[(u64, Notice)],
+    replica: &str,
 ) -> Result<(usize, usize), String> {
-    let rows: Vec<AlertEventRow> = batch.iter().map(|(_, n)| history_row(n)).collect();
+    let rows: Vec<AlertEventRow> = batch.iter().map(|(_, n)| history_row(n, replica)).collect();
     let ids: Vec<String> = rows
         .iter()
         .map(|r| format!("toUUID('{}')", r.alert_event_id))

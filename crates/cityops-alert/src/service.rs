@@ -113,6 +113,16 @@ pub struct RuleView {
 pub struct Shared {
     /// Pending and firing alerts, by (rule, fingerprint), as last notified.
     pub alerts: Mutex<BTreeMap<(String, u64), Notice>>,
+    /// Acknowledgements and escalation levels of active alerts. Actions taken here change it
+    /// while the outbox is locked, with the action appended to it; actions of other replicas
+    /// are applied as they are read from the history (and read again after a restart).
+    pub handling: Mutex<crate::handling::HandlingMap>,
+    /// The API's bearer tokens: (name, token).
+    pub tokens: Vec<(String, cityops_config::Secret)>,
+    /// This replica's name.
+    pub replica: String,
+    /// Where the history is read for the API.
+    pub clickhouse: cityops_config::ClickHouseConfig,
     /// Alerts resolved lately, with the Alertmanager sends left.
     pub resolved: Mutex<Vec<(Notice, u8)>>,
     /// The rules for the API.
@@ -183,8 +193,8 @@ pub struct Evaluator {
     pub tick: Duration,
     /// How often the state is written.
     pub snapshot_interval: Duration,
-    /// The last notice appended to the outbox.
-    pub last_seq: u64,
+    /// The default escalation policy.
+    pub escalation: cityops_config::EscalationConfig,
 }
 
 impl Evaluator {
@@ -225,6 +235,8 @@ impl Evaluator {
             if Instant::now() >= next_tick {
                 let started = Instant::now();
                 self.engine.tick(now_ms(), &mut transitions);
+                self.record(&mut transitions)?;
+                self.escalate()?;
                 self.shared
                     .metrics
                     .evaluation
@@ -300,42 +312,71 @@ impl Evaluator {
     /// senders see: what anyone was shown survives a crash.
     fn record(&mut self, transitions: &mut Vec<Transition>) -> Result<(), AlertError> {
         let notices: Vec<Notice> = transitions.drain(..).map(|t| Notice::of(&t)).collect();
-        if notices.is_empty() {
-            return Ok(());
-        }
-        self.last_seq = lock(&self.shared.outbox).append(&notices)?;
-        {
-            let mut alerts = lock(&self.shared.alerts);
-            let mut resolved = lock(&self.shared.resolved);
-            for n in &notices {
-                apply_notice(&mut alerts, &mut resolved, n);
-            }
-            let metrics = &self.shared.metrics;
-            metrics.alerts.reset();
-            for a in alerts.values() {
-                metrics
-                    .alerts
-                    .with_label_values(&[a.to.as_str(), a.severity.as_str()])
+        record_notices(&self.shared, &notices)?;
+        Ok(())
+    }
+
+    /// Escalates the firing alerts nobody acknowledged in time.
+    fn escalate(&mut self) -> Result<(), AlertError> {
+        let policy: BTreeMap<String, i64> = self
+            .engine
+            .rules()
+            .map(|(rule, _, _)| {
+                let after = rule
+                    .escalate_after_ms
+                    .unwrap_or(i64::try_from(self.escalation.after_ms).unwrap_or(i64::MAX));
+                (rule.name.to_string(), after)
+            })
+            .collect();
+        let due = {
+            let alerts = lock(&self.shared.alerts);
+            let handling = lock(&self.shared.handling);
+            crate::handling::escalations_due(
+                &alerts,
+                &handling,
+                now_ms(),
+                |rule| policy.get(rule).copied().unwrap_or(0),
+                self.escalation.max_level,
+            )
+        };
+        for n in &due {
+            if let Some(a) = &n.action {
+                self.shared
+                    .metrics
+                    .escalations
+                    .with_label_values(&[&a.level.to_string()])
                     .inc();
+                tracing::info!(
+                    rule = n.rule,
+                    level = a.level,
+                    "alert escalated: firing and not acknowledged"
+                );
             }
         }
-        if notices.iter().any(Notice::is_notified) {
-            self.shared.alertmanager_wake.notify_one();
-        }
-        self.shared.outbox_wake.notify_waiters();
+        record_notices(&self.shared, &due)?;
         Ok(())
     }
 
     /// Writes the whole state (atomically). The notices it covers then leave the outbox for
-    /// the state's part; a restart replays the ones after it onto the restored engine.
+    /// the state's part; a restart replays the ones after it onto the restored engine. The
+    /// alerts and their handling are read with the outbox locked, so the state covers exactly
+    /// the notices up to the sequence number it records.
     fn write_state(&mut self) -> Result<(), AlertError> {
-        let doc = StateDoc {
-            engine: self.engine.snapshot(),
-            alerts: lock(&self.shared.alerts).values().cloned().collect(),
-            resolved: lock(&self.shared.resolved).clone(),
+        let (doc, seq) = {
+            let outbox = lock(&self.shared.outbox);
+            let doc = StateDoc {
+                engine: self.engine.snapshot(),
+                alerts: lock(&self.shared.alerts).values().cloned().collect(),
+                resolved: lock(&self.shared.resolved).clone(),
+                handling: lock(&self.shared.handling)
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+            };
+            (doc, outbox.last_seq())
         };
         self.state.save(&doc)?;
-        lock(&self.shared.outbox).taken(STATE_CONSUMER, self.last_seq)?;
+        lock(&self.shared.outbox).taken(STATE_CONSUMER, seq)?;
         Ok(())
     }
 
@@ -430,6 +471,62 @@ fn rule_view(rule: &Rule, stats: &RuleStats, series: usize) -> RuleView {
 /// The outbox consumer that is the state file: notices it has not taken are replayed after a
 /// restart.
 pub const STATE_CONSUMER: &str = "state";
+
+/// Appends notices (transitions or actions) to the outbox, synced, and only then applies
+/// them to what the API and the senders see, all while the outbox is locked. Returns the
+/// sequence number of the last one.
+pub fn record_notices(shared: &Shared, notices: &[Notice]) -> Result<u64, OutboxError> {
+    if notices.is_empty() {
+        return Ok(lock(&shared.outbox).last_seq());
+    }
+    let seq = {
+        let mut outbox = lock(&shared.outbox);
+        let seq = outbox.append(notices)?;
+        let mut alerts = lock(&shared.alerts);
+        let mut resolved = lock(&shared.resolved);
+        let mut handling = lock(&shared.handling);
+        for n in notices {
+            apply_all(&mut alerts, &mut resolved, &mut handling, n);
+        }
+        let metrics = &shared.metrics;
+        metrics.alerts.reset();
+        for a in alerts.values() {
+            metrics
+                .alerts
+                .with_label_values(&[a.to.as_str(), a.severity.as_str()])
+                .inc();
+        }
+        seq
+    };
+    if notices
+        .iter()
+        .any(|n| n.is_notified() || n.action.is_some())
+    {
+        shared.alertmanager_wake.notify_one();
+    }
+    shared.outbox_wake.notify_waiters();
+    Ok(seq)
+}
+
+/// Applies a notice to the alerts, the resolved list and the handling. A resolved alert is
+/// remembered with the labels Alertmanager last had for it (acknowledged, escalated), so that
+/// the resolve reaches the same alert there.
+pub fn apply_all(
+    alerts: &mut BTreeMap<(String, u64), Notice>,
+    resolved: &mut Vec<(Notice, u8)>,
+    handling: &mut crate::handling::HandlingMap,
+    n: &Notice,
+) {
+    if n.action.is_none() && n.to == AlertState::Resolved {
+        let key = (n.rule.clone(), n.fingerprint);
+        let mut as_sent = n.clone();
+        as_sent.labels = crate::handling::alertmanager_labels(n, handling.get(&key));
+        apply_notice(alerts, resolved, &as_sent);
+    } else if n.action.is_none() {
+        apply_notice(alerts, resolved, n);
+    }
+    crate::handling::apply(handling, n);
+}
 
 /// Records a notice in the alerts as notified (pending and firing ones; resolved ones a while).
 pub fn apply_notice(

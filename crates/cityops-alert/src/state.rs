@@ -18,6 +18,9 @@ pub struct StateDoc {
     pub alerts: Vec<Notice>,
     /// Alerts resolved lately, still sent to Alertmanager a few times.
     pub resolved: Vec<(Notice, u8)>,
+    /// Acknowledgements and escalation levels of active alerts.
+    #[serde(default)]
+    pub handling: Vec<((String, u64), crate::handling::Handling)>,
 }
 
 /// The state file of one alerter.

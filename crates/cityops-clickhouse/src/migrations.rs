@@ -38,6 +38,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(2, "rejects", "0002_rejects.sql"),
     migration!(3, "alert_events", "0003_alert_events.sql"),
     migration!(4, "rollups", "0004_rollups.sql"),
+    migration!(5, "alert_actions", "0005_alert_actions.sql"),
     migration!(1001, "modern_storage", "1001_modern_storage.sql"),
 ];
 

@@ -257,6 +257,14 @@ pub struct AlertEventRow {
     pub label_keys: Vec<String>,
     /// Label values.
     pub label_values: Vec<String>,
+    /// Who acted (acknowledged, unacknowledged, commented); empty for state changes.
+    pub actor: String,
+    /// What they wrote.
+    pub comment: String,
+    /// The escalation level (of an `escalated` row, or the alert's at the time).
+    pub escalation: u8,
+    /// The alerter replica that wrote the row.
+    pub replica: String,
 }
 
 impl TableColumns for AlertEventRow {
@@ -277,6 +285,10 @@ impl TableColumns for AlertEventRow {
         ("summary", "String"),
         ("label_keys", "Array(String)"),
         ("label_values", "Array(String)"),
+        ("actor", "String"),
+        ("comment", "String"),
+        ("escalation", "UInt8"),
+        ("replica", "LowCardinality(String)"),
     ];
 }
 

@@ -84,6 +84,10 @@ pub(crate) struct RuleSpec {
     /// Limit on tracked series (overrides the group's).
     #[serde(default)]
     pub max_series: Option<Spanned<u32>>,
+    /// Firing and not acknowledged this long: escalate (overrides the alerter's policy;
+    /// `0s` never escalates).
+    #[serde(default)]
+    pub escalate_after: Option<Spanned<String>>,
 }
 
 /// `threshold:`.

@@ -227,6 +227,8 @@ pub struct Rule {
     /// Hash of everything that decides the rule's series and their state (selector, series
     /// labels, kind, durations): state is kept across a reload only if it is unchanged.
     pub state_key: u64,
+    /// Firing and not acknowledged this long: escalate (None: the alerter's policy; 0: never).
+    pub escalate_after_ms: Option<i64>,
 }
 
 /// Every rule of the loaded files, in file and then rule order.
@@ -473,6 +475,10 @@ impl Cx<'_> {
             .max_series
             .as_ref()
             .map_or(group_max_series, |m| m.value);
+        let escalate_after_ms = spec
+            .escalate_after
+            .as_ref()
+            .and_then(|d| self.duration(d, "escalate_after"));
         if max_series == 0 {
             self.error(&at, "max_series must be at least 1");
         }
@@ -505,6 +511,7 @@ impl Cx<'_> {
             include_bad: spec.include_bad,
             max_series,
             state_key,
+            escalate_after_ms,
         })
     }
 

@@ -1,6 +1,7 @@
 //! The `cityops` command: one binary, one subcommand per job.
 
 mod alert;
+mod alerts;
 mod check;
 mod decode;
 mod ingest;
@@ -29,6 +30,8 @@ struct Cli {
 enum Command {
     /// Run the alert rules on the live feeds: Alertmanager, webhooks, alert history, API.
     Alert(alert::Args),
+    /// List, acknowledge, unacknowledge and comment alerts through the alerter's API.
+    Alerts(alerts::Args),
     /// Validate a config file and print every problem with its path (exit 1 if any).
     Check(check::Args),
     /// Decode one payload with a config's feeds and print events as JSON lines, or the reject.
@@ -49,6 +52,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Alert(args) => alert::run(&args),
+        Command::Alerts(args) => alerts::run(&args),
         Command::Check(args) => check::run(&args),
         Command::Decode(args) => decode::run(&args),
         Command::Ingest(args) => ingest::run(&args),
