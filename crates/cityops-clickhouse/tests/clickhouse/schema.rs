@@ -237,6 +237,10 @@ async fn row_types_match_system_columns_and_round_trip_through_rowbinary() {
         summary: "Mực nước 2.43 m".into(),
         label_keys: vec!["district".into()],
         label_values: vec!["Cẩm Lệ".into()],
+        actor: "lan (truc-ban)".into(),
+        comment: "Đã cử đội kiểm tra".into(),
+        escalation: 1,
+        replica: "a".into(),
     };
     let mut insert = ch
         .client()
@@ -359,6 +363,39 @@ async fn users_can_do_only_their_job() {
             .sql_as("cityops_ingest", "wrong-password", "SELECT 1")
             .await
             .is_err()
+    );
+
+    // The query rules' user reads, within its limits, and cannot write.
+    let queries = cityops_clickhouse::ReadOnlyClient::new(
+        &server.url(),
+        "cityops",
+        "cityops_alert_query",
+        Some("alert-query-local"),
+    );
+    let limits = cityops_clickhouse::QueryLimits {
+        timeout: std::time::Duration::from_secs(5),
+        max_rows: 10,
+    };
+    let table = queries
+        .select("SELECT count() AS value FROM events", limits)
+        .await
+        .expect("the query user reads events");
+    assert_eq!(table.columns, ["value"]);
+    let refused = queries
+        .select("INSERT INTO events (entity_id) VALUES ('x')", limits)
+        .await
+        .unwrap_err();
+    assert!(
+        refused.to_string().contains("readonly"),
+        "the query user cannot write: {refused}"
+    );
+    let many = queries
+        .select("SELECT number FROM numbers(100)", limits)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(many, cityops_clickhouse::ReadOnlyError::TooManyRows { max_rows: 10 }),
+        "{many}"
     );
 }
 
