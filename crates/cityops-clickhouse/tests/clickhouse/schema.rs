@@ -394,7 +394,10 @@ async fn users_can_do_only_their_job() {
         .await
         .unwrap_err();
     assert!(
-        matches!(many, cityops_clickhouse::ReadOnlyError::TooManyRows { max_rows: 10 }),
+        matches!(
+            many,
+            cityops_clickhouse::ReadOnlyError::TooManyRows { max_rows: 10 }
+        ),
         "{many}"
     );
 }

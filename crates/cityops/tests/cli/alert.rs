@@ -57,7 +57,7 @@ pub(crate) struct Rig {
 }
 
 impl Rig {
-    fn start() -> Rig {
+    pub(crate) fn start() -> Rig {
         Rig::start_in("proof")
     }
 
@@ -195,7 +195,7 @@ pub(crate) async fn wait_ready(service: &Service) {
 
 /// Publishes `level` every 200 ms until `done` says so or the deadline passes; returns what
 /// `done` returned.
-async fn publish_until<T>(
+pub(crate) async fn publish_until<T>(
     rig: &Rig,
     level: f64,
     what: &str,

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod alert;
+mod alert_actions;
 mod alert_queries;
 mod check;
 mod decode;
