@@ -143,12 +143,12 @@ function historyTable(fp) {
   if (events.length === 0) return el("p", { class: "meta", text: t("noHistory") });
   const table = el("table", { class: "history" });
   for (const e of events) {
-    const what = [t("states")[e.state] || e.state];
-    if (e.actor) what.push("— " + e.actor);
-    if (e.escalation && e.state === "escalated") what.push(t("level") + e.escalation);
-    if (e.comment) what.push(": " + e.comment);
+    let what = t("states")[e.state] || e.state;
+    if (e.state === "escalated") what += " " + t("level") + e.escalation;
+    else if (e.actor) what += " — " + e.actor;
+    if (e.comment) what += ": " + e.comment;
     table.append(el("tr", { class: "history-row", "data-state": e.state },
-      el("td", { text: localTime(e.at) }), el("td", { text: what.join(" ") })));
+      el("td", { text: localTime(e.at) }), el("td", { text: what })));
   }
   return table;
 }

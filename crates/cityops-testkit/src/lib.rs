@@ -1,5 +1,6 @@
 //! The test kit: starts fresh, isolated instances of the real services cityops works with —
 //! mosquitto, ClickHouse, Tansu (Kafka protocol), Prometheus and Alertmanager — on free ports
+//! (and a headless Chromium for web pages)
 //! with temporary directories, waits until each answers, and stops each by pid when dropped
 //! (also when the test panics). Tests can restart or kill -9 a service mid-test.
 //!
@@ -10,6 +11,7 @@
 //! Dev-dependency only: no production crate may depend on it.
 
 mod alertmanager;
+mod browser;
 mod clickhouse;
 mod instance;
 mod kafka;
@@ -20,6 +22,7 @@ mod prometheus;
 mod support;
 
 pub use alertmanager::{Alertmanager, AlertmanagerSpec};
+pub use browser::{Browser, Element, png_size, screenshot_dir};
 pub use clickhouse::{ClickHouseServer, ClickHouseSpec};
 pub use instance::{Instance, ServiceSpec};
 pub use kafka::{KafkaBroker, KafkaSpec, nisshi_binary, tansu_binary};

@@ -5,6 +5,7 @@
 
 mod alert;
 mod alert_actions;
+mod alert_console;
 mod alert_queries;
 mod check;
 mod decode;
