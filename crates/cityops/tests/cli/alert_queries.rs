@@ -87,10 +87,11 @@ async fn the_shipped_query_rules_fire_on_clickhouse_data_and_a_failing_query_mar
         insert(&rig, &format!(
             "SELECT generateUUIDv4(), toDateTime({t} + number), toDateTime({t} + number), 'air_quality', 'environment', 'aq-lien-chieu-01', 'pm25', CAST({pm25} AS Nullable(Float64)), CAST(NULL AS Nullable(String)), 'Liên Chiểu', '', [], [], 'good' FROM numbers(10)")).await;
     }
-    // Citizens: 8 reports in one ward since local midnight (UTC+7), 2 over the 28 days before.
+    // Citizens: 8 reports in one ward since local midnight (UTC+7), 2 ten days ago (the
+    // history the baseline needs: at least 7 days).
     let midnight = (now + 25_200).div_euclid(86_400) * 86_400 - 25_200;
     let today = (now - 60).max(midnight);
-    let earlier = today - 3 * 86_400;
+    let earlier = today - 10 * 86_400;
     for (t, n) in [(today, 8), (earlier, 2)] {
         insert(&rig, &format!(
             "SELECT generateUUIDv4(), toDateTime({t}), toDateTime({t}), 'citizen_reports', 'citizen_report', concat('r-{t}-', toString(number)), 'status', CAST(NULL AS Nullable(Float64)), CAST('received' AS Nullable(String)), 'Cẩm Lệ', 'Hòa Xuân', ['category'], ['rac_thai'], 'good' FROM numbers({n})")).await;
