@@ -121,7 +121,21 @@ enum Data {
         learned_interval_ms: f32,
         intervals_seen: u16,
         expected_ms: i64,
+        /// Hash of the series' feed ([`feed_key`]), for holding back while the feed is silent.
+        #[serde(default)]
+        feed: u64,
     },
+}
+
+/// When a feed's events last arrived, and when it last came back after a silence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct FeedClock {
+    last: i64,
+    resumed_at: i64,
+}
+
+fn feed_key(feed: &str) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(feed.as_bytes())
 }
 
 /// Events of a series not yet applied, sorted. Empty (no allocation, one word) most of the
@@ -236,6 +250,11 @@ const ABSENCE_CHECK_MS: i64 = 1_000;
 /// All rules and their series.
 pub struct Engine {
     rules: Vec<RuleState>,
+    /// Feeds' arrival clocks, kept once any absence rule holds back on a silent feed.
+    feeds: HashMap<u64, FeedClock>,
+    /// A gap longer than this between two arrivals of a feed is a silence it resumes from
+    /// (the shortest `hold_while_feed_silent` of the rules; None: no rule holds back).
+    feed_silence_ms: Option<i64>,
 }
 
 /// A rule's series, as a snapshot stores them.
@@ -253,6 +272,9 @@ pub struct RuleSnapshot {
 pub struct Snapshot {
     /// One entry per rule.
     pub rules: Vec<RuleSnapshot>,
+    /// The feeds' arrival clocks.
+    #[serde(default)]
+    feeds: Vec<(u64, FeedClock)>,
 }
 
 impl Snapshot {
@@ -265,7 +287,20 @@ impl Snapshot {
 impl Engine {
     /// An engine for `rules`, with no series yet.
     pub fn new(rules: RuleSet) -> Engine {
+        let feed_silence_ms = rules
+            .rules
+            .iter()
+            .filter_map(|r| match r.kind {
+                Kind::Absence {
+                    hold_while_feed_silent_ms,
+                    ..
+                } => hold_while_feed_silent_ms,
+                _ => None,
+            })
+            .min();
         Engine {
+            feeds: HashMap::new(),
+            feed_silence_ms,
             rules: rules
                 .rules
                 .into_iter()
@@ -293,6 +328,7 @@ impl Engine {
             .map(|r| ((Arc::clone(&r.rule.name), r.rule.state_key), r))
             .collect();
         let mut fresh = Engine::new(rules);
+        self.feed_silence_ms = fresh.feed_silence_ms;
         for state in &mut fresh.rules {
             if let Some(previous) =
                 old.remove(&(Arc::clone(&state.rule.name), state.rule.state_key))
@@ -315,6 +351,19 @@ impl Engine {
     pub fn observe(&mut self, event: &Event, out: &mut Vec<Transition>) {
         let arrival = event.ingested_at.as_millis();
         let ts = event.ts.as_millis();
+        if let Some(gap) = self.feed_silence_ms {
+            let clock = self
+                .feeds
+                .entry(feed_key(&event.feed))
+                .or_insert(FeedClock {
+                    last: NEVER,
+                    resumed_at: NEVER,
+                });
+            if clock.last != NEVER && arrival.saturating_sub(clock.last) > gap {
+                clock.resumed_at = arrival;
+            }
+            clock.last = clock.last.max(arrival);
+        }
         for state in &mut self.rules {
             if matches!(state.rule.kind, Kind::Query { .. }) || !state.rule.selector.matches(event)
             {
@@ -415,7 +464,7 @@ impl Engine {
                 }
                 state.next_absence_check = now_ms.saturating_add(ABSENCE_CHECK_MS);
             }
-            state.tick(now_ms, false, out);
+            state.tick(now_ms, false, &self.feeds, out);
         }
     }
 
@@ -515,7 +564,7 @@ impl Engine {
     /// buffered events up to `t` are applied and every series' clock moves to `t`.
     pub fn settle(&mut self, t: i64, out: &mut Vec<Transition>) {
         for state in &mut self.rules {
-            state.tick(t, true, out);
+            state.tick(t, true, &self.feeds, out);
         }
     }
 
@@ -543,6 +592,16 @@ impl Engine {
     pub fn warm(&mut self, event: &Event) {
         let arrival = event.ingested_at.as_millis();
         let ts = event.ts.as_millis();
+        if self.feed_silence_ms.is_some() {
+            let clock = self
+                .feeds
+                .entry(feed_key(&event.feed))
+                .or_insert(FeedClock {
+                    last: NEVER,
+                    resumed_at: NEVER,
+                });
+            clock.last = clock.last.max(arrival);
+        }
         for state in &mut self.rules {
             if matches!(state.rule.kind, Kind::Query { .. })
                 || !state.rule.selector.matches(event)
@@ -633,6 +692,7 @@ impl Engine {
     /// The state to keep across a restart.
     pub fn snapshot(&self) -> Snapshot {
         Snapshot {
+            feeds: self.feeds.iter().map(|(k, v)| (*k, *v)).collect(),
             rules: self
                 .rules
                 .iter()
@@ -649,6 +709,9 @@ impl Engine {
     /// how many series were restored.
     pub fn restore(&mut self, snapshot: Snapshot) -> usize {
         let mut restored = 0;
+        if self.feed_silence_ms.is_some() {
+            self.feeds.extend(snapshot.feeds);
+        }
         for saved in snapshot.rules {
             if let Some(state) = self
                 .rules
@@ -865,6 +928,7 @@ fn series_for<'a>(
                         learned_interval_ms: 0.0,
                         intervals_seen: 0,
                         expected_ms: configured.unwrap_or(-1),
+                        feed: feed_key(&event.feed),
                     }
                 }
             };
@@ -889,10 +953,16 @@ fn series_for<'a>(
 impl RuleState {
     /// Processing time passes to `now` for every series of the rule (`settle`: event time
     /// reaches `now` as if every event up to it had arrived).
-    fn tick(&mut self, now: i64, settle: bool, out: &mut Vec<Transition>) {
+    fn tick(
+        &mut self,
+        now: i64,
+        settle: bool,
+        feeds: &HashMap<u64, FeedClock>,
+        out: &mut Vec<Transition>,
+    ) {
         for (fingerprint, series) in &mut self.series {
             let mut em = Emit::new(&self.rule, &self.timers, *fingerprint, &mut self.stats, out);
-            tick_series(&mut em, series, now, settle);
+            tick_series(&mut em, series, now, settle, feeds);
         }
     }
 }
@@ -906,9 +976,15 @@ fn flush(em: &mut Emit<'_>, series: &mut Series) {
 }
 
 /// Processing time passes to `now` for one series (`settle`: its event time reaches `now`).
-fn tick_series(em: &mut Emit<'_>, series: &mut Series, now: i64, settle: bool) {
+fn tick_series(
+    em: &mut Emit<'_>,
+    series: &mut Series,
+    now: i64,
+    settle: bool,
+    feeds: &HashMap<u64, FeedClock>,
+) {
     if let Data::Absence { .. } = series.data {
-        absence_tick(em, series, now);
+        absence_tick(em, series, now, feeds);
         return;
     }
     let lateness = em.rule.lateness_ms;
@@ -1187,8 +1263,11 @@ fn absence_limit(rule: &Rule, data: &Data) -> Option<i64> {
     Some((interval * factor).ceil() as i64)
 }
 
-fn absence_tick(em: &mut Emit<'_>, series: &mut Series, now: i64) {
-    let Data::Absence { last_arrival, .. } = series.data else {
+fn absence_tick(em: &mut Emit<'_>, series: &mut Series, now: i64, feeds: &HashMap<u64, FeedClock>) {
+    let Data::Absence {
+        last_arrival, feed, ..
+    } = series.data
+    else {
         return;
     };
     if last_arrival == NEVER {
@@ -1197,7 +1276,22 @@ fn absence_tick(em: &mut Emit<'_>, series: &mut Series, now: i64) {
     let Some(limit) = absence_limit(em.rule, &series.data) else {
         return;
     };
-    let silent_from = last_arrival.saturating_add(limit);
+    let mut since = last_arrival;
+    if let Kind::Absence {
+        hold_while_feed_silent_ms: Some(hold),
+        ..
+    } = em.rule.kind
+        && let Some(clock) = feeds.get(&feed)
+    {
+        // The feed as a whole is silent: this series says nothing new (the feed's own alert
+        // does). Back from a silence, the series' silence counts from the feed's return.
+        if now.saturating_sub(clock.last) > hold && series.lifecycle.state() == AlertState::Inactive
+        {
+            return;
+        }
+        since = since.max(clock.resumed_at);
+    }
+    let silent_from = since.saturating_add(limit);
     if now > silent_from && series.lifecycle.state() == AlertState::Inactive {
         em.step(series, silent_from, true, false);
     }

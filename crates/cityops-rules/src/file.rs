@@ -160,6 +160,11 @@ pub(crate) struct AbsenceSpec {
     /// Silent for longer than the interval times this fires (default 3).
     #[serde(default)]
     pub factor: Option<Spanned<f64>>,
+    /// While the series' whole feed has sent nothing for this long, its series are held
+    /// back (one feed-level alert says it instead), and their silence counts again from
+    /// when the feed resumes.
+    #[serde(default)]
+    pub hold_while_feed_silent: Option<Spanned<String>>,
 }
 
 /// `query:`.

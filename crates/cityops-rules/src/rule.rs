@@ -156,6 +156,8 @@ pub enum Kind {
         learn: bool,
         /// How many intervals of silence fire.
         factor: f64,
+        /// Hold the series back while their feed has been silent this long.
+        hold_while_feed_silent_ms: Option<i64>,
     },
     /// ClickHouse SQL run every `interval_ms`: each result row is one alert instance, its
     /// `by` columns the labels and `value_column` the value. A row holds until the next
@@ -667,12 +669,17 @@ impl Cx<'_> {
         {
             self.error(&f.referenced, "factor must be a number of at least 1");
         }
+        let hold_while_feed_silent_ms = match &a.hold_while_feed_silent {
+            Some(h) => Some(self.positive(h, "hold_while_feed_silent")?),
+            None => None,
+        };
         Some(Kind::Absence {
             expected_ms,
             interval_by,
             intervals,
             learn: a.learn,
             factor,
+            hold_while_feed_silent_ms,
         })
     }
 

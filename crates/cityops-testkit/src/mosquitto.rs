@@ -196,6 +196,33 @@ impl Mosquitto {
         Ok(())
     }
 
+    /// Publishes each `(topic, payload)` at QoS 1 over one connection and waits for every
+    /// acknowledgement (a round of many devices, each on its own topic).
+    pub async fn publish_many(&self, messages: &[(String, Vec<u8>)]) -> anyhow::Result<()> {
+        let id = format!("testkit-pub-{}", crate::free_port());
+        let (client, mut events) = AsyncClient::new(self.options(&id), 100);
+        let mut acked = 0;
+        let mut sent = 0;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while acked < messages.len() {
+            while sent < messages.len() && sent - acked < 10 {
+                let (topic, payload) = &messages[sent];
+                client
+                    .publish(topic, QoS::AtLeastOnce, false, payload.clone())
+                    .await?;
+                sent += 1;
+            }
+            let event = tokio::time::timeout_at(deadline, events.poll())
+                .await
+                .context("timed out waiting for PUBACKs")??;
+            if let Event::Incoming(Packet::PubAck(_)) = event {
+                acked += 1;
+            }
+        }
+        client.disconnect().await?;
+        Ok(())
+    }
+
     /// Subscribes to `filter` at QoS 1; returns once the broker confirmed the subscription.
     pub async fn subscribe(&self, filter: &str) -> anyhow::Result<MqttSubscription> {
         let id = format!("testkit-sub-{}", crate::free_port());

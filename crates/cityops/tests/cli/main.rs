@@ -6,6 +6,7 @@
 mod alert;
 mod alert_actions;
 mod alert_console;
+mod alert_feed;
 mod alert_queries;
 mod check;
 mod decode;
