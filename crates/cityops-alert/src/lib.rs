@@ -4,6 +4,7 @@
 //! and the `alert_events` history. `cityops alert` calls [`run`].
 
 pub mod api;
+pub mod backtest;
 pub mod console;
 pub mod handling;
 pub mod history;

@@ -127,11 +127,28 @@ enum Data {
     },
 }
 
-/// When a feed's events last arrived, and when it last came back after a silence.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// When a feed's events last arrived, and when it last came back after a silence of each of
+/// the rules' hold durations (`resumed[i]` for `Engine::holds[i]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct FeedClock {
     last: i64,
-    resumed_at: i64,
+    #[serde(default)]
+    resumed: Vec<i64>,
+}
+
+impl FeedClock {
+    fn arrive(&mut self, arrival: i64, holds: &[i64]) {
+        self.resumed.resize(holds.len(), NEVER);
+        if self.last != NEVER {
+            let gap = arrival.saturating_sub(self.last);
+            for (hold, resumed) in holds.iter().zip(&mut self.resumed) {
+                if gap > *hold {
+                    *resumed = arrival;
+                }
+            }
+        }
+        self.last = self.last.max(arrival);
+    }
 }
 
 fn feed_key(feed: &str) -> u64 {
@@ -252,9 +269,9 @@ pub struct Engine {
     rules: Vec<RuleState>,
     /// Feeds' arrival clocks, kept once any absence rule holds back on a silent feed.
     feeds: HashMap<u64, FeedClock>,
-    /// A gap longer than this between two arrivals of a feed is a silence it resumes from
-    /// (the shortest `hold_while_feed_silent` of the rules; None: no rule holds back).
-    feed_silence_ms: Option<i64>,
+    /// The distinct `hold_while_feed_silent` durations of the rules, sorted (empty: no rule
+    /// holds back, no clocks kept).
+    holds: Vec<i64>,
 }
 
 /// A rule's series, as a snapshot stores them.
@@ -275,6 +292,9 @@ pub struct Snapshot {
     /// The feeds' arrival clocks.
     #[serde(default)]
     feeds: Vec<(u64, FeedClock)>,
+    /// The hold durations the clocks' `resumed` entries are for.
+    #[serde(default)]
+    holds: Vec<i64>,
 }
 
 impl Snapshot {
@@ -287,7 +307,7 @@ impl Snapshot {
 impl Engine {
     /// An engine for `rules`, with no series yet.
     pub fn new(rules: RuleSet) -> Engine {
-        let feed_silence_ms = rules
+        let mut holds: Vec<i64> = rules
             .rules
             .iter()
             .filter_map(|r| match r.kind {
@@ -297,10 +317,12 @@ impl Engine {
                 } => hold_while_feed_silent_ms,
                 _ => None,
             })
-            .min();
+            .collect();
+        holds.sort_unstable();
+        holds.dedup();
         Engine {
             feeds: HashMap::new(),
-            feed_silence_ms,
+            holds,
             rules: rules
                 .rules
                 .into_iter()
@@ -328,7 +350,13 @@ impl Engine {
             .map(|r| ((Arc::clone(&r.rule.name), r.rule.state_key), r))
             .collect();
         let mut fresh = Engine::new(rules);
-        self.feed_silence_ms = fresh.feed_silence_ms;
+        if fresh.holds != self.holds {
+            // The clocks' "resumed" entries were for other durations: they start again.
+            for clock in self.feeds.values_mut() {
+                clock.resumed = vec![NEVER; fresh.holds.len()];
+            }
+            self.holds = fresh.holds.clone();
+        }
         for state in &mut fresh.rules {
             if let Some(previous) =
                 old.remove(&(Arc::clone(&state.rule.name), state.rule.state_key))
@@ -351,18 +379,14 @@ impl Engine {
     pub fn observe(&mut self, event: &Event, out: &mut Vec<Transition>) {
         let arrival = event.ingested_at.as_millis();
         let ts = event.ts.as_millis();
-        if let Some(gap) = self.feed_silence_ms {
-            let clock = self
-                .feeds
+        if !self.holds.is_empty() {
+            self.feeds
                 .entry(feed_key(&event.feed))
                 .or_insert(FeedClock {
                     last: NEVER,
-                    resumed_at: NEVER,
-                });
-            if clock.last != NEVER && arrival.saturating_sub(clock.last) > gap {
-                clock.resumed_at = arrival;
-            }
-            clock.last = clock.last.max(arrival);
+                    resumed: Vec::new(),
+                })
+                .arrive(arrival, &self.holds);
         }
         for state in &mut self.rules {
             if matches!(state.rule.kind, Kind::Query { .. }) || !state.rule.selector.matches(event)
@@ -464,7 +488,7 @@ impl Engine {
                 }
                 state.next_absence_check = now_ms.saturating_add(ABSENCE_CHECK_MS);
             }
-            state.tick(now_ms, false, &self.feeds, out);
+            state.tick(now_ms, false, &self.feeds, &self.holds, out);
         }
     }
 
@@ -564,7 +588,7 @@ impl Engine {
     /// buffered events up to `t` are applied and every series' clock moves to `t`.
     pub fn settle(&mut self, t: i64, out: &mut Vec<Transition>) {
         for state in &mut self.rules {
-            state.tick(t, true, &self.feeds, out);
+            state.tick(t, true, &self.feeds, &self.holds, out);
         }
     }
 
@@ -592,14 +616,15 @@ impl Engine {
     pub fn warm(&mut self, event: &Event) {
         let arrival = event.ingested_at.as_millis();
         let ts = event.ts.as_millis();
-        if self.feed_silence_ms.is_some() {
+        if !self.holds.is_empty() {
             let clock = self
                 .feeds
                 .entry(feed_key(&event.feed))
                 .or_insert(FeedClock {
                     last: NEVER,
-                    resumed_at: NEVER,
+                    resumed: Vec::new(),
                 });
+            clock.resumed.resize(self.holds.len(), NEVER);
             clock.last = clock.last.max(arrival);
         }
         for state in &mut self.rules {
@@ -692,7 +717,8 @@ impl Engine {
     /// The state to keep across a restart.
     pub fn snapshot(&self) -> Snapshot {
         Snapshot {
-            feeds: self.feeds.iter().map(|(k, v)| (*k, *v)).collect(),
+            feeds: self.feeds.iter().map(|(k, v)| (*k, v.clone())).collect(),
+            holds: self.holds.clone(),
             rules: self
                 .rules
                 .iter()
@@ -709,8 +735,14 @@ impl Engine {
     /// how many series were restored.
     pub fn restore(&mut self, snapshot: Snapshot) -> usize {
         let mut restored = 0;
-        if self.feed_silence_ms.is_some() {
-            self.feeds.extend(snapshot.feeds);
+        if !self.holds.is_empty() {
+            let same = snapshot.holds == self.holds;
+            for (feed, mut clock) in snapshot.feeds {
+                if !same {
+                    clock.resumed = vec![NEVER; self.holds.len()];
+                }
+                self.feeds.insert(feed, clock);
+            }
         }
         for saved in snapshot.rules {
             if let Some(state) = self
@@ -958,11 +990,12 @@ impl RuleState {
         now: i64,
         settle: bool,
         feeds: &HashMap<u64, FeedClock>,
+        holds: &[i64],
         out: &mut Vec<Transition>,
     ) {
         for (fingerprint, series) in &mut self.series {
             let mut em = Emit::new(&self.rule, &self.timers, *fingerprint, &mut self.stats, out);
-            tick_series(&mut em, series, now, settle, feeds);
+            tick_series(&mut em, series, now, settle, (feeds, holds));
         }
     }
 }
@@ -981,7 +1014,7 @@ fn tick_series(
     series: &mut Series,
     now: i64,
     settle: bool,
-    feeds: &HashMap<u64, FeedClock>,
+    feeds: (&HashMap<u64, FeedClock>, &[i64]),
 ) {
     if let Data::Absence { .. } = series.data {
         absence_tick(em, series, now, feeds);
@@ -1263,7 +1296,12 @@ fn absence_limit(rule: &Rule, data: &Data) -> Option<i64> {
     Some((interval * factor).ceil() as i64)
 }
 
-fn absence_tick(em: &mut Emit<'_>, series: &mut Series, now: i64, feeds: &HashMap<u64, FeedClock>) {
+fn absence_tick(
+    em: &mut Emit<'_>,
+    series: &mut Series,
+    now: i64,
+    (feeds, holds): (&HashMap<u64, FeedClock>, &[i64]),
+) {
     let Data::Absence {
         last_arrival, feed, ..
     } = series.data
@@ -1285,11 +1323,24 @@ fn absence_tick(em: &mut Emit<'_>, series: &mut Series, now: i64, feeds: &HashMa
     {
         // The feed as a whole is silent: this series says nothing new (the feed's own alert
         // does). Back from a silence, the series' silence counts from the feed's return.
-        if now.saturating_sub(clock.last) > hold && series.lifecycle.state() == AlertState::Inactive
-        {
-            return;
+        if now.saturating_sub(clock.last) > hold {
+            match series.lifecycle.state() {
+                AlertState::Inactive => return,
+                // Pending when the feed went quiet: that silence is the feed's, not its own.
+                AlertState::Pending => {
+                    em.step(series, now, false, true);
+                    return;
+                }
+                _ => {}
+            }
         }
-        since = since.max(clock.resumed_at);
+        if let Some(resumed) = holds
+            .iter()
+            .position(|h| *h == hold)
+            .and_then(|i| clock.resumed.get(i))
+        {
+            since = since.max(*resumed);
+        }
     }
     let silent_from = since.saturating_add(limit);
     if now > silent_from && series.lifecycle.state() == AlertState::Inactive {

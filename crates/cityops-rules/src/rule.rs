@@ -673,6 +673,16 @@ impl Cx<'_> {
             Some(h) => Some(self.positive(h, "hold_while_feed_silent")?),
             None => None,
         };
+        let shortest = intervals.values().copied().chain(expected_ms).min();
+        if let (Some(hold), Some(interval), Some(h)) =
+            (hold_while_feed_silent_ms, shortest, &a.hold_while_feed_silent)
+            && hold as f64 >= interval as f64 * factor
+        {
+            self.error(
+                &h.referenced,
+                "hold_while_feed_silent: must be shorter than the silence that fires (interval × factor), or a device's alert comes before the feed counts as silent",
+            );
+        }
         Some(Kind::Absence {
             expected_ms,
             interval_by,
