@@ -171,7 +171,11 @@ pub fn event_filter(rules: &RuleSet) -> String {
         if !all {
             filter.push_str(&format!(
                 " AND {field} IN ({})",
-                values.iter().map(|v| quote(v)).collect::<Vec<_>>().join(", ")
+                values
+                    .iter()
+                    .map(|v| quote(v))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ));
         }
     }
@@ -359,7 +363,10 @@ mod tests {
         let set = rules(
             "groups:\n- name: g\n  rules:\n  - alert: A\n    match: '{feed=\"water_level\", metric=\"water_level\"}'\n    threshold: {fire: '> 2.5'}\n  - alert: B\n    match: '{feed=\"air_quality\"}'\n    absence: {expected_interval: 1m}\n",
         );
-        assert_eq!(event_filter(&set), " AND feed IN ('air_quality', 'water_level')");
+        assert_eq!(
+            event_filter(&set),
+            " AND feed IN ('air_quality', 'water_level')"
+        );
     }
 
     #[test]

@@ -674,9 +674,11 @@ impl Cx<'_> {
             None => None,
         };
         let shortest = intervals.values().copied().chain(expected_ms).min();
-        if let (Some(hold), Some(interval), Some(h)) =
-            (hold_while_feed_silent_ms, shortest, &a.hold_while_feed_silent)
-            && hold as f64 >= interval as f64 * factor
+        if let (Some(hold), Some(interval), Some(h)) = (
+            hold_while_feed_silent_ms,
+            shortest,
+            &a.hold_while_feed_silent,
+        ) && hold as f64 >= interval as f64 * factor
         {
             self.error(
                 &h.referenced,

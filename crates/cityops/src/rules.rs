@@ -214,7 +214,11 @@ fn backtest(args: &BacktestArgs) -> anyhow::Result<()> {
     let rules = load(&files).map_err(|errors| {
         anyhow::anyhow!(
             "the rules do not load:\n{}",
-            errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")
+            errors
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("\n")
         )
     })?;
     let from_ms = parse_time(&args.from, "from")?.div_euclid(1_000) * 1_000;
@@ -225,7 +229,9 @@ fn backtest(args: &BacktestArgs) -> anyhow::Result<()> {
         "stored" => Arrival::Stored,
         other => anyhow::bail!("--arrival {other:?}: event or stored"),
     };
-    let tick_ms = i64::try_from(args.tick.as_millis()).unwrap_or(i64::MAX).max(1_000);
+    let tick_ms = i64::try_from(args.tick.as_millis())
+        .unwrap_or(i64::MAX)
+        .max(1_000);
     let options = Options {
         from_ms,
         to_ms,
@@ -296,7 +302,11 @@ fn backtest(args: &BacktestArgs) -> anyhow::Result<()> {
         writeln!(
             out,
             "{:<32} {:>7} {:>9} {:>14} {:>6}",
-            s.rule, s.fired, s.instances, firing.to_string(), s.flaps
+            s.rule,
+            s.fired,
+            s.instances,
+            firing.to_string(),
+            s.flaps
         )?;
     }
     writeln!(

@@ -63,8 +63,13 @@ impl Rig {
 
     /// Services, a rule file and a migrated `database`.
     pub(crate) fn start_in(database: &str) -> Rig {
+        Rig::start_with(database, "")
+    }
+
+    /// As [`Rig::start_in`], with `mosquitto_extra` appended to mosquitto's config.
+    pub(crate) fn start_with(database: &str, mosquitto_extra: &str) -> Rig {
         let rig = Rig {
-            mosquitto: Mosquitto::start(),
+            mosquitto: Mosquitto::start_with_config(mosquitto_extra),
             alertmanager: Alertmanager::start(),
             clickhouse: ClickHouseServer::start(),
             dir: tempfile::tempdir().unwrap(),

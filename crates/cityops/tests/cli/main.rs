@@ -5,6 +5,7 @@
 
 mod alert;
 mod alert_actions;
+mod alert_backtest;
 mod alert_console;
 mod alert_feed;
 mod alert_queries;
