@@ -124,8 +124,8 @@ async fn a_backtest_of_a_simulated_day_gives_the_transitions_the_live_alerter_ma
         async || {
             let m = alerter.metrics().await;
             let read = metric_sum(&m, "cityops_alert_source_messages_total", &[]);
-        eprintln!("alerter read {read} of {sent}");
-        (read >= sent).then_some(())
+            eprintln!("alerter read {read} of {sent}");
+            (read >= sent).then_some(())
         },
     )
     .await;
