@@ -22,9 +22,18 @@ use std::sync::{Arc, PoisonError};
 pub fn routes(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/api/v1/alerts", get(alerts))
-        .route("/api/v1/alerts/{fingerprint}/ack", post(ack))
-        .route("/api/v1/alerts/{fingerprint}/unack", post(unack))
-        .route("/api/v1/alerts/{fingerprint}/comment", post(comment))
+        .route(
+            "/api/v1/alerts/{fingerprint}/ack",
+            action_route(ActionKind::Acknowledged),
+        )
+        .route(
+            "/api/v1/alerts/{fingerprint}/unack",
+            action_route(ActionKind::Unacknowledged),
+        )
+        .route(
+            "/api/v1/alerts/{fingerprint}/comment",
+            action_route(ActionKind::Commented),
+        )
         .route("/api/v1/alerts/{fingerprint}/history", get(history))
         .route("/api/v1/whoami", get(whoami))
         .route("/api/v1/rules", get(rules))
@@ -152,48 +161,15 @@ struct ActionBody {
     comment: Option<String>,
 }
 
-async fn ack(
-    State(shared): State<Arc<Shared>>,
-    Path(fingerprint): Path<String>,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
-) -> Response {
-    act(
-        &shared,
-        &fingerprint,
-        &headers,
-        &body,
-        ActionKind::Acknowledged,
-    )
-}
-
-async fn unack(
-    State(shared): State<Arc<Shared>>,
-    Path(fingerprint): Path<String>,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
-) -> Response {
-    act(
-        &shared,
-        &fingerprint,
-        &headers,
-        &body,
-        ActionKind::Unacknowledged,
-    )
-}
-
-async fn comment(
-    State(shared): State<Arc<Shared>>,
-    Path(fingerprint): Path<String>,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
-) -> Response {
-    act(
-        &shared,
-        &fingerprint,
-        &headers,
-        &body,
-        ActionKind::Commented,
+/// The handler of one kind of action.
+fn action_route(kind: ActionKind) -> axum::routing::MethodRouter<Arc<Shared>> {
+    post(
+        move |State(shared): State<Arc<Shared>>,
+              Path(fingerprint): Path<String>,
+              headers: HeaderMap,
+              body: axum::body::Bytes| async move {
+            act(&shared, &fingerprint, &headers, &body, kind)
+        },
     )
 }
 

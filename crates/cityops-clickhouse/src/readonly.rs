@@ -138,7 +138,7 @@ impl ReadOnlyClient {
             request = request.header("X-ClickHouse-Key", password);
         }
         let timeout_ms = limits.timeout.as_millis() as u64;
-        let response = request.send().await.map_err(|e| {
+        let transport = |e: reqwest::Error| {
             if e.is_timeout() {
                 ReadOnlyError::Timeout {
                     after_ms: timeout_ms,
@@ -146,17 +146,10 @@ impl ReadOnlyClient {
             } else {
                 ReadOnlyError::Transport(e.to_string())
             }
-        })?;
+        };
+        let response = request.send().await.map_err(transport)?;
         let status = response.status();
-        let body = response.bytes().await.map_err(|e| {
-            if e.is_timeout() {
-                ReadOnlyError::Timeout {
-                    after_ms: timeout_ms,
-                }
-            } else {
-                ReadOnlyError::Transport(e.to_string())
-            }
-        })?;
+        let body = response.bytes().await.map_err(transport)?;
         if !status.is_success() {
             let text = String::from_utf8_lossy(&body);
             let code = error_code_of(&text);

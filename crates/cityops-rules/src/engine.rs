@@ -379,15 +379,7 @@ impl Engine {
     pub fn observe(&mut self, event: &Event, out: &mut Vec<Transition>) {
         let arrival = event.ingested_at.as_millis();
         let ts = event.ts.as_millis();
-        if !self.holds.is_empty() {
-            self.feeds
-                .entry(feed_key(&event.feed))
-                .or_insert(FeedClock {
-                    last: NEVER,
-                    resumed: Vec::new(),
-                })
-                .arrive(arrival, &self.holds);
-        }
+        self.feed_arrival(&event.feed, arrival, true);
         for state in &mut self.rules {
             if matches!(state.rule.kind, Kind::Query { .. }) || !state.rule.selector.matches(event)
             {
@@ -489,6 +481,24 @@ impl Engine {
                 state.next_absence_check = now_ms.saturating_add(ABSENCE_CHECK_MS);
             }
             state.tick(now_ms, false, &self.feeds, &self.holds, out);
+        }
+    }
+
+    /// An event of `feed` arrived (`judge`: a gap before it may be a silence it resumes from;
+    /// a warm start's history only sets the clock).
+    fn feed_arrival(&mut self, feed: &str, arrival: i64, judge: bool) {
+        if self.holds.is_empty() {
+            return;
+        }
+        let clock = self.feeds.entry(feed_key(feed)).or_insert(FeedClock {
+            last: NEVER,
+            resumed: Vec::new(),
+        });
+        if judge {
+            clock.arrive(arrival, &self.holds);
+        } else {
+            clock.resumed.resize(self.holds.len(), NEVER);
+            clock.last = clock.last.max(arrival);
         }
     }
 
@@ -616,17 +626,7 @@ impl Engine {
     pub fn warm(&mut self, event: &Event) {
         let arrival = event.ingested_at.as_millis();
         let ts = event.ts.as_millis();
-        if !self.holds.is_empty() {
-            let clock = self
-                .feeds
-                .entry(feed_key(&event.feed))
-                .or_insert(FeedClock {
-                    last: NEVER,
-                    resumed: Vec::new(),
-                });
-            clock.resumed.resize(self.holds.len(), NEVER);
-            clock.last = clock.last.max(arrival);
-        }
+        self.feed_arrival(&event.feed, arrival, false);
         for state in &mut self.rules {
             if matches!(state.rule.kind, Kind::Query { .. })
                 || !state.rule.selector.matches(event)
