@@ -4,7 +4,7 @@
 //! ingest stored, and the two sets of transitions are compared.
 
 use crate::alert::{Rig, wait_for, wait_ready};
-use crate::ingest_support::{Ingest as Service, http_get, metric_sum};
+use crate::ingest_support::{Ingest as Service, metric_sum};
 use cityops_testkit::KafkaBroker;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
@@ -237,5 +237,4 @@ async fn a_backtest_of_a_simulated_day_gives_the_transitions_the_live_alerter_ma
         summary["events"],
         live.len()
     );
-    let _ = http_get(alerter.port, "/api/v1/alerts").await;
 }
