@@ -1,7 +1,8 @@
 """Runs SQL statements on the current ClickHouse engine in-process (chDB), for the tests.
 
 Reads a JSON array of statements on stdin, runs them in order in a fresh session, and prints a
-JSON array with, per statement, whether it ran, its error, and the number of result rows.
+JSON array with, per statement, whether it ran, its error, the number of result rows and the
+first 100 rows.
 Used by crates/cityops-clickhouse/tests to check the modern-only DDL and the example queries of
 docs/schema.md on ClickHouse 26.9, which cannot be installed here as a server.
 """
@@ -21,9 +22,10 @@ with tempfile.TemporaryDirectory() as path:
             out = sess.query(sql, "JSONEachRow")
             text = out.bytes().decode() if hasattr(out, "bytes") else str(out)
             rows = [line for line in text.splitlines() if line.strip()]
-            results.append({"ok": True, "rows": len(rows), "error": ""})
+            data = [json.loads(line) for line in rows[:100]]
+            results.append({"ok": True, "rows": len(rows), "error": "", "data": data})
         except Exception as error:  # chDB raises a plain RuntimeError with the server message
-            results.append({"ok": False, "rows": 0, "error": str(error)[:500]})
+            results.append({"ok": False, "rows": 0, "error": str(error)[:500], "data": []})
     version = sess.query("SELECT version()", "CSV")
     sess.close()
 print(json.dumps({"version": str(version).strip().strip('"'), "results": results}))

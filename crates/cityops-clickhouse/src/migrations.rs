@@ -39,6 +39,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(3, "alert_events", "0003_alert_events.sql"),
     migration!(4, "rollups", "0004_rollups.sql"),
     migration!(5, "alert_actions", "0005_alert_actions.sql"),
+    migration!(6, "alert_episodes", "0006_alert_episodes.sql"),
     migration!(1001, "modern_storage", "1001_modern_storage.sql"),
 ];
 

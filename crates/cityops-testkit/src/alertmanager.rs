@@ -27,13 +27,29 @@ pub type Alertmanager = Instance<AlertmanagerSpec>;
 impl Alertmanager {
     /// Starts a fresh instance on a free port and waits until it is ready.
     pub fn start() -> Self {
+        Self::start_with_receiver("")
+    }
+
+    /// As [`Alertmanager::start`], with its receiver also posting every notification (firing
+    /// and resolved) to the webhook `url`: what on-call staff would be sent.
+    pub fn start_notifying(url: &str) -> Self {
+        Self::start_with_receiver(&format!(
+            "    webhook_configs:\n      - url: \"{url}\"\n        send_resolved: true\n"
+        ))
+    }
+
+    fn start_with_receiver(receiver_config: &str) -> Self {
         let binary = require_binary("prometheus-alertmanager");
         let dir = instance_dir("alertmanager");
         make_dirs(dir.path(), &["conf", "data", "log"]);
         let port = crate::free_port();
         let conf = dir.path().join("conf/alertmanager.yml");
-        std::fs::write(&conf, render(&template("alertmanager.yml"), &[]))
-            .expect("write alertmanager.yml");
+        let mut config = render(&template("alertmanager.yml"), &[]);
+        if !config.ends_with('\n') {
+            config.push('\n');
+        }
+        config.push_str(receiver_config);
+        std::fs::write(&conf, config).expect("write alertmanager.yml");
         let process = ServiceProcess::new(
             "alertmanager",
             binary,

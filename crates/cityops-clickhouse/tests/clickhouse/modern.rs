@@ -12,12 +12,6 @@ const CHDB_VERSION: &str = "26.9.0";
 
 #[test]
 fn modern_ddl_ttl_and_example_queries_run_on_clickhouse_26() {
-    let chdb = cache_dir().join("chdb").join(CHDB_VERSION);
-    assert!(
-        chdb.join("chdb").is_dir(),
-        "chDB {CHDB_VERSION} is not installed at {}: run `make deps` in the repository root",
-        chdb.display()
-    );
     let mut statements: Vec<String> = MIGRATIONS
         .iter()
         .flat_map(|m| m.statements("cityops"))
@@ -38,6 +32,43 @@ fn modern_ddl_ttl_and_example_queries_run_on_clickhouse_26() {
     let queries = example_queries();
     statements.extend(queries.iter().map(|(_, sql)| sql.clone()));
 
+    let report = run_on_chdb(&statements);
+    let results = report["results"].as_array().unwrap();
+    assert_eq!(results.len(), statements.len());
+    for (i, result) in results.iter().enumerate() {
+        let what = if i < ddl_count {
+            "migration statement"
+        } else if i < ttl_end {
+            "TTL statement"
+        } else if i < seed_end {
+            "seed statement"
+        } else {
+            queries[i - seed_end].0.as_str()
+        };
+        assert_eq!(
+            result["ok"], true,
+            "{what} failed on ClickHouse 26: {}\n{}",
+            result["error"], statements[i]
+        );
+        if i >= seed_end {
+            assert!(
+                result["rows"].as_u64().unwrap() > 0,
+                "example query {what:?} found no rows on ClickHouse 26"
+            );
+        }
+    }
+}
+
+/// Runs `statements` in order in a fresh chDB session (deploy/clickhouse/chdb_run.py) and
+/// returns its report: the engine's version and, per statement, `ok`, `error`, `rows` and the
+/// first rows as `data`.
+pub fn run_on_chdb(statements: &[String]) -> serde_json::Value {
+    let chdb = cache_dir().join("chdb").join(CHDB_VERSION);
+    assert!(
+        chdb.join("chdb").is_dir(),
+        "chDB {CHDB_VERSION} is not installed at {}: run `make deps` in the repository root",
+        chdb.display()
+    );
     let mut child = Command::new("python3")
         .arg(repo_root().join("deploy/clickhouse/chdb_run.py"))
         .env("PYTHONPATH", &chdb)
@@ -63,28 +94,5 @@ fn modern_ddl_ttl_and_example_queries_run_on_clickhouse_26() {
         report["version"].as_str().unwrap().starts_with("26."),
         "{report}"
     );
-    let results = report["results"].as_array().unwrap();
-    assert_eq!(results.len(), statements.len());
-    for (i, result) in results.iter().enumerate() {
-        let what = if i < ddl_count {
-            "migration statement"
-        } else if i < ttl_end {
-            "TTL statement"
-        } else if i < seed_end {
-            "seed statement"
-        } else {
-            queries[i - seed_end].0.as_str()
-        };
-        assert_eq!(
-            result["ok"], true,
-            "{what} failed on ClickHouse 26: {}\n{}",
-            result["error"], statements[i]
-        );
-        if i >= seed_end {
-            assert!(
-                result["rows"].as_u64().unwrap() > 0,
-                "example query {what:?} found no rows on ClickHouse 26"
-            );
-        }
-    }
+    report
 }

@@ -14,7 +14,7 @@ const RETENTION: RetentionDays = RetentionDays {
     alert_events: 365,
 };
 
-async fn migrated() -> (ClickHouseServer, ClickHouse) {
+pub async fn migrated() -> (ClickHouseServer, ClickHouse) {
     let server = ClickHouseServer::start();
     let ch = ClickHouse::connect(&server.config("cityops"))
         .await

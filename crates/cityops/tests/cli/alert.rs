@@ -68,9 +68,18 @@ impl Rig {
 
     /// As [`Rig::start_in`], with `mosquitto_extra` appended to mosquitto's config.
     pub(crate) fn start_with(database: &str, mosquitto_extra: &str) -> Rig {
+        Rig::start_around(database, mosquitto_extra, Alertmanager::start())
+    }
+
+    /// As [`Rig::start_with`], around a given Alertmanager.
+    pub(crate) fn start_around(
+        database: &str,
+        mosquitto_extra: &str,
+        alertmanager: Alertmanager,
+    ) -> Rig {
         let rig = Rig {
             mosquitto: Mosquitto::start_with_config(mosquitto_extra),
-            alertmanager: Alertmanager::start(),
+            alertmanager,
             clickhouse: ClickHouseServer::start(),
             dir: tempfile::tempdir().unwrap(),
             database: database.to_owned(),
@@ -320,14 +329,14 @@ async fn proof_1_a_flood_series_over_mqtt_raises_an_alert_in_alertmanager_and_fa
 
 /// A webhook receiver: an HTTP server on 127.0.0.1 that answers 500 until `fail_until`, then
 /// 200, keeping every body it took.
-struct Receiver {
-    port: u16,
+pub(crate) struct Receiver {
+    pub(crate) port: u16,
     taken: Arc<Mutex<Vec<Value>>>,
     refused: Arc<Mutex<usize>>,
 }
 
 impl Receiver {
-    async fn start(fail_until: Instant) -> Receiver {
+    pub(crate) async fn start(fail_until: Instant) -> Receiver {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let taken = Arc::new(Mutex::new(Vec::new()));
@@ -346,7 +355,7 @@ impl Receiver {
         }
     }
 
-    fn taken(&self) -> Vec<Value> {
+    pub(crate) fn taken(&self) -> Vec<Value> {
         self.taken.lock().unwrap().clone()
     }
 }

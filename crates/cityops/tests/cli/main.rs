@@ -9,6 +9,7 @@ mod alert_backtest;
 mod alert_console;
 mod alert_feed;
 mod alert_queries;
+mod alert_replicas;
 mod check;
 mod decode;
 mod ingest_kafka;

@@ -1,0 +1,262 @@
+//! Two alerters with the same rules on real services: both notify one Alertmanager, which
+//! deduplicates; an acknowledgement made on one is seen by the other; one killed with -9 loses
+//! no notification; the history marks which replica wrote each row.
+
+use crate::alert::{Receiver, Rig, now_ms, wait_for};
+use crate::alert_actions::{api_alert, post};
+use cityops_testkit::Alertmanager;
+use serde_json::Value;
+use std::time::{Duration, Instant};
+
+const TOKEN: &str = "replica-token-0123456789abcdef";
+
+/// Writes replica `name`'s config: its own MQTT session (each replica reads every event), its
+/// name in the history, the peers' actions read every 300 ms, and the API token.
+fn replica_config(rig: &Rig, name: &str) -> std::path::PathBuf {
+    let path = rig.config(
+        name,
+        &format!("[[alert.api_tokens]]\nname = \"truc-ban\"\ntoken = \"{TOKEN}\"\n"),
+    );
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.contains("tick_ms = 100\n"));
+    let text = text.replacen(
+        "tick_ms = 100\n",
+        &format!("tick_ms = 100\nreplica = \"{name}\"\npeer_sync_ms = 300\n"),
+        1,
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// The alerts in Alertmanager's notifications to the receiver so far, with the notification's
+/// index: `(index, alert)`.
+fn notified(receiver: &Receiver) -> Vec<(usize, Value)> {
+    receiver
+        .taken()
+        .into_iter()
+        .enumerate()
+        .flat_map(|(i, body)| {
+            body["alerts"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .map(move |a| (i, a))
+        })
+        .collect()
+}
+
+fn is(alert: &Value, entity: &str, status: &str) -> bool {
+    alert["labels"]["alertname"] == "FloodGaugeHigh"
+        && alert["labels"]["entity_id"] == entity
+        && alert["status"] == status
+}
+
+/// Publishes `level` for `gauge` every 200 ms until `done` returns something (60 s at most).
+async fn publish_gauge_until<T>(
+    rig: &Rig,
+    gauge: &str,
+    level: f64,
+    what: &str,
+    mut done: impl AsyncFnMut() -> Option<T>,
+) -> T {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        rig.publish(gauge, "Cầu Rồng", level, now_ms()).await;
+        if let Some(found) = done().await {
+            return found;
+        }
+        assert!(Instant::now() < deadline, "{what}: not seen after 60 s");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_notify_once_share_acknowledgements_and_one_killed_with_9_loses_no_notification()
+ {
+    let receiver = Receiver::start(Instant::now()).await;
+    let alertmanager =
+        Alertmanager::start_notifying(&format!("http://127.0.0.1:{}/am", receiver.port));
+    let rig = Rig::start_around("proof", "", alertmanager);
+    let config_a = replica_config(&rig, "a");
+    let config_b = replica_config(&rig, "b");
+    let mut a = rig.spawn_ready(&config_a, "a").await;
+    let b = rig.spawn_ready(&config_b, "b").await;
+
+    // Both replicas fire; on-call staff are told once.
+    let fired = publish_gauge_until(
+        &rig,
+        "wl-cam-le-03",
+        2.6,
+        "FloodGaugeHigh firing on both replicas",
+        async || {
+            let on_a = api_alert(a.port, "FloodGaugeHigh")
+                .await
+                .filter(|x| x["state"] == "firing")?;
+            api_alert(b.port, "FloodGaugeHigh")
+                .await
+                .filter(|x| x["state"] == "firing")?;
+            Some(on_a)
+        },
+    )
+    .await;
+    let fp = fired["fingerprint"].as_str().unwrap().to_owned();
+    wait_for(
+        "a firing notification from Alertmanager",
+        Duration::from_secs(30),
+        async || {
+            notified(&receiver)
+                .iter()
+                .any(|(_, x)| is(x, "wl-cam-le-03", "firing"))
+                .then_some(())
+        },
+    )
+    .await;
+    let active = rig.am_alerts("FloodGaugeHigh").await;
+    assert_eq!(
+        active.len(),
+        1,
+        "two replicas' alerts are one in Alertmanager: {active:?}"
+    );
+
+    // Acknowledged on b; a sees it, and Alertmanager's next notification carries it.
+    let (status, body) = post(
+        b.port,
+        &format!("/api/v1/alerts/{fp}/ack"),
+        Some(TOKEN),
+        r#"{"who": "Lan", "comment": "Đội cứu hộ đang tới"}"#,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let acked_at = Instant::now();
+    let on_a = wait_for(
+        "the acknowledgement made on b in a's API",
+        Duration::from_secs(30),
+        async || {
+            api_alert(a.port, "FloodGaugeHigh")
+                .await
+                .filter(|x| x["acknowledged"]["by"] == "Lan (truc-ban)")
+        },
+    )
+    .await;
+    eprintln!(
+        "two alerters: acknowledgement on b seen by a after {:?}",
+        acked_at.elapsed()
+    );
+    assert_eq!(on_a["acknowledged"]["comment"], "Đội cứu hộ đang tới");
+    publish_gauge_until(
+        &rig,
+        "wl-cam-le-03",
+        2.6,
+        "one alert in Alertmanager, acknowledged by Lan, in a notification",
+        async || {
+            let alerts = rig.am_alerts("FloodGaugeHigh").await;
+            let settled = alerts.len() == 1
+                && alerts[0]["labels"]["acknowledged_by"] == "Lan (truc-ban)";
+            let told = notified(&receiver).iter().any(|(_, x)| {
+                is(x, "wl-cam-le-03", "firing") && x["labels"]["acknowledged_by"] == "Lan (truc-ban)"
+            });
+            (settled && told).then_some(())
+        },
+    )
+    .await;
+
+    // a is killed with -9: b alone tells of the resolve and of a new alert.
+    a.kill9();
+    let killed_at = Instant::now();
+    publish_gauge_until(
+        &rig,
+        "wl-cam-le-03",
+        2.2,
+        "the resolve notified after a was killed",
+        async || {
+            notified(&receiver)
+                .iter()
+                .any(|(_, x)| {
+                    is(x, "wl-cam-le-03", "resolved")
+                        && x["labels"]["acknowledged_by"] == "Lan (truc-ban)"
+                })
+                .then_some(())
+        },
+    )
+    .await;
+    eprintln!(
+        "two alerters: resolve notified {:?} after a was killed",
+        killed_at.elapsed()
+    );
+    publish_gauge_until(
+        &rig,
+        "wl-hoa-vang-07",
+        2.7,
+        "a new alert notified after a was killed",
+        async || {
+            notified(&receiver)
+                .iter()
+                .any(|(_, x)| is(x, "wl-hoa-vang-07", "firing"))
+                .then_some(())
+        },
+    )
+    .await;
+    assert!(
+        rig.am_alerts("FloodGaugeHigh")
+            .await
+            .iter()
+            .all(|x| x["labels"]["entity_id"] == "wl-hoa-vang-07"),
+        "the resolved alert is gone from Alertmanager"
+    );
+
+    // a comes back: it catches up with what it missed (the first gauge resolved, the second
+    // firing) and Alertmanager still has one alert.
+    let a = rig.spawn_ready(&config_a, "a-restarted").await;
+    wait_for(
+        "the restarted replica with the second gauge firing and the first resolved",
+        Duration::from_secs(60),
+        async || {
+            let (_, body) = crate::ingest_support::http_get(a.port, "/api/v1/alerts").await;
+            let v: Value = serde_json::from_str(&body).ok()?;
+            let alerts = v["data"]["alerts"].as_array()?;
+            let entities: Vec<&str> = alerts
+                .iter()
+                .filter(|x| x["alertname"] == "FloodGaugeHigh" && x["state"] == "firing")
+                .filter_map(|x| x["labels"]["entity_id"].as_str())
+                .collect();
+            (entities == ["wl-hoa-vang-07"]).then_some(())
+        },
+    )
+    .await;
+    let active = rig.am_alerts("FloodGaugeHigh").await;
+    assert_eq!(active.len(), 1, "{active:?}");
+
+    // The history: one episode of the first gauge, acknowledged once, every row marked with the
+    // replica that wrote it.
+    let rows = rig
+        .clickhouse
+        .rows(&format!(
+            "SELECT state, replica, count() AS n, uniqExact(alert_event_id) AS ids FROM proof.alert_events WHERE fingerprint = '{fp}' GROUP BY state, replica ORDER BY state, replica"
+        ))
+        .await
+        .unwrap();
+    eprintln!("two alerters: history of the first gauge by state and replica: {rows:?}");
+    assert!(
+        rows.iter()
+            .all(|r| r["replica"] == "a" || r["replica"] == "b"),
+        "{rows:?}"
+    );
+    let acks: u64 = rows
+        .iter()
+        .filter(|r| r["state"] == "acknowledged")
+        .map(|r| r["n"].as_str().unwrap_or("0").parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(acks, 1, "the acknowledgement is written once, by b: {rows:?}");
+    let episodes = rig
+        .clickhouse
+        .rows(&format!(
+            "SELECT acknowledged_by, resolved_ms > 0 AS resolved, arraySort(replicas) AS replica_list FROM proof.alert_episodes WHERE fingerprint = '{fp}'"
+        ))
+        .await
+        .unwrap();
+    assert_eq!(episodes.len(), 1, "one episode: {episodes:?}");
+    assert_eq!(episodes[0]["acknowledged_by"], "Lan (truc-ban)");
+    assert_eq!(episodes[0]["resolved"], 1);
+    drop((a, b));
+}
