@@ -92,6 +92,12 @@ pub fn run(
         service::apply_all(&mut alerts, &mut resolved, &mut handling, n);
     }
     tracing::info!(series = restored, alerts = alerts.len(), replayed = replay.len(), dir = %alert.state_dir.display(), "state restored");
+    let started_ms = service::now_ms();
+    // Only a restart has something the brokers kept for it and a clock that ran on meanwhile.
+    let catching_up = alert.catch_up_ms > 0 && (restored > 0 || !alerts.is_empty());
+    if catching_up {
+        engine.hold_quiet_series(started_ms, i64::MAX);
+    }
     if alert.warm_start_ms > 0 {
         warm_start(&mut engine, &rule_set_for_warm, config, runtime, &metrics);
     } else {
@@ -122,7 +128,11 @@ pub fn run(
         input,
         metrics,
         external_url: alert.external_url.clone(),
+        caught_up: std::sync::atomic::AtomicBool::new(!catching_up),
     });
+    // Registered before the evaluator starts: its catch-up waits for them.
+    let mqtt_ready = readiness.register("mqtt");
+    let kafka_ready = readiness.register("kafka");
     let feeds = Arc::new(
         FeedSet::new(&config.feeds, config.rejects.max_raw_bytes)
             .map_err(AlertError::Source)?
@@ -138,6 +148,12 @@ pub fn run(
         shared: Arc::clone(&shared),
         tick: Duration::from_millis(alert.tick_ms),
         snapshot_interval: Duration::from_millis(alert.snapshot_interval_ms),
+        catch_up: service::CatchUp {
+            started_ms,
+            catch_up_ms: i64::try_from(alert.catch_up_ms).unwrap_or(i64::MAX),
+            readiness: readiness.clone(),
+            ends_ms: None,
+        },
     };
     let evaluator_cancel = CancellationToken::new();
     let evaluator_thread = {
@@ -194,8 +210,6 @@ pub fn run(
         server_stop.clone(),
     ));
 
-    let mqtt_ready = readiness.register("mqtt");
-    let kafka_ready = readiness.register("kafka");
     let mqtt_task = sources::start_mqtt(
         config,
         Arc::clone(&feeds),

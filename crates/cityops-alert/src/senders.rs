@@ -80,6 +80,13 @@ pub async fn alertmanager(config: AlertConfig, shared: Arc<Shared>, cancel: Canc
             () = shared.alertmanager_wake.notified() => {}
             () = tokio::time::sleep(wait) => {}
         }
+        // After a restart, what the state file says is firing may have resolved while this
+        // process was down (another replica may have told Alertmanager so): nothing is sent
+        // before the events that waited in the brokers are applied.
+        if !shared.caught_up.load(std::sync::atomic::Ordering::Acquire) {
+            wait = Duration::from_millis(100);
+            continue;
+        }
         let now = now_ms();
         let firing: Vec<Notice> = {
             let alerts = lock(&shared.alerts);

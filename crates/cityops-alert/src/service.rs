@@ -145,6 +145,9 @@ pub struct Shared {
     pub metrics: AlertMetrics,
     /// The alerter's address for `generatorURL`.
     pub external_url: String,
+    /// False after a restart until the events that waited in the brokers had their time
+    /// (`alert.catch_up_ms` after the sources are ready); Alertmanager is sent nothing before.
+    pub caught_up: std::sync::atomic::AtomicBool,
 }
 
 /// Milliseconds since the epoch, now.
@@ -195,7 +198,29 @@ pub struct Evaluator {
     pub snapshot_interval: Duration,
     /// The default escalation policy.
     pub escalation: cityops_config::EscalationConfig,
+    /// The wait after a restart for what the brokers kept.
+    pub catch_up: CatchUp,
 }
+
+/// After a restart with saved state, the wait for the events that waited in the brokers:
+/// quiet series are held ([`cityops_rules::Engine::hold_quiet_series`]) and Alertmanager is
+/// sent nothing until `catch_up_ms` after the sources are ready (or after
+/// [`SOURCES_WAIT_MAX_MS`] without them).
+pub struct CatchUp {
+    /// When this process started (ms since the epoch): the hold covers series without an
+    /// event since.
+    pub started_ms: i64,
+    /// `alert.catch_up_ms`.
+    pub catch_up_ms: i64,
+    /// The readiness of the sources.
+    pub readiness: cityops_telemetry::Readiness,
+    /// When the hold ends, known once the sources are ready.
+    pub ends_ms: Option<i64>,
+}
+
+/// How long the catch-up waits for the sources to become ready before it starts anyway (a
+/// broker that stays down must not hold every quiet series for ever).
+pub const SOURCES_WAIT_MAX_MS: i64 = 60_000;
 
 impl Evaluator {
     /// Runs until `cancel` or until every sender of `input` is gone.
@@ -234,6 +259,7 @@ impl Evaluator {
             }
             if Instant::now() >= next_tick {
                 let started = Instant::now();
+                self.catch_up(now_ms());
                 self.engine.tick(now_ms(), &mut transitions);
                 self.record(&mut transitions)?;
                 self.escalate()?;
@@ -314,6 +340,48 @@ impl Evaluator {
         let notices: Vec<Notice> = transitions.drain(..).map(|t| Notice::of(&t)).collect();
         record_notices(&self.shared, &notices)?;
         Ok(())
+    }
+
+    /// Ends the hold after a restart once the sources were ready for `catch_up_ms`.
+    fn catch_up(&mut self, now: i64) {
+        if self
+            .shared
+            .caught_up
+            .load(std::sync::atomic::Ordering::Acquire)
+        {
+            return;
+        }
+        let c = &mut self.catch_up;
+        let ends = match c.ends_ms {
+            Some(ends) => ends,
+            None => {
+                let ready = c.readiness.not_ready().is_empty();
+                if !ready && now - c.started_ms < SOURCES_WAIT_MAX_MS {
+                    return;
+                }
+                if !ready {
+                    tracing::warn!(
+                        waited_ms = now - c.started_ms,
+                        "the sources are not ready; catching up without them"
+                    );
+                }
+                let ends = now.saturating_add(c.catch_up_ms);
+                self.engine.hold_quiet_series(c.started_ms, ends);
+                c.ends_ms = Some(ends);
+                ends
+            }
+        };
+        if now >= ends {
+            self.engine.hold_quiet_series(c.started_ms, now);
+            self.shared
+                .caught_up
+                .store(true, std::sync::atomic::Ordering::Release);
+            self.shared.alertmanager_wake.notify_one();
+            tracing::info!(
+                after_ms = now - c.started_ms,
+                "caught up with the events that waited in the brokers"
+            );
+        }
     }
 
     /// Escalates the firing alerts nobody acknowledged in time.

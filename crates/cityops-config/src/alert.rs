@@ -80,6 +80,12 @@ pub struct AlertConfig {
     /// a single alerter needs none).
     #[serde(default = "default_peer_sync_ms")]
     pub peer_sync_ms: u64,
+    /// After a restart with saved state: once the sources are ready, how long series that have
+    /// had no event since the start are not moved on by processing time alone, and nothing is
+    /// sent to Alertmanager, so that the events that waited in the brokers are applied first
+    /// (0: no wait).
+    #[serde(default = "default_catch_up_ms")]
+    pub catch_up_ms: u64,
 }
 
 /// One bearer token of the API.
@@ -130,6 +136,9 @@ fn default_replica() -> String {
 }
 fn default_peer_sync_ms() -> u64 {
     0
+}
+fn default_catch_up_ms() -> u64 {
+    5_000
 }
 
 /// `[alert.queries]`: the read-only ClickHouse user query rules run as, and their limits.
@@ -284,6 +293,7 @@ impl Default for AlertConfig {
             escalation: EscalationConfig::default(),
             replica: default_replica(),
             peer_sync_ms: default_peer_sync_ms(),
+            catch_up_ms: default_catch_up_ms(),
         }
     }
 }

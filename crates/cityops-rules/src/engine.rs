@@ -272,6 +272,9 @@ pub struct Engine {
     /// The distinct `hold_while_feed_silent` durations of the rules, sorted (empty: no rule
     /// holds back, no clocks kept).
     holds: Vec<i64>,
+    /// After a restart: series without an event since `.0` are not moved on by processing
+    /// time before `.1` ([`Engine::hold_quiet_series`]).
+    quiet_hold: Option<(i64, i64)>,
 }
 
 /// A rule's series, as a snapshot stores them.
@@ -323,6 +326,7 @@ impl Engine {
         Engine {
             feeds: HashMap::new(),
             holds,
+            quiet_hold: None,
             rules: rules
                 .rules
                 .into_iter()
@@ -480,8 +484,24 @@ impl Engine {
                 }
                 state.next_absence_check = now_ms.saturating_add(ABSENCE_CHECK_MS);
             }
-            state.tick(now_ms, false, &self.feeds, &self.holds, out);
+            state.tick(
+                now_ms,
+                false,
+                &self.feeds,
+                &self.holds,
+                self.quiet_hold,
+                out,
+            );
         }
+    }
+
+    /// Until `until_ms`, a series that has had no event arriving since `since_ms` is not moved
+    /// on by processing time alone (no `for` completes, no silence is judged, its clock stays):
+    /// after a restart, the events that waited in the brokers for this process arrive first,
+    /// and are applied instead of being late against a clock that ran on while it was down.
+    /// Calling it again replaces the hold; `until_ms` at or before now ends it.
+    pub fn hold_quiet_series(&mut self, since_ms: i64, until_ms: i64) {
+        self.quiet_hold = Some((since_ms, until_ms));
     }
 
     /// An event of `feed` arrived (`judge`: a gap before it may be a silence it resumes from;
@@ -598,7 +618,7 @@ impl Engine {
     /// buffered events up to `t` are applied and every series' clock moves to `t`.
     pub fn settle(&mut self, t: i64, out: &mut Vec<Transition>) {
         for state in &mut self.rules {
-            state.tick(t, true, &self.feeds, &self.holds, out);
+            state.tick(t, true, &self.feeds, &self.holds, None, out);
         }
     }
 
@@ -991,9 +1011,17 @@ impl RuleState {
         settle: bool,
         feeds: &HashMap<u64, FeedClock>,
         holds: &[i64],
+        quiet_hold: Option<(i64, i64)>,
         out: &mut Vec<Transition>,
     ) {
         for (fingerprint, series) in &mut self.series {
+            if let Some((since, until)) = quiet_hold
+                && now < until
+                && series.last_arrival < since
+                && !series.buffer.iter().any(|o| o.arrival >= since)
+            {
+                continue;
+            }
             let mut em = Emit::new(&self.rule, &self.timers, *fingerprint, &mut self.stats, out);
             tick_series(&mut em, series, now, settle, (feeds, holds));
         }
@@ -1478,6 +1506,78 @@ mod tests {
         e.tick(10_000, &mut out);
         assert_eq!(e.series_count(), n);
         e.state_bytes() / n
+    }
+
+    /// An event of `entity` at `ts` that arrives at `arrival`.
+    fn arriving(entity: &str, ts: i64, arrival: i64, value: f64) -> Event {
+        let mut e = at(entity, ts, Some(value));
+        e.ingested_at = cityops_event::Timestamp::from_millis(arrival).expect("test time");
+        e
+    }
+
+    #[test]
+    fn after_a_restart_the_events_that_waited_are_applied_before_quiet_clocks_move_on() {
+        let rules = "groups:\n- name: g\n  lateness: 500ms\n  rules:\n  - alert: High\n    match: '{}'\n    by: [entity_id]\n    threshold: {fire: '> 2.5', clear: '< 2.3'}\n    for: 3s\n";
+        let mut out = Vec::new();
+        let mut before = engine(rules);
+        for t in (0..=5_000).step_by(500) {
+            before.observe(&arriving("g1", t, t, 2.6), &mut out);
+            before.tick(t, &mut out);
+        }
+        assert!(out.iter().any(|t| t.to == AlertState::Firing), "{out:?}");
+        let saved = before.snapshot();
+        // Down from 5 s to 20 s; meanwhile the gauge fell to 2.2 at 6 s (the broker kept it).
+        let restarted = |hold: bool| {
+            let mut e = engine(rules);
+            e.restore(saved.clone());
+            if hold {
+                e.hold_quiet_series(20_000, 25_000);
+            }
+            let mut out = Vec::new();
+            e.tick(20_000, &mut out);
+            e.observe(&arriving("g1", 6_000, 20_050, 2.2), &mut out);
+            for now in (20_100..=26_000).step_by(100) {
+                e.tick(now, &mut out);
+            }
+            let late = e.rules().map(|(_, stats, _)| stats.late).sum::<u64>();
+            (out, late)
+        };
+        let (without, late) = restarted(false);
+        assert_eq!(
+            late, 1,
+            "without the hold the clock ran on and the event is late"
+        );
+        assert!(without.is_empty(), "{without:?}");
+        let (with, late) = restarted(true);
+        assert_eq!(late, 0);
+        let resolved: Vec<_> = with
+            .iter()
+            .filter(|t| t.to == AlertState::Resolved)
+            .collect();
+        assert_eq!(resolved.len(), 1, "{with:?}");
+        assert_eq!(resolved[0].at_ms, 6_000, "resolved at the event's time");
+    }
+
+    #[test]
+    fn a_held_quiet_series_moves_on_once_the_hold_ends() {
+        let rules = "groups:\n- name: g\n  lateness: 500ms\n  rules:\n  - alert: High\n    match: '{}'\n    by: [entity_id]\n    threshold: {fire: '> 2.5'}\n    for: 3s\n";
+        let mut out = Vec::new();
+        let mut before = engine(rules);
+        before.observe(&arriving("g1", 1_000, 1_000, 2.6), &mut out);
+        before.tick(1_600, &mut out);
+        assert!(out.iter().all(|t| t.to == AlertState::Pending), "{out:?}");
+        let mut e = engine(rules);
+        e.restore(before.snapshot());
+        e.hold_quiet_series(20_000, 25_000);
+        let mut out = Vec::new();
+        for now in (20_000..25_000).step_by(100) {
+            e.tick(now, &mut out);
+        }
+        assert!(out.is_empty(), "nothing moves during the hold: {out:?}");
+        e.tick(25_000, &mut out);
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert_eq!(out[0].to, AlertState::Firing);
+        assert_eq!(out[0].at_ms, 4_000, "fired at since + for");
     }
 
     #[test]

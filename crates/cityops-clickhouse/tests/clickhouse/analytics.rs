@@ -85,32 +85,185 @@ fn history() -> Vec<Seed> {
     let mut rows = vec![
         // A flood alert both replicas saw (7 ms apart), acknowledged after 2 minutes with a
         // comment, resolved after 10 minutes.
-        seed("FloodGaugeHigh", "00000000000000a1", ("pending", "inactive"), FLOOD, -60 * s, "", 0, "a"),
-        seed("FloodGaugeHigh", "00000000000000a1", ("firing", "pending"), FLOOD, 0, "", 0, "a"),
-        seed("FloodGaugeHigh", "00000000000000a1", ("firing", "pending"), FLOOD, 7, "", 0, "b"),
-        seed("FloodGaugeHigh", "00000000000000a1", ("acknowledged", "firing"), FLOOD, 120 * s, "lan", 0, "a"),
-        seed("FloodGaugeHigh", "00000000000000a1", ("commented", "firing"), FLOOD, 130 * s, "lan", 0, "a"),
-        seed("FloodGaugeHigh", "00000000000000a1", ("resolved", "firing"), FLOOD, 600 * s, "", 0, "a"),
-        seed("FloodGaugeHigh", "00000000000000a1", ("resolved", "firing"), FLOOD, 600 * s + 5, "", 0, "b"),
+        seed(
+            "FloodGaugeHigh",
+            "00000000000000a1",
+            ("pending", "inactive"),
+            FLOOD,
+            -60 * s,
+            "",
+            0,
+            "a",
+        ),
+        seed(
+            "FloodGaugeHigh",
+            "00000000000000a1",
+            ("firing", "pending"),
+            FLOOD,
+            0,
+            "",
+            0,
+            "a",
+        ),
+        seed(
+            "FloodGaugeHigh",
+            "00000000000000a1",
+            ("firing", "pending"),
+            FLOOD,
+            7,
+            "",
+            0,
+            "b",
+        ),
+        seed(
+            "FloodGaugeHigh",
+            "00000000000000a1",
+            ("acknowledged", "firing"),
+            FLOOD,
+            120 * s,
+            "lan",
+            0,
+            "a",
+        ),
+        seed(
+            "FloodGaugeHigh",
+            "00000000000000a1",
+            ("commented", "firing"),
+            FLOOD,
+            130 * s,
+            "lan",
+            0,
+            "a",
+        ),
+        seed(
+            "FloodGaugeHigh",
+            "00000000000000a1",
+            ("resolved", "firing"),
+            FLOOD,
+            600 * s,
+            "",
+            0,
+            "a",
+        ),
+        seed(
+            "FloodGaugeHigh",
+            "00000000000000a1",
+            ("resolved", "firing"),
+            FLOOD,
+            600 * s + 5,
+            "",
+            0,
+            "b",
+        ),
         // Another gauge: not acknowledged in 15 minutes, escalated, acknowledged at 1000 s,
         // resolved at 30 minutes.
-        seed("FloodGaugeHigh", "00000000000000a2", ("firing", "inactive"), FLOOD_2, 3_600 * s, "", 0, "a"),
-        seed("FloodGaugeHigh", "00000000000000a2", ("escalated", "firing"), FLOOD_2, 4_500 * s, "cityops", 1, "a"),
-        seed("FloodGaugeHigh", "00000000000000a2", ("acknowledged", "firing"), FLOOD_2, 4_600 * s, "minh", 0, "a"),
-        seed("FloodGaugeHigh", "00000000000000a2", ("resolved", "firing"), FLOOD_2, 5_400 * s, "", 0, "a"),
+        seed(
+            "FloodGaugeHigh",
+            "00000000000000a2",
+            ("firing", "inactive"),
+            FLOOD_2,
+            3_600 * s,
+            "",
+            0,
+            "a",
+        ),
+        seed(
+            "FloodGaugeHigh",
+            "00000000000000a2",
+            ("escalated", "firing"),
+            FLOOD_2,
+            4_500 * s,
+            "cityops",
+            1,
+            "a",
+        ),
+        seed(
+            "FloodGaugeHigh",
+            "00000000000000a2",
+            ("acknowledged", "firing"),
+            FLOOD_2,
+            4_600 * s,
+            "minh",
+            0,
+            "a",
+        ),
+        seed(
+            "FloodGaugeHigh",
+            "00000000000000a2",
+            ("resolved", "firing"),
+            FLOOD_2,
+            5_400 * s,
+            "",
+            0,
+            "a",
+        ),
         // Still firing, nobody has acknowledged it.
-        seed("PM25AboveLastWeek", "00000000000000c1", ("firing", "inactive"), PM25, 20_000 * s, "", 0, "a"),
+        seed(
+            "PM25AboveLastWeek",
+            "00000000000000c1",
+            ("firing", "inactive"),
+            PM25,
+            20_000 * s,
+            "",
+            0,
+            "a",
+        ),
     ];
     // A flapping sensor: five episodes of two minutes, never acknowledged, and one pending
     // that never fired.
     for k in 0..5 {
         let start = (100 + k * 1_000) * s;
-        rows.push(seed("SensorSilent", "00000000000000b1", ("pending", "inactive"), SILENT, start - 60 * s, "", 0, "a"));
-        rows.push(seed("SensorSilent", "00000000000000b1", ("firing", "pending"), SILENT, start, "", 0, "a"));
-        rows.push(seed("SensorSilent", "00000000000000b1", ("resolved", "firing"), SILENT, start + 120 * s, "", 0, "a"));
+        rows.push(seed(
+            "SensorSilent",
+            "00000000000000b1",
+            ("pending", "inactive"),
+            SILENT,
+            start - 60 * s,
+            "",
+            0,
+            "a",
+        ));
+        rows.push(seed(
+            "SensorSilent",
+            "00000000000000b1",
+            ("firing", "pending"),
+            SILENT,
+            start,
+            "",
+            0,
+            "a",
+        ));
+        rows.push(seed(
+            "SensorSilent",
+            "00000000000000b1",
+            ("resolved", "firing"),
+            SILENT,
+            start + 120 * s,
+            "",
+            0,
+            "a",
+        ));
     }
-    rows.push(seed("SensorSilent", "00000000000000b1", ("pending", "inactive"), SILENT, 9_000 * s, "", 0, "a"));
-    rows.push(seed("SensorSilent", "00000000000000b1", ("inactive", "pending"), SILENT, 9_030 * s, "", 0, "a"));
+    rows.push(seed(
+        "SensorSilent",
+        "00000000000000b1",
+        ("pending", "inactive"),
+        SILENT,
+        9_000 * s,
+        "",
+        0,
+        "a",
+    ));
+    rows.push(seed(
+        "SensorSilent",
+        "00000000000000b1",
+        ("inactive", "pending"),
+        SILENT,
+        9_030 * s,
+        "",
+        0,
+        "a",
+    ));
     rows
 }
 
@@ -153,14 +306,20 @@ fn cell(v: &Value) -> String {
         Value::Null => "NULL".into(),
         Value::Number(n) => normalise_number(&n.to_string()),
         Value::String(s) => normalise_number(s),
-        Value::Array(items) => format!("[{}]", items.iter().map(cell).collect::<Vec<_>>().join(",")),
+        Value::Array(items) => {
+            format!("[{}]", items.iter().map(cell).collect::<Vec<_>>().join(","))
+        }
         other => other.to_string(),
     }
 }
 
 fn normalise_number(s: &str) -> String {
     match s.parse::<f64>() {
-        Ok(x) if x.is_finite() && !s.is_empty() && s.chars().all(|c| c.is_ascii_digit() || "-.eE+".contains(c)) => {
+        Ok(x)
+            if x.is_finite()
+                && !s.is_empty()
+                && s.chars().all(|c| c.is_ascii_digit() || "-.eE+".contains(c)) =>
+        {
             format!("{x}")
         }
         _ => s.to_owned(),
@@ -205,9 +364,17 @@ async fn alert_episodes_and_the_analytics_queries_give_the_figures_of_a_known_hi
     let episodes = table(&server.rows(EPISODES_SQL).await.unwrap());
     let start_ms = (start_s * 1_000).to_string();
     let flood = find(&episodes, "fingerprint", "00000000000000a1");
-    assert_eq!(flood.len(), 1, "two replicas' rows are one episode: {episodes:#?}");
+    assert_eq!(
+        flood.len(),
+        1,
+        "two replicas' rows are one episode: {episodes:#?}"
+    );
     let flood = flood[0];
-    assert_eq!(field(flood, "fired_ms"), start_ms, "the earliest replica's firing");
+    assert_eq!(
+        field(flood, "fired_ms"),
+        start_ms,
+        "the earliest replica's firing"
+    );
     assert_eq!(field(flood, "seconds_to_acknowledge"), "120");
     assert_eq!(field(flood, "acknowledged_by"), "lan");
     assert_eq!(field(flood, "seconds_to_resolve"), "600");
@@ -223,7 +390,11 @@ async fn alert_episodes_and_the_analytics_queries_give_the_figures_of_a_known_hi
     assert_eq!(field(escalated[0], "seconds_to_resolve"), "1800");
 
     let flapping = find(&episodes, "fingerprint", "00000000000000b1");
-    assert_eq!(flapping.len(), 5, "five episodes, the pending that never fired is none: {episodes:#?}");
+    assert_eq!(
+        flapping.len(),
+        5,
+        "five episodes, the pending that never fired is none: {episodes:#?}"
+    );
     for e in &flapping {
         assert_eq!(field(e, "seconds_to_resolve"), "120", "{e:?}");
         assert_eq!(field(e, "acknowledged_ms"), "0", "{e:?}");
@@ -264,27 +435,59 @@ async fn alert_episodes_and_the_analytics_queries_give_the_figures_of_a_known_hi
     let silent = find(by_rule, "rule", "SensorSilent");
     assert_eq!(field(silent[0], "episodes"), "5", "{by_rule:#?}");
     assert_eq!(field(silent[0], "acknowledged"), "0", "{by_rule:#?}");
-    assert_eq!(field(silent[0], "median_minutes_to_resolve"), "2", "{by_rule:#?}");
+    assert_eq!(
+        field(silent[0], "median_minutes_to_resolve"),
+        "2",
+        "{by_rule:#?}"
+    );
     let pm25 = find(by_rule, "rule", "PM25AboveLastWeek");
     assert_eq!(field(pm25[0], "still_firing"), "1", "{by_rule:#?}");
 
     let by_district = &on_clickhouse[1];
     let cam_le = find(by_district, "district", "Cẩm Lệ");
-    assert_eq!(field(cam_le[0], "mean_minutes_to_ack"), "2", "{by_district:#?}");
-    assert_eq!(field(cam_le[0], "mean_minutes_to_resolve"), "10", "{by_district:#?}");
+    assert_eq!(
+        field(cam_le[0], "mean_minutes_to_ack"),
+        "2",
+        "{by_district:#?}"
+    );
+    assert_eq!(
+        field(cam_le[0], "mean_minutes_to_resolve"),
+        "10",
+        "{by_district:#?}"
+    );
     let hai_chau = find(by_district, "district", "Hải Châu");
     assert_eq!(field(hai_chau[0], "episodes"), "5", "{by_district:#?}");
-    assert_eq!(field(hai_chau[0], "never_acknowledged"), "5", "{by_district:#?}");
-    assert_eq!(field(hai_chau[0], "mean_minutes_to_ack"), "NULL", "{by_district:#?}");
+    assert_eq!(
+        field(hai_chau[0], "never_acknowledged"),
+        "5",
+        "{by_district:#?}"
+    );
+    assert_eq!(
+        field(hai_chau[0], "mean_minutes_to_ack"),
+        "NULL",
+        "{by_district:#?}"
+    );
 
     let noisiest = &on_clickhouse[2];
     assert_eq!(field(&noisiest[0], "rule"), "SensorSilent", "{noisiest:#?}");
-    assert_eq!(field(&noisiest[0], "over_within_5_minutes"), "5", "{noisiest:#?}");
+    assert_eq!(
+        field(&noisiest[0], "over_within_5_minutes"),
+        "5",
+        "{noisiest:#?}"
+    );
     assert_eq!(field(&noisiest[0], "hours_firing"), "0.17", "{noisiest:#?}");
-    assert_eq!(field(&noisiest[0], "percent_acknowledged"), "0", "{noisiest:#?}");
+    assert_eq!(
+        field(&noisiest[0], "percent_acknowledged"),
+        "0",
+        "{noisiest:#?}"
+    );
     let flood = find(noisiest, "rule", "FloodGaugeHigh");
     assert_eq!(field(flood[0], "hours_firing"), "0.67", "{noisiest:#?}");
-    assert_eq!(field(flood[0], "percent_acknowledged"), "100", "{noisiest:#?}");
+    assert_eq!(
+        field(flood[0], "percent_acknowledged"),
+        "100",
+        "{noisiest:#?}"
+    );
 
     // The same statements on the current engine give the same rows (only the still-firing
     // episode's hours depend on the clock, so it is left out of the comparison).
@@ -309,7 +512,10 @@ async fn alert_episodes_and_the_analytics_queries_give_the_figures_of_a_known_hi
         .iter()
         .map(|r| table(r["data"].as_array().unwrap()))
         .collect();
-    assert_eq!(on_chdb[0], episodes, "alert_episodes differs between 18.16 and chDB");
+    assert_eq!(
+        on_chdb[0], episodes,
+        "alert_episodes differs between 18.16 and chDB"
+    );
     let comparable = |rows: &[Vec<(String, String)>]| -> Vec<Vec<(String, String)>> {
         rows.iter()
             .filter(|r| r.iter().all(|(_, v)| v != "PM25AboveLastWeek"))

@@ -4,6 +4,7 @@
 
 use crate::alert::{Receiver, Rig, now_ms, wait_for};
 use crate::alert_actions::{api_alert, post};
+use crate::ingest_support::metric_sum;
 use cityops_testkit::Alertmanager;
 use serde_json::Value;
 use std::time::{Duration, Instant};
@@ -151,10 +152,11 @@ async fn two_replicas_notify_once_share_acknowledgements_and_one_killed_with_9_l
         "one alert in Alertmanager, acknowledged by Lan, in a notification",
         async || {
             let alerts = rig.am_alerts("FloodGaugeHigh").await;
-            let settled = alerts.len() == 1
-                && alerts[0]["labels"]["acknowledged_by"] == "Lan (truc-ban)";
+            let settled =
+                alerts.len() == 1 && alerts[0]["labels"]["acknowledged_by"] == "Lan (truc-ban)";
             let told = notified(&receiver).iter().any(|(_, x)| {
-                is(x, "wl-cam-le-03", "firing") && x["labels"]["acknowledged_by"] == "Lan (truc-ban)"
+                is(x, "wl-cam-le-03", "firing")
+                    && x["labels"]["acknowledged_by"] == "Lan (truc-ban)"
             });
             (settled && told).then_some(())
         },
@@ -208,31 +210,68 @@ async fn two_replicas_notify_once_share_acknowledgements_and_one_killed_with_9_l
     // a comes back: it catches up with what it missed (the first gauge resolved, the second
     // firing) and Alertmanager still has one alert.
     let a = rig.spawn_ready(&config_a, "a-restarted").await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, body) = crate::ingest_support::http_get(a.port, "/api/v1/alerts").await;
+        let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+        let firing: Vec<String> = v["data"]["alerts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|x| x["alertname"] == "FloodGaugeHigh" && x["state"] == "firing")
+            .filter_map(|x| x["labels"]["entity_id"].as_str().map(str::to_owned))
+            .collect();
+        if firing == ["wl-hoa-vang-07"] {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the restarted replica should have the second gauge firing and the first resolved; after 60 s its API says: {body}\nlog: {}",
+            a.log.display()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let active = rig.am_alerts("FloodGaugeHigh").await;
+    assert_eq!(active.len(), 1, "{active:?}");
+    // Once the restarted replica has sent Alertmanager its picture three times, what it
+    // restored as firing has not been sent again: Alertmanager and the receiver never saw the
+    // resolved alert firing again.
     wait_for(
-        "the restarted replica with the second gauge firing and the first resolved",
+        "three sends to Alertmanager by the restarted replica",
         Duration::from_secs(60),
         async || {
-            let (_, body) = crate::ingest_support::http_get(a.port, "/api/v1/alerts").await;
-            let v: Value = serde_json::from_str(&body).ok()?;
-            let alerts = v["data"]["alerts"].as_array()?;
-            let entities: Vec<&str> = alerts
-                .iter()
-                .filter(|x| x["alertname"] == "FloodGaugeHigh" && x["state"] == "firing")
-                .filter_map(|x| x["labels"]["entity_id"].as_str())
-                .collect();
-            (entities == ["wl-hoa-vang-07"]).then_some(())
+            let m = a.metrics().await;
+            (metric_sum(
+                &m,
+                "cityops_alert_notifications_sent_total",
+                &["alertmanager:0"],
+            ) >= 3.0)
+                .then_some(())
         },
     )
     .await;
-    let active = rig.am_alerts("FloodGaugeHigh").await;
-    assert_eq!(active.len(), 1, "{active:?}");
+    let all = notified(&receiver);
+    let resolved_in = all
+        .iter()
+        .find(|(_, x)| is(x, "wl-cam-le-03", "resolved"))
+        .map(|(i, _)| *i)
+        .unwrap();
+    let refired: Vec<_> = all
+        .iter()
+        .filter(|(i, x)| *i > resolved_in && is(x, "wl-cam-le-03", "firing"))
+        .collect();
+    assert!(
+        refired.is_empty(),
+        "the resolved alert was notified firing again after the restart: {refired:?}"
+    );
+    assert_eq!(rig.am_alerts("FloodGaugeHigh").await.len(), 1);
 
     // The history: one episode of the first gauge, acknowledged once, every row marked with the
     // replica that wrote it.
     let rows = rig
         .clickhouse
         .rows(&format!(
-            "SELECT state, replica, count() AS n, uniqExact(alert_event_id) AS ids FROM proof.alert_events WHERE fingerprint = '{fp}' GROUP BY state, replica ORDER BY state, replica"
+            "SELECT state, replica, count() AS n, uniqExact(alert_event_id) AS ids, groupArray(concat(toString(ts), '.', toString(ts_ms), ' from ', toString(previous_state))) AS at FROM proof.alert_events WHERE fingerprint = '{fp}' GROUP BY state, replica ORDER BY state, replica"
         ))
         .await
         .unwrap();
@@ -247,7 +286,10 @@ async fn two_replicas_notify_once_share_acknowledgements_and_one_killed_with_9_l
         .filter(|r| r["state"] == "acknowledged")
         .map(|r| r["n"].as_str().unwrap_or("0").parse::<u64>().unwrap())
         .sum();
-    assert_eq!(acks, 1, "the acknowledgement is written once, by b: {rows:?}");
+    assert_eq!(
+        acks, 1,
+        "the acknowledgement is written once, by b: {rows:?}"
+    );
     let episodes = rig
         .clickhouse
         .rows(&format!(
