@@ -2,35 +2,11 @@
 //! history, on ClickHouse 18.16 and on the current engine (chDB): the same figures on both, and
 //! the figures the history implies.
 
+use super::examples::queries_under;
 use super::modern::run_on_chdb;
 use super::schema::migrated;
 use cityops_clickhouse::MIGRATIONS;
-use cityops_testkit::repo_root;
 use serde_json::Value;
-
-/// `(title, sql)` of the queries under "## Alert analytics" of docs/engineers.md.
-fn analytics_queries() -> Vec<(String, String)> {
-    let text = std::fs::read_to_string(repo_root().join("docs/engineers.md")).unwrap();
-    let section = text
-        .split("## Alert analytics")
-        .nth(1)
-        .expect("docs/engineers.md has ## Alert analytics")
-        .split("\n## ")
-        .next()
-        .unwrap();
-    let mut queries = Vec::new();
-    let mut title = String::new();
-    let mut lines = section.lines();
-    while let Some(line) = lines.next() {
-        if let Some(t) = line.strip_prefix("### ") {
-            title = t.to_owned();
-        } else if line.trim() == "```sql" {
-            let sql: Vec<&str> = lines.by_ref().take_while(|l| l.trim() != "```").collect();
-            queries.push((title.clone(), sql.join("\n")));
-        }
-    }
-    queries
-}
 
 /// One row of the seeded history.
 struct Seed {
@@ -80,190 +56,38 @@ const SILENT: (&str, &str, &str) = ("warning", "Hải Châu", "aq-hai-chau-02");
 const PM25: (&str, &str, &str) = ("warning", "Sơn Trà", "");
 
 /// The history: what two replicas and the on-call staff wrote over six hours.
+#[rustfmt::skip]
 fn history() -> Vec<Seed> {
     let s = 1_000;
     let mut rows = vec![
         // A flood alert both replicas saw (7 ms apart), acknowledged after 2 minutes with a
         // comment, resolved after 10 minutes.
-        seed(
-            "FloodGaugeHigh",
-            "00000000000000a1",
-            ("pending", "inactive"),
-            FLOOD,
-            -60 * s,
-            "",
-            0,
-            "a",
-        ),
-        seed(
-            "FloodGaugeHigh",
-            "00000000000000a1",
-            ("firing", "pending"),
-            FLOOD,
-            0,
-            "",
-            0,
-            "a",
-        ),
-        seed(
-            "FloodGaugeHigh",
-            "00000000000000a1",
-            ("firing", "pending"),
-            FLOOD,
-            7,
-            "",
-            0,
-            "b",
-        ),
-        seed(
-            "FloodGaugeHigh",
-            "00000000000000a1",
-            ("acknowledged", "firing"),
-            FLOOD,
-            120 * s,
-            "lan",
-            0,
-            "a",
-        ),
-        seed(
-            "FloodGaugeHigh",
-            "00000000000000a1",
-            ("commented", "firing"),
-            FLOOD,
-            130 * s,
-            "lan",
-            0,
-            "a",
-        ),
-        seed(
-            "FloodGaugeHigh",
-            "00000000000000a1",
-            ("resolved", "firing"),
-            FLOOD,
-            600 * s,
-            "",
-            0,
-            "a",
-        ),
-        seed(
-            "FloodGaugeHigh",
-            "00000000000000a1",
-            ("resolved", "firing"),
-            FLOOD,
-            600 * s + 5,
-            "",
-            0,
-            "b",
-        ),
+        seed("FloodGaugeHigh", "00000000000000a1", ("pending", "inactive"), FLOOD, -60 * s, "", 0, "a"),
+        seed("FloodGaugeHigh", "00000000000000a1", ("firing", "pending"), FLOOD, 0, "", 0, "a"),
+        seed("FloodGaugeHigh", "00000000000000a1", ("firing", "pending"), FLOOD, 7, "", 0, "b"),
+        seed("FloodGaugeHigh", "00000000000000a1", ("acknowledged", "firing"), FLOOD, 120 * s, "lan", 0, "a"),
+        seed("FloodGaugeHigh", "00000000000000a1", ("commented", "firing"), FLOOD, 130 * s, "lan", 0, "a"),
+        seed("FloodGaugeHigh", "00000000000000a1", ("resolved", "firing"), FLOOD, 600 * s, "", 0, "a"),
+        seed("FloodGaugeHigh", "00000000000000a1", ("resolved", "firing"), FLOOD, 600 * s + 5, "", 0, "b"),
         // Another gauge: not acknowledged in 15 minutes, escalated, acknowledged at 1000 s,
         // resolved at 30 minutes.
-        seed(
-            "FloodGaugeHigh",
-            "00000000000000a2",
-            ("firing", "inactive"),
-            FLOOD_2,
-            3_600 * s,
-            "",
-            0,
-            "a",
-        ),
-        seed(
-            "FloodGaugeHigh",
-            "00000000000000a2",
-            ("escalated", "firing"),
-            FLOOD_2,
-            4_500 * s,
-            "cityops",
-            1,
-            "a",
-        ),
-        seed(
-            "FloodGaugeHigh",
-            "00000000000000a2",
-            ("acknowledged", "firing"),
-            FLOOD_2,
-            4_600 * s,
-            "minh",
-            0,
-            "a",
-        ),
-        seed(
-            "FloodGaugeHigh",
-            "00000000000000a2",
-            ("resolved", "firing"),
-            FLOOD_2,
-            5_400 * s,
-            "",
-            0,
-            "a",
-        ),
+        seed("FloodGaugeHigh", "00000000000000a2", ("firing", "inactive"), FLOOD_2, 3_600 * s, "", 0, "a"),
+        seed("FloodGaugeHigh", "00000000000000a2", ("escalated", "firing"), FLOOD_2, 4_500 * s, "cityops", 1, "a"),
+        seed("FloodGaugeHigh", "00000000000000a2", ("acknowledged", "firing"), FLOOD_2, 4_600 * s, "minh", 0, "a"),
+        seed("FloodGaugeHigh", "00000000000000a2", ("resolved", "firing"), FLOOD_2, 5_400 * s, "", 0, "a"),
         // Still firing, nobody has acknowledged it.
-        seed(
-            "PM25AboveLastWeek",
-            "00000000000000c1",
-            ("firing", "inactive"),
-            PM25,
-            20_000 * s,
-            "",
-            0,
-            "a",
-        ),
+        seed("PM25AboveLastWeek", "00000000000000c1", ("firing", "inactive"), PM25, 20_000 * s, "", 0, "a"),
     ];
     // A flapping sensor: five episodes of two minutes, never acknowledged, and one pending
     // that never fired.
     for k in 0..5 {
         let start = (100 + k * 1_000) * s;
-        rows.push(seed(
-            "SensorSilent",
-            "00000000000000b1",
-            ("pending", "inactive"),
-            SILENT,
-            start - 60 * s,
-            "",
-            0,
-            "a",
-        ));
-        rows.push(seed(
-            "SensorSilent",
-            "00000000000000b1",
-            ("firing", "pending"),
-            SILENT,
-            start,
-            "",
-            0,
-            "a",
-        ));
-        rows.push(seed(
-            "SensorSilent",
-            "00000000000000b1",
-            ("resolved", "firing"),
-            SILENT,
-            start + 120 * s,
-            "",
-            0,
-            "a",
-        ));
+        rows.push(seed("SensorSilent", "00000000000000b1", ("pending", "inactive"), SILENT, start - 60 * s, "", 0, "a"));
+        rows.push(seed("SensorSilent", "00000000000000b1", ("firing", "pending"), SILENT, start, "", 0, "a"));
+        rows.push(seed("SensorSilent", "00000000000000b1", ("resolved", "firing"), SILENT, start + 120 * s, "", 0, "a"));
     }
-    rows.push(seed(
-        "SensorSilent",
-        "00000000000000b1",
-        ("pending", "inactive"),
-        SILENT,
-        9_000 * s,
-        "",
-        0,
-        "a",
-    ));
-    rows.push(seed(
-        "SensorSilent",
-        "00000000000000b1",
-        ("inactive", "pending"),
-        SILENT,
-        9_030 * s,
-        "",
-        0,
-        "a",
-    ));
+    rows.push(seed("SensorSilent", "00000000000000b1", ("pending", "inactive"), SILENT, 9_000 * s, "", 0, "a"));
+    rows.push(seed("SensorSilent", "00000000000000b1", ("inactive", "pending"), SILENT, 9_030 * s, "", 0, "a"));
     rows
 }
 
@@ -353,6 +177,19 @@ fn find<'a>(
     rows.iter().filter(|r| field(r, key) == value).collect()
 }
 
+/// Checks columns of the one row of `rows` whose `key` is `value`.
+fn expect_row(rows: &[Vec<(String, String)>], key: &str, value: &str, expected: &[(&str, &str)]) {
+    let found = find(rows, key, value);
+    assert_eq!(found.len(), 1, "one row with {key} = {value}: {rows:#?}");
+    for (column, want) in expected {
+        assert_eq!(
+            field(found[0], column),
+            *want,
+            "{key} = {value}, {column}: {rows:#?}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn alert_episodes_and_the_analytics_queries_give_the_figures_of_a_known_history() {
     let (server, _ch) = migrated().await;
@@ -407,7 +244,7 @@ async fn alert_episodes_and_the_analytics_queries_give_the_figures_of_a_known_hi
     assert_eq!(episodes.len(), 8, "{episodes:#?}");
 
     // The documented queries, on 18.16.
-    let queries = analytics_queries();
+    let queries = queries_under("docs/engineers.md", "## Alert analytics");
     assert_eq!(queries.len(), 3, "{queries:?}");
     let mut on_clickhouse = Vec::new();
     for (title, sql) in &queries {
@@ -418,76 +255,43 @@ async fn alert_episodes_and_the_analytics_queries_give_the_figures_of_a_known_hi
         on_clickhouse.push(table(&rows));
     }
     let by_rule = &on_clickhouse[0];
-    let flood = find(by_rule, "rule", "FloodGaugeHigh");
-    assert_eq!(flood.len(), 1, "{by_rule:#?}");
-    for (column, expected) in [
-        ("episodes", "2"),
-        ("acknowledged", "2"),
-        ("escalated", "1"),
-        ("still_firing", "0"),
-        ("median_minutes_to_ack", "9.3"),
-        ("p90_minutes_to_ack", "15.2"),
-        ("median_minutes_to_resolve", "20"),
-        ("p90_minutes_to_resolve", "28"),
-    ] {
-        assert_eq!(field(flood[0], column), expected, "{column}: {by_rule:#?}");
-    }
-    let silent = find(by_rule, "rule", "SensorSilent");
-    assert_eq!(field(silent[0], "episodes"), "5", "{by_rule:#?}");
-    assert_eq!(field(silent[0], "acknowledged"), "0", "{by_rule:#?}");
-    assert_eq!(
-        field(silent[0], "median_minutes_to_resolve"),
-        "2",
-        "{by_rule:#?}"
+    #[rustfmt::skip]
+    expect_row(by_rule, "rule", "FloodGaugeHigh", &[
+        ("episodes", "2"), ("acknowledged", "2"), ("escalated", "1"), ("still_firing", "0"),
+        ("median_minutes_to_ack", "9.3"), ("p90_minutes_to_ack", "15.2"),
+        ("median_minutes_to_resolve", "20"), ("p90_minutes_to_resolve", "28"),
+    ]);
+    #[rustfmt::skip]
+    expect_row(by_rule, "rule", "SensorSilent", &[
+        ("episodes", "5"), ("acknowledged", "0"), ("median_minutes_to_resolve", "2"),
+    ]);
+    expect_row(
+        by_rule,
+        "rule",
+        "PM25AboveLastWeek",
+        &[("still_firing", "1")],
     );
-    let pm25 = find(by_rule, "rule", "PM25AboveLastWeek");
-    assert_eq!(field(pm25[0], "still_firing"), "1", "{by_rule:#?}");
 
     let by_district = &on_clickhouse[1];
-    let cam_le = find(by_district, "district", "Cẩm Lệ");
-    assert_eq!(
-        field(cam_le[0], "mean_minutes_to_ack"),
-        "2",
-        "{by_district:#?}"
-    );
-    assert_eq!(
-        field(cam_le[0], "mean_minutes_to_resolve"),
-        "10",
-        "{by_district:#?}"
-    );
-    let hai_chau = find(by_district, "district", "Hải Châu");
-    assert_eq!(field(hai_chau[0], "episodes"), "5", "{by_district:#?}");
-    assert_eq!(
-        field(hai_chau[0], "never_acknowledged"),
-        "5",
-        "{by_district:#?}"
-    );
-    assert_eq!(
-        field(hai_chau[0], "mean_minutes_to_ack"),
-        "NULL",
-        "{by_district:#?}"
-    );
+    #[rustfmt::skip]
+    expect_row(by_district, "district", "Cẩm Lệ", &[
+        ("mean_minutes_to_ack", "2"), ("mean_minutes_to_resolve", "10"),
+    ]);
+    #[rustfmt::skip]
+    expect_row(by_district, "district", "Hải Châu", &[
+        ("episodes", "5"), ("never_acknowledged", "5"), ("mean_minutes_to_ack", "NULL"),
+    ]);
 
     let noisiest = &on_clickhouse[2];
     assert_eq!(field(&noisiest[0], "rule"), "SensorSilent", "{noisiest:#?}");
-    assert_eq!(
-        field(&noisiest[0], "over_within_5_minutes"),
-        "5",
-        "{noisiest:#?}"
-    );
-    assert_eq!(field(&noisiest[0], "hours_firing"), "0.17", "{noisiest:#?}");
-    assert_eq!(
-        field(&noisiest[0], "percent_acknowledged"),
-        "0",
-        "{noisiest:#?}"
-    );
-    let flood = find(noisiest, "rule", "FloodGaugeHigh");
-    assert_eq!(field(flood[0], "hours_firing"), "0.67", "{noisiest:#?}");
-    assert_eq!(
-        field(flood[0], "percent_acknowledged"),
-        "100",
-        "{noisiest:#?}"
-    );
+    #[rustfmt::skip]
+    expect_row(noisiest, "rule", "SensorSilent", &[
+        ("over_within_5_minutes", "5"), ("hours_firing", "0.17"), ("percent_acknowledged", "0"),
+    ]);
+    #[rustfmt::skip]
+    expect_row(noisiest, "rule", "FloodGaugeHigh", &[
+        ("hours_firing", "0.67"), ("percent_acknowledged", "100"),
+    ]);
 
     // The same statements on the current engine give the same rows (only the still-firing
     // episode's hours depend on the clock, so it is left out of the comparison).

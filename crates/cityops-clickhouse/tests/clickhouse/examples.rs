@@ -2,13 +2,22 @@
 
 use cityops_testkit::repo_root;
 
-/// `(title, sql)` of every query under "## Example queries".
+/// `(title, sql)` of every query under "## Example queries" of docs/schema.md.
 pub fn example_queries() -> Vec<(String, String)> {
-    let text = std::fs::read_to_string(repo_root().join("docs/schema.md")).unwrap();
+    queries_under("docs/schema.md", "## Example queries")
+}
+
+/// `(title, sql)` of every ```sql block of the Markdown file `doc` (from the repository root)
+/// between the heading `section` and the next `## ` heading, titled by its `### ` heading.
+pub fn queries_under(doc: &str, section: &str) -> Vec<(String, String)> {
+    let text = std::fs::read_to_string(repo_root().join(doc)).unwrap();
     let section = text
-        .split("## Example queries")
+        .split(section)
         .nth(1)
-        .expect("docs/schema.md has ## Example queries");
+        .unwrap_or_else(|| panic!("{doc} has {section}"))
+        .split("\n## ")
+        .next()
+        .unwrap_or_default();
     let mut queries = Vec::new();
     let mut title = String::new();
     let mut lines = section.lines();

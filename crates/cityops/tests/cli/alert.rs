@@ -207,22 +207,32 @@ pub(crate) async fn wait_ready(service: &Service) {
     .await;
 }
 
-/// Publishes `level` every 200 ms until `done` says so or the deadline passes; returns what
-/// `done` returned.
+/// Publishes `level` of the gauge wl-cam-le-03 every 200 ms until `done` says so or the
+/// deadline passes; returns what `done` returned.
 pub(crate) async fn publish_until<T>(
     rig: &Rig,
+    level: f64,
+    what: &str,
+    done: impl AsyncFnMut() -> Option<T>,
+) -> T {
+    publish_gauge_until(rig, "wl-cam-le-03", level, what, done).await
+}
+
+/// As [`publish_until`], for `gauge`.
+pub(crate) async fn publish_gauge_until<T>(
+    rig: &Rig,
+    gauge: &str,
     level: f64,
     what: &str,
     mut done: impl AsyncFnMut() -> Option<T>,
 ) -> T {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        rig.publish("wl-cam-le-03", "Cầu Rồng", level, now_ms())
-            .await;
+        rig.publish(gauge, "Cầu Rồng", level, now_ms()).await;
         if let Some(found) = done().await {
             return found;
         }
-        assert!(Instant::now() < deadline, "{what} not seen after 60 s");
+        assert!(Instant::now() < deadline, "{what}: not seen after 60 s");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }

@@ -2,7 +2,7 @@
 //! deduplicates; an acknowledgement made on one is seen by the other; one killed with -9 loses
 //! no notification; the history marks which replica wrote each row.
 
-use crate::alert::{Receiver, Rig, now_ms, wait_for};
+use crate::alert::{Receiver, Rig, publish_gauge_until, wait_for};
 use crate::alert_actions::{api_alert, post};
 use crate::ingest_support::metric_sum;
 use cityops_testkit::Alertmanager;
@@ -51,25 +51,6 @@ fn is(alert: &Value, entity: &str, status: &str) -> bool {
     alert["labels"]["alertname"] == "FloodGaugeHigh"
         && alert["labels"]["entity_id"] == entity
         && alert["status"] == status
-}
-
-/// Publishes `level` for `gauge` every 200 ms until `done` returns something (60 s at most).
-async fn publish_gauge_until<T>(
-    rig: &Rig,
-    gauge: &str,
-    level: f64,
-    what: &str,
-    mut done: impl AsyncFnMut() -> Option<T>,
-) -> T {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        rig.publish(gauge, "Cầu Rồng", level, now_ms()).await;
-        if let Some(found) = done().await {
-            return found;
-        }
-        assert!(Instant::now() < deadline, "{what}: not seen after 60 s");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
