@@ -55,6 +55,11 @@ pub struct AlertMetrics {
     pub unauthorized: prometheus::Counter,
     /// Escalations sent, by level.
     pub escalations: CounterVec,
+    /// Partitions the alerter's consumer group gives it, by topic.
+    pub kafka_assigned: GaugeVec,
+    /// 1 while its group has left it short of partitions for longer than
+    /// `kafka.assignment_timeout_ms`.
+    pub kafka_assignment_stalled: prometheus::Gauge,
     last: std::sync::Arc<std::sync::Mutex<HashMap<String, RuleStats>>>,
 }
 
@@ -165,6 +170,15 @@ impl AlertMetrics {
                 "escalations_total",
                 "Alerts escalated (sent again with a higher escalation label), by level",
                 &["level"],
+            )?,
+            kafka_assigned: m.gauge_vec(
+                "kafka_assigned_partitions",
+                "Partitions the alerter's consumer group gives it, by topic",
+                &["topic"],
+            )?,
+            kafka_assignment_stalled: m.gauge(
+                "kafka_assignment_stalled_state",
+                "1 while the alerter's consumer group has left it without partitions (or, alone in the group, with fewer than its topics have) for longer than kafka.assignment_timeout_ms",
             )?,
             last: Default::default(),
         })

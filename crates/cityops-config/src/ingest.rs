@@ -37,6 +37,12 @@ pub struct KafkaConfig {
     /// they are. Put secrets here with `${ENV}`; values are never logged.
     #[serde(default)]
     pub settings: BTreeMap<String, String>,
+    /// How long the group may leave a process without partitions (or, with no other member,
+    /// with fewer than its topics have) before it warns, reports
+    /// `cityops_*_kafka_assignment_stalled_state 1` and `/readyz` says not ready (0: never).
+    /// A process kept as a standby beyond the partition count wants 0.
+    #[serde(default = "default_assignment_timeout_ms")]
+    pub assignment_timeout_ms: u64,
 }
 
 fn default_bootstrap_servers() -> String {
@@ -67,6 +73,10 @@ fn default_fetch_queue_backoff_ms() -> u32 {
     10
 }
 
+fn default_assignment_timeout_ms() -> u64 {
+    60_000
+}
+
 impl Default for KafkaConfig {
     fn default() -> Self {
         KafkaConfig {
@@ -78,6 +88,7 @@ impl Default for KafkaConfig {
             queued_max_bytes: default_queued_max_bytes(),
             fetch_queue_backoff_ms: default_fetch_queue_backoff_ms(),
             settings: BTreeMap::new(),
+            assignment_timeout_ms: default_assignment_timeout_ms(),
         }
     }
 }

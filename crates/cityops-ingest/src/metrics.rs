@@ -31,6 +31,11 @@ pub struct IngestMetrics {
     pub insert_failures: CounterVec,
     /// Consumer lag per topic and partition (Kafka).
     pub kafka_lag: GaugeVec,
+    /// Partitions the group gives this process, by topic (Kafka).
+    pub kafka_assigned: GaugeVec,
+    /// 1 while the group has left this process short of partitions for longer than
+    /// `kafka.assignment_timeout_ms`.
+    pub kafka_assignment_stalled: Gauge,
     /// 1 while consumption is paused because `max_in_flight_bytes` is reached.
     pub paused: Gauge,
     /// Bytes of rows read but not yet stored.
@@ -133,6 +138,15 @@ impl IngestMetrics {
                 "kafka_lag_messages",
                 "Consumer lag per assigned topic and partition, from librdkafka statistics",
                 &["topic", "partition"],
+            )?,
+            kafka_assigned: m.gauge_vec(
+                "kafka_assigned_partitions",
+                "Partitions the consumer group gives this process, by topic",
+                &["topic"],
+            )?,
+            kafka_assignment_stalled: m.gauge(
+                "kafka_assignment_stalled_state",
+                "1 while the consumer group has left this process without partitions (or, alone in the group, with fewer than its topics have) for longer than kafka.assignment_timeout_ms",
             )?,
             paused: m.gauge(
                 "paused_state",
@@ -240,6 +254,7 @@ mod tests {
             .with_label_values(&["events", "retry"])
             .inc();
         m.kafka_lag.with_label_values(&["t", "0"]).set(1.0);
+        m.kafka_assigned.with_label_values(&["t"]).set(1.0);
         m.rebalances.with_label_values(&["assign"]).inc();
         m.abandoned_batches.with_label_values(&["shutdown"]).inc();
         m.mqtt_stalls.with_label_values(&["f"]).inc();

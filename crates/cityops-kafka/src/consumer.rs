@@ -145,6 +145,8 @@ pub struct Record<'a> {
 /// A member of a consumer group that commits only what it is told to.
 pub struct GroupConsumer<E: GroupEvents> {
     inner: BaseConsumer<Context<E>>,
+    group_id: String,
+    topics: Vec<String>,
 }
 
 impl<E: GroupEvents> GroupConsumer<E> {
@@ -211,7 +213,11 @@ impl<E: GroupEvents> GroupConsumer<E> {
             what: format!("subscribe to {}", topics.join(", ")),
             source,
         })?;
-        Ok(GroupConsumer { inner })
+        Ok(GroupConsumer {
+            inner,
+            group_id: config.group_id.clone(),
+            topics: topics.to_vec(),
+        })
     }
 
     /// Waits up to `timeout` for a record and hands it to `handle`. Serves rebalances and
@@ -277,6 +283,51 @@ impl<E: GroupEvents> GroupConsumer<E> {
         })
     }
 
+    /// The partitions this member holds, per subscribed topic (every topic listed, 0 if none).
+    pub fn assigned_per_topic(&self) -> std::collections::BTreeMap<String, usize> {
+        let mut per_topic: std::collections::BTreeMap<String, usize> =
+            self.topics.iter().map(|t| (t.clone(), 0)).collect();
+        if let Ok(list) = self.inner.assignment() {
+            for e in list.elements() {
+                *per_topic.entry(e.topic().to_owned()).or_default() += 1;
+            }
+        }
+        per_topic
+    }
+
+    /// A look at this member's share of the group for an [`crate::AssignmentWatch`]. Asks the
+    /// broker (each request waiting up to `timeout`) only what the answer needs: the topics'
+    /// partitions when it holds some, the group's members when it holds fewer than those.
+    pub fn assignment_view(&self, timeout: Duration) -> crate::AssignmentView {
+        let assigned: usize = self.assigned_per_topic().values().sum();
+        let mut view = crate::AssignmentView {
+            assigned,
+            total: None,
+            others: None,
+        };
+        if assigned == 0 {
+            return view;
+        }
+        // One request for every topic: a broker that is away costs one timeout, not one each.
+        let Ok(metadata) = self.inner.fetch_metadata(None, timeout) else {
+            return view;
+        };
+        let total = metadata
+            .topics()
+            .iter()
+            .filter(|t| self.topics.iter().any(|ours| ours == t.name()))
+            .map(|t| t.partitions().len())
+            .sum();
+        view.total = Some(total);
+        if assigned < total
+            && let Ok(groups) = self.inner.fetch_group_list(Some(&self.group_id), timeout)
+            && let Some(group) = groups.groups().iter().find(|g| g.name() == self.group_id)
+        {
+            view.others = Some(group.members().len().saturating_sub(1));
+        }
+        view
+    }
+
     /// Leaves the group: the revoke callback runs (storing and committing), and the group
     /// rebalances the partitions to the other members at once instead of after the session
     /// timeout.
@@ -291,5 +342,70 @@ impl<E: GroupEvents> GroupConsumer<E> {
             }
             let _ = self.inner.poll(Duration::from_millis(50));
         }
+    }
+}
+
+/// How often [`AssignmentMonitor::check`] looks.
+const ASSIGNMENT_CHECK_EVERY: Duration = Duration::from_secs(5);
+
+/// What [`AssignmentMonitor::check`] saw.
+#[derive(Debug, Clone)]
+pub struct AssignmentLook {
+    /// Partitions held per subscribed topic.
+    pub per_topic: std::collections::BTreeMap<String, usize>,
+    /// Whether the member has been short of partitions for longer than the timeout.
+    pub stalled: bool,
+}
+
+/// Looks at a member's assignment every few seconds from its polling loop and says (once, as
+/// a warning) when the group has left it short of partitions for longer than
+/// `kafka.assignment_timeout_ms`, and when that ends.
+pub struct AssignmentMonitor {
+    watch: crate::AssignmentWatch,
+    started: std::time::Instant,
+    next: std::time::Instant,
+}
+
+impl AssignmentMonitor {
+    /// A monitor reporting stalls longer than `timeout_ms` (0: never).
+    pub fn new(timeout_ms: u64) -> AssignmentMonitor {
+        let now = std::time::Instant::now();
+        AssignmentMonitor {
+            watch: crate::AssignmentWatch::new(timeout_ms),
+            started: now,
+            next: now,
+        }
+    }
+
+    /// Looks if it is time (`None` otherwise). Asking the broker waits up to 2 s.
+    pub fn check<E: GroupEvents>(&mut self, consumer: &GroupConsumer<E>) -> Option<AssignmentLook> {
+        let now = std::time::Instant::now();
+        if now < self.next {
+            return None;
+        }
+        self.next = now + ASSIGNMENT_CHECK_EVERY;
+        let view = consumer.assignment_view(Duration::from_secs(2));
+        let at_ms = i64::try_from(now.duration_since(self.started).as_millis()).unwrap_or(i64::MAX);
+        match self.watch.observe(at_ms, view) {
+            Some(crate::AssignmentChange::Stalled { for_ms, view }) => tracing::warn!(
+                group = consumer.group_id,
+                for_ms,
+                assigned = view.assigned,
+                partitions = ?view.total,
+                other_members = ?view.others,
+                "the consumer group gives this process no partitions, or fewer than its topics have with no other member to read them: those partitions are not read; check the group on the broker (a member killed while joining can wedge it)"
+            ),
+            Some(crate::AssignmentChange::Recovered { after_ms }) => tracing::info!(
+                group = consumer.group_id,
+                after_ms,
+                assigned = view.assigned,
+                "the consumer group gives this process its partitions again"
+            ),
+            None => {}
+        }
+        Some(AssignmentLook {
+            per_topic: consumer.assigned_per_topic(),
+            stalled: self.watch.stalled(),
+        })
     }
 }

@@ -2,9 +2,14 @@
 //! in one place: the high-throughput producer the simulator and benchmarks use, and the
 //! consumer-group member `cityops ingest` reads with.
 
+mod assignment;
 mod consumer;
 
-pub use consumer::{GroupConsumer, GroupEvents, NextOffset, OffsetReset, Record, TopicPartition};
+pub use assignment::{AssignmentChange, AssignmentView, AssignmentWatch};
+pub use consumer::{
+    AssignmentLook, AssignmentMonitor, GroupConsumer, GroupEvents, NextOffset, OffsetReset, Record,
+    TopicPartition,
+};
 
 use rdkafka::ClientConfig;
 use rdkafka::ClientContext;
