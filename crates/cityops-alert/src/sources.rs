@@ -222,24 +222,18 @@ pub fn run_kafka(
     let mut committed: Vec<NextOffset> = Vec::new();
     let mut failures = 0u64;
     let mut last_failure_log: Option<std::time::Instant> = None;
-    let mut assignment = cityops_kafka::AssignmentMonitor::new(kafka.assignment_timeout_ms);
+    let mut assignment = cityops_kafka::AssignmentMonitor::new(
+        kafka.assignment_timeout_ms,
+        shared.metrics.kafka_assigned.clone(),
+        shared.metrics.kafka_assignment_stalled.clone(),
+    );
     while !cancel.is_cancelled() {
-        if let Some(look) = assignment.check(&consumer) {
-            let metrics = &shared.metrics;
-            for (topic, n) in &look.per_topic {
-                metrics
-                    .kafka_assigned
-                    .with_label_values(&[topic])
-                    .set(*n as f64);
-            }
-            metrics
-                .kafka_assignment_stalled
-                .set(if look.stalled { 1.0 } else { 0.0 });
+        if let Some(stalled) = assignment.check(&consumer) {
             let assigned = *group
                 .assigned
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
-            group.ready.set_ready(assigned && !look.stalled);
+            group.ready.set_ready(assigned && !stalled);
         }
         // What is waiting goes to the evaluator as one batch: one wake-up and one
         // acknowledgement per partition for up to BATCH messages.

@@ -338,19 +338,14 @@ pub fn run(
     );
     let max_in_flight = settings.max_in_flight_bytes;
     let mut consume_errors = 0u64;
-    let mut assignment = cityops_kafka::AssignmentMonitor::new(config.kafka.assignment_timeout_ms);
+    let mut assignment = cityops_kafka::AssignmentMonitor::new(
+        config.kafka.assignment_timeout_ms,
+        metrics.kafka_assigned.clone(),
+        metrics.kafka_assignment_stalled.clone(),
+    );
     while !cancel.is_cancelled() {
-        if let Some(look) = assignment.check(&consumer) {
-            for (topic, n) in &look.per_topic {
-                metrics
-                    .kafka_assigned
-                    .with_label_values(&[topic])
-                    .set(*n as f64);
-            }
-            metrics
-                .kafka_assignment_stalled
-                .set(if look.stalled { 1.0 } else { 0.0 });
-            kafka_ready.set_ready(!look.stalled);
+        if let Some(stalled) = assignment.check(&consumer) {
+            kafka_ready.set_ready(!stalled);
         }
         let timeout = {
             let mut p = shared.lock();

@@ -348,37 +348,39 @@ impl<E: GroupEvents> GroupConsumer<E> {
 /// How often [`AssignmentMonitor::check`] looks.
 const ASSIGNMENT_CHECK_EVERY: Duration = Duration::from_secs(5);
 
-/// What [`AssignmentMonitor::check`] saw.
-#[derive(Debug, Clone)]
-pub struct AssignmentLook {
-    /// Partitions held per subscribed topic.
-    pub per_topic: std::collections::BTreeMap<String, usize>,
-    /// Whether the member has been short of partitions for longer than the timeout.
-    pub stalled: bool,
-}
-
-/// Looks at a member's assignment every few seconds from its polling loop and says (once, as
-/// a warning) when the group has left it short of partitions for longer than
-/// `kafka.assignment_timeout_ms`, and when that ends.
+/// Looks at a member's assignment every few seconds from its polling loop: publishes the
+/// partitions it holds per topic and whether it is stalled, and says (once, as a warning) when
+/// the group has left it short of partitions for longer than `kafka.assignment_timeout_ms`,
+/// and when that ends.
 pub struct AssignmentMonitor {
     watch: crate::AssignmentWatch,
     started: std::time::Instant,
     next: std::time::Instant,
+    assigned: prometheus::GaugeVec,
+    stalled: prometheus::Gauge,
 }
 
 impl AssignmentMonitor {
-    /// A monitor reporting stalls longer than `timeout_ms` (0: never).
-    pub fn new(timeout_ms: u64) -> AssignmentMonitor {
+    /// A monitor reporting stalls longer than `timeout_ms` (0: never) into `assigned` (a gauge
+    /// labelled by `topic`) and `stalled` (1 while stalled).
+    pub fn new(
+        timeout_ms: u64,
+        assigned: prometheus::GaugeVec,
+        stalled: prometheus::Gauge,
+    ) -> AssignmentMonitor {
         let now = std::time::Instant::now();
         AssignmentMonitor {
             watch: crate::AssignmentWatch::new(timeout_ms),
             started: now,
             next: now,
+            assigned,
+            stalled,
         }
     }
 
-    /// Looks if it is time (`None` otherwise). Asking the broker waits up to 2 s.
-    pub fn check<E: GroupEvents>(&mut self, consumer: &GroupConsumer<E>) -> Option<AssignmentLook> {
+    /// Looks if it is time: `Some(stalled)`, or `None` when it did not look. Asking the
+    /// broker waits up to 2 s.
+    pub fn check<E: GroupEvents>(&mut self, consumer: &GroupConsumer<E>) -> Option<bool> {
         let now = std::time::Instant::now();
         if now < self.next {
             return None;
@@ -403,9 +405,11 @@ impl AssignmentMonitor {
             ),
             None => {}
         }
-        Some(AssignmentLook {
-            per_topic: consumer.assigned_per_topic(),
-            stalled: self.watch.stalled(),
-        })
+        for (topic, n) in consumer.assigned_per_topic() {
+            self.assigned.with_label_values(&[&topic]).set(n as f64);
+        }
+        let stalled = self.watch.stalled();
+        self.stalled.set(if stalled { 1.0 } else { 0.0 });
+        Some(stalled)
     }
 }

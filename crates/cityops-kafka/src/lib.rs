@@ -7,8 +7,7 @@ mod consumer;
 
 pub use assignment::{AssignmentChange, AssignmentView, AssignmentWatch};
 pub use consumer::{
-    AssignmentLook, AssignmentMonitor, GroupConsumer, GroupEvents, NextOffset, OffsetReset, Record,
-    TopicPartition,
+    AssignmentMonitor, GroupConsumer, GroupEvents, NextOffset, OffsetReset, Record, TopicPartition,
 };
 
 use rdkafka::ClientConfig;
