@@ -1,7 +1,7 @@
 //! The alerter's metrics, `cityops_alert_*`, on the registry passed in. Label values are
 //! bounded: rule names come from the loaded files, receivers from the config.
 
-use cityops_rules::RuleStats;
+use cityops_rules::{AlertState, RuleStats, Severity};
 use cityops_telemetry::{Metrics, TelemetryError};
 use prometheus::{CounterVec, Gauge, GaugeVec, Histogram, HistogramVec, Registry};
 use std::collections::HashMap;
@@ -64,10 +64,30 @@ pub struct AlertMetrics {
 }
 
 impl AlertMetrics {
+    /// Sets `cityops_alert_active_alerts` from the states and severities of the alerts
+    /// held. Every pending and firing pair is published, at 0 when no alert has it, so that
+    /// a quiet city reads as 0 on the wall screen rather than as a panel with no data.
+    pub fn publish_active(&self, alerts: impl Iterator<Item = (AlertState, Severity)>) {
+        let mut counts: HashMap<(AlertState, Severity), f64> = HashMap::new();
+        for state in [AlertState::Pending, AlertState::Firing] {
+            for severity in Severity::ALL {
+                counts.insert((state, severity), 0.0);
+            }
+        }
+        for key in alerts {
+            *counts.entry(key).or_insert(0.0) += 1.0;
+        }
+        for ((state, severity), count) in counts {
+            self.alerts
+                .with_label_values(&[state.as_str(), severity.as_str()])
+                .set(count);
+        }
+    }
+
     /// Registers the metrics on `registry`.
     pub fn new(registry: &Registry) -> Result<AlertMetrics, TelemetryError> {
         let m = Metrics::new(registry, "alert");
-        Ok(AlertMetrics {
+        let metrics = AlertMetrics {
             alerts: m.gauge_vec(
                 "active_alerts",
                 "Pending and firing alerts, by state and severity",
@@ -181,7 +201,9 @@ impl AlertMetrics {
                 "1 while the alerter's consumer group has left it without partitions (or, alone in the group, with fewer than its topics have) for longer than kafka.assignment_timeout_ms",
             )?,
             last: Default::default(),
-        })
+        };
+        metrics.publish_active(std::iter::empty());
+        Ok(metrics)
     }
 
     /// Moves the per-rule counters on by what the engine counted since the last call.
@@ -206,5 +228,42 @@ impl AlertMetrics {
             self.series.with_label_values(&[name]).set(series as f64);
             last.insert(name.to_owned(), stats.clone());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn active(metrics: &AlertMetrics, state: &str, severity: &str) -> f64 {
+        metrics.alerts.with_label_values(&[state, severity]).get()
+    }
+
+    #[test]
+    fn a_quiet_city_publishes_zero_for_every_state_and_severity() {
+        let registry = Registry::new();
+        let metrics = AlertMetrics::new(&registry).unwrap();
+        let family = registry
+            .gather()
+            .into_iter()
+            .find(|f| f.name() == "cityops_alert_active_alerts")
+            .expect("cityops_alert_active_alerts is registered");
+        assert_eq!(family.get_metric().len(), 6, "2 states × 3 severities");
+        assert_eq!(active(&metrics, "firing", "critical"), 0.0);
+
+        metrics.publish_active(
+            [
+                (AlertState::Firing, Severity::Critical),
+                (AlertState::Firing, Severity::Critical),
+                (AlertState::Pending, Severity::Info),
+            ]
+            .into_iter(),
+        );
+        assert_eq!(active(&metrics, "firing", "critical"), 2.0);
+        assert_eq!(active(&metrics, "pending", "info"), 1.0);
+
+        metrics.publish_active(std::iter::empty());
+        assert_eq!(active(&metrics, "firing", "critical"), 0.0);
+        assert_eq!(active(&metrics, "pending", "info"), 0.0);
     }
 }

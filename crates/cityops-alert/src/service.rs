@@ -556,14 +556,9 @@ pub fn record_notices(shared: &Shared, notices: &[Notice]) -> Result<u64, Outbox
         for n in notices {
             apply_all(&mut alerts, &mut resolved, &mut handling, n);
         }
-        let metrics = &shared.metrics;
-        metrics.alerts.reset();
-        for a in alerts.values() {
-            metrics
-                .alerts
-                .with_label_values(&[a.to.as_str(), a.severity.as_str()])
-                .inc();
-        }
+        shared
+            .metrics
+            .publish_active(alerts.values().map(|a| (a.to, a.severity)));
         seq
     };
     if notices

@@ -37,6 +37,9 @@ pub enum Severity {
 }
 
 impl Severity {
+    /// Every severity, most urgent first.
+    pub const ALL: [Severity; 3] = [Severity::Critical, Severity::Warning, Severity::Info];
+
     /// The label value.
     pub fn as_str(self) -> &'static str {
         match self {
