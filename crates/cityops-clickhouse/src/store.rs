@@ -84,13 +84,26 @@ pub fn classify(error: &clickhouse::error::Error) -> FailureClass {
     }
 }
 
-/// The highest source offset stored per `(topic, partition)`.
-pub type StoredOffsets = BTreeMap<(String, i32), i64>;
+/// The highest source offset stored in each daily partition of a table (`PARTITION BY
+/// toYYYYMMDD` of a UTC time): [`partition_day`] → offset. Kept per day because a server that
+/// crashes mid-INSERT may commit the INSERT's part for one day and lose the other's: the
+/// highest offset of the whole table would then pass over the lost rows.
+pub type DayOffsets = BTreeMap<u32, i64>;
+
+/// [`DayOffsets`] per source `(topic, partition)`.
+pub type StoredOffsets = BTreeMap<(String, i32), DayOffsets>;
+
+/// The daily partition a row whose time is `unix_seconds` (UTC) goes to, as days since
+/// 1970-01-01: the same day as the tables' `toYYYYMMDD` of a `DateTime('UTC')` column.
+pub fn partition_day(unix_seconds: u32) -> u32 {
+    unix_seconds / 86_400
+}
 
 #[derive(Deserialize, clickhouse::Row)]
 struct OffsetRow {
     topic: String,
     partition: i32,
+    day: u32,
     offset: i64,
 }
 
@@ -177,8 +190,9 @@ impl ClickHouse {
         }
     }
 
-    /// The highest offset stored per partition of `topics` from `source_kind`, in `events`
-    /// and in `rejects` (rows the server refused excluded: they are written out of order).
+    /// The highest offset stored per partition of `topics` from `source_kind` and per daily
+    /// partition, in `events` and in `rejects` (rows the server refused excluded: they are
+    /// written out of order).
     pub async fn stored_offsets(
         &self,
         source_kind: &str,
@@ -190,9 +204,14 @@ impl ClickHouse {
         let quoted: Vec<String> = topics.iter().map(|t| quote(t)).collect();
         let filter = format!("source_topic IN ({})", quoted.join(", "));
         let collect = |rows: Vec<OffsetRow>| {
-            rows.into_iter()
-                .map(|r| ((r.topic, r.partition), r.offset))
-                .collect::<StoredOffsets>()
+            let mut stored = StoredOffsets::new();
+            for r in rows {
+                stored
+                    .entry((r.topic, r.partition))
+                    .or_default()
+                    .insert(r.day, r.offset);
+            }
+            stored
         };
         let (events, rejects) = self
             .highest_offsets(
@@ -205,16 +224,16 @@ impl ClickHouse {
         Ok((collect(events), collect(rejects)))
     }
 
-    /// The highest stored offset of one source partition across all its topics, in `events`
-    /// and in `rejects` (decode rejects only); -1 where none. The MQTT spool is one partition
-    /// whose messages come on many topics.
+    /// The highest stored offset of one source partition across all its topics, per daily
+    /// partition, in `events` and in `rejects` (decode rejects only). The MQTT spool is one
+    /// partition whose messages come on many topics.
     pub async fn stored_partition_offsets(
         &self,
         source_kind: &str,
         partition: i32,
-    ) -> Result<(i64, i64), Error> {
+    ) -> Result<(DayOffsets, DayOffsets), Error> {
         let filter = format!("source_partition = {partition}");
-        let highest = |rows: Vec<OffsetRow>| rows.first().map_or(-1, |r| r.offset);
+        let highest = |rows: Vec<OffsetRow>| rows.into_iter().map(|r| (r.day, r.offset)).collect();
         let (events, rejects) = self
             .highest_offsets(source_kind, &filter, "''", "source_partition")
             .await?;
@@ -222,7 +241,8 @@ impl ClickHouse {
     }
 
     /// `max(source_offset)` of `events` and of `rejects` (refused rows excluded) for the rows
-    /// of `source_kind` matching `filter`, grouped by `group_by`, with `topic` as the topic.
+    /// of `source_kind` matching `filter`, grouped by `group_by` and the daily partition, with
+    /// `topic` as the topic.
     async fn highest_offsets(
         &self,
         source_kind: &str,
@@ -230,20 +250,23 @@ impl ClickHouse {
         topic: &str,
         group_by: &str,
     ) -> Result<(Vec<OffsetRow>, Vec<OffsetRow>), Error> {
-        let query = |table: &str, extra: &str| {
+        let query = |table: &str, time: &str, extra: &str| {
             format!(
-                "SELECT {topic} AS topic, source_partition AS partition, max(source_offset) AS offset \
-                 FROM {table} WHERE source_kind = {kind} AND {filter}{extra} GROUP BY {group_by}",
+                "SELECT {topic} AS topic, source_partition AS partition, \
+                 toUInt32(intDiv(toUInt32({time}), 86400)) AS day, max(source_offset) AS offset \
+                 FROM {table} WHERE source_kind = {kind} AND {filter}{extra} \
+                 GROUP BY {group_by}, day",
                 kind = quote(source_kind),
             )
         };
         let events = self
-            .fetch_here::<OffsetRow>(&query("events", ""), "read stored event offsets")
+            .fetch_here::<OffsetRow>(&query("events", "ts", ""), "read stored event offsets")
             .await?;
         let rejects = self
             .fetch_here::<OffsetRow>(
                 &query(
                     "rejects",
+                    "received_at",
                     &format!(" AND reason != {}", quote(REFUSED_REASON)),
                 ),
                 "read stored reject offsets",
@@ -338,6 +361,17 @@ mod tests {
         ] {
             assert_eq!(classify(&retried), FailureClass::Retry, "{retried}");
         }
+    }
+
+    #[test]
+    fn the_partition_day_is_the_utc_day() {
+        assert_eq!(partition_day(0), 0);
+        // 2026-12-01 23:59:59 and 2026-12-02 00:00:00 UTC.
+        assert_eq!(
+            partition_day(1_796_169_599) + 1,
+            partition_day(1_796_169_600)
+        );
+        assert_eq!(partition_day(1_796_169_600), 20_789);
     }
 
     #[test]

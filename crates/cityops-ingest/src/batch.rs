@@ -1,9 +1,8 @@
-//! Batches: decoded rows of consecutive messages, with the message boundaries (a message's
-//! events are stored all together or not at all) and the next offset of every partition they
-//! cover. Pure: no I/O.
+//! Batches: decoded rows of consecutive messages, grouped by the daily partition they go to,
+//! with the message boundaries and the next offset of every partition they cover. Pure: no I/O.
 
-use cityops_clickhouse::{RejectRow, RowSource, encode_event};
-use cityops_event::Event;
+use cityops_clickhouse::{DayOffsets, RejectRow, RowSource, encode_event, partition_day};
+use cityops_event::{Event, Timestamp};
 use std::collections::BTreeMap;
 use std::ops::Range;
 use std::time::Instant;
@@ -12,7 +11,13 @@ use std::time::Instant;
 /// `""`, partition = the spool's id) whatever topics its messages came on.
 pub type PartitionKey = (String, i32);
 
-/// Rows of one message inside [`Batch::events`].
+/// The daily partition (days since 1970-01-01, UTC) a row whose time is `ts` goes to.
+pub fn day_of(ts: Timestamp) -> u32 {
+    partition_day(ts.unix_seconds())
+}
+
+/// Rows of one message inside [`Batch::events`] (of one day: a message whose events fall on
+/// two days has one `MessageRows` in each).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MessageRows {
     /// Its RowBinary bytes in `events`.
@@ -23,21 +28,29 @@ pub struct MessageRows {
     pub feed: u16,
 }
 
-/// Decoded rows ready for ClickHouse.
+/// Decoded rows ready for ClickHouse. Rows are grouped by daily partition so that each INSERT
+/// writes one partition: ClickHouse commits an INSERT's part of each partition on its own, so
+/// a server killed mid-INSERT may keep one day's rows and lose another's. With one day per
+/// INSERT, "every message up to the highest stored offset is stored" holds per table and day.
 #[derive(Debug)]
 pub struct Batch {
     /// Sequence number, increasing per pipeline.
     pub seq: u64,
     /// Rebalance generation it was read in; batches of an older generation are abandoned.
     pub generation: u64,
-    /// `events` rows in RowBinary, message after message in source order.
+    /// `events` rows in RowBinary: day after day, message after message in source order.
     pub events: bytes::Bytes,
     /// How many rows `events` holds.
     pub event_rows: usize,
-    /// Rows of each message that produced events, in order.
+    /// Rows of each message that produced events, in order within each day.
     pub messages: Vec<MessageRows>,
-    /// Rejects of messages that could not be decoded, in source order.
+    /// The ranges of `messages` whose rows go to one day, days in increasing order.
+    pub event_days: Vec<Range<usize>>,
+    /// Rejects of messages that could not be decoded: grouped by the day of their arrival,
+    /// in source order within each day.
     pub rejects: Vec<RejectRow>,
+    /// The ranges of `rejects` that go to one day, days in increasing order.
+    pub reject_days: Vec<Range<usize>>,
     /// Per partition, the offset after the last message of this batch (what to commit).
     pub next_offsets: Vec<(PartitionKey, i64)>,
     /// Memory of the rows (RowBinary bytes, reject rows estimated).
@@ -64,14 +77,26 @@ pub struct Limits {
     pub linger: std::time::Duration,
 }
 
+/// The rows of one day while a batch is built.
+#[derive(Debug, Default)]
+struct DayRows {
+    day: u32,
+    /// RowBinary.
+    bytes: Vec<u8>,
+    /// Byte ranges within `bytes`.
+    messages: Vec<MessageRows>,
+}
+
 /// Collects rows until a limit is reached.
 #[derive(Debug)]
 pub struct BatchBuilder {
     limits: Limits,
     next_seq: u64,
     current: Batch,
-    /// The RowBinary of `current` while it is built.
-    events: Vec<u8>,
+    /// The RowBinary of `current` by day while it is built (nearly always one day).
+    days: Vec<DayRows>,
+    /// The largest RowBinary of a batch so far: new buffers start at that capacity.
+    capacity: usize,
     started: Option<Instant>,
     /// Whether partitions are told apart by topic too (Kafka) or by number only (the spool).
     per_topic: bool,
@@ -107,7 +132,8 @@ impl BatchBuilder {
             limits,
             next_seq: 1,
             current: empty(0, 0),
-            events: Vec::new(),
+            days: Vec::new(),
+            capacity: 0,
             started: None,
             per_topic: true,
         }
@@ -149,17 +175,46 @@ impl BatchBuilder {
         if events.is_empty() {
             return;
         }
-        let start = self.events.len();
+        // (day buffer, where this message's rows start in it, how many) per day it touches.
+        let mut touched: Vec<(usize, usize, u32)> = Vec::with_capacity(1);
+        let mut added = 0;
         for event in events {
-            encode_event(&mut self.events, event, source);
+            let day = day_of(event.ts);
+            let i = match self.days.iter().position(|d| d.day == day) {
+                Some(i) => i,
+                None => {
+                    self.days.push(DayRows {
+                        day,
+                        bytes: Vec::with_capacity(if self.days.is_empty() {
+                            self.capacity
+                        } else {
+                            0
+                        }),
+                        messages: Vec::new(),
+                    });
+                    self.days.len() - 1
+                }
+            };
+            let buffer = &mut self.days[i].bytes;
+            let before = buffer.len();
+            encode_event(buffer, event, source);
+            added += buffer.len() - before;
+            match touched.iter_mut().find(|(d, _, _)| *d == i) {
+                Some((_, _, rows)) => *rows += 1,
+                None => touched.push((i, before, 1)),
+            }
         }
-        self.current.bytes += self.events.len() - start;
+        self.current.bytes += added;
         self.current.event_rows += events.len();
-        self.current.messages.push(MessageRows {
-            bytes: start..self.events.len(),
-            rows: u32::try_from(events.len()).unwrap_or(u32::MAX),
-            feed,
-        });
+        for (i, start, rows) in touched {
+            let day = &mut self.days[i];
+            let end = day.bytes.len();
+            day.messages.push(MessageRows {
+                bytes: start..end,
+                rows,
+                feed,
+            });
+        }
     }
 
     /// Adds the reject of a message (its source coordinates are in the row).
@@ -207,10 +262,44 @@ impl BatchBuilder {
         let seq = self.next_seq;
         self.next_seq += 1;
         self.started = None;
-        let capacity = self.events.capacity();
-        let events = std::mem::replace(&mut self.events, Vec::with_capacity(capacity));
         let mut batch = std::mem::replace(&mut self.current, empty(0, 0));
+        let mut days = std::mem::take(&mut self.days);
+        days.sort_by_key(|d| d.day);
+        let mut events = match days.len() {
+            // Nearly every batch: its one buffer as it is.
+            1 => std::mem::take(&mut days[0].bytes),
+            _ => Vec::with_capacity(days.iter().map(|d| d.bytes.len()).sum()),
+        };
+        let single = days.len() == 1;
+        for day in days {
+            let offset = if single { 0 } else { events.len() };
+            let first = batch.messages.len();
+            if !single {
+                events.extend_from_slice(&day.bytes);
+            }
+            batch
+                .messages
+                .extend(day.messages.into_iter().map(|m| MessageRows {
+                    bytes: m.bytes.start + offset..m.bytes.end + offset,
+                    ..m
+                }));
+            batch.event_days.push(first..batch.messages.len());
+        }
+        self.capacity = self.capacity.max(events.len());
         batch.events = events.into();
+        // A stable sort: source order within each day.
+        batch.rejects.sort_by_key(|r| partition_day(r.received_at));
+        let mut start = 0;
+        while start < batch.rejects.len() {
+            let day = partition_day(batch.rejects[start].received_at);
+            let end = start
+                + batch.rejects[start..]
+                    .iter()
+                    .take_while(|r| partition_day(r.received_at) == day)
+                    .count();
+            batch.reject_days.push(start..end);
+            start = end;
+        }
         batch.seq = seq;
         batch.generation = generation;
         batch
@@ -219,7 +308,7 @@ impl BatchBuilder {
     /// Drops what was collected (its messages will be read again by the next owner).
     pub fn discard(&mut self) {
         self.current = empty(0, 0);
-        self.events.clear();
+        self.days.clear();
         self.started = None;
     }
 }
@@ -231,43 +320,44 @@ fn empty(seq: u64, generation: u64) -> Batch {
         events: bytes::Bytes::new(),
         event_rows: 0,
         messages: Vec::new(),
+        event_days: Vec::new(),
         rejects: Vec::new(),
+        reject_days: Vec::new(),
         next_offsets: Vec::new(),
         bytes: 0,
         message_count: 0,
     }
 }
 
-/// What is already stored per partition, read from ClickHouse when partitions are assigned:
-/// a message read again is skipped if its rows are there.
+/// What is already stored per partition and day, read from ClickHouse when partitions are
+/// assigned: a row read again is skipped if the day it goes to holds its message or a later one.
 #[derive(Debug, Default, Clone)]
 pub struct ReplayFilter {
     stored: BTreeMap<PartitionKey, Stored>,
 }
 
-/// Highest stored offsets of one partition; -1 when none.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Highest stored offsets of one partition, per daily partition of each table.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Stored {
-    /// Highest offset with rows in `events`.
-    pub events: i64,
-    /// Highest offset with a decode reject in `rejects`.
-    pub rejects: i64,
+    /// Highest offset with rows in `events`, per day.
+    pub events: DayOffsets,
+    /// Highest offset with a decode reject in `rejects`, per day.
+    pub rejects: DayOffsets,
 }
 
 impl ReplayFilter {
     /// A filter from the offsets read back from ClickHouse.
     pub fn new(
-        events: &BTreeMap<PartitionKey, i64>,
-        rejects: &BTreeMap<PartitionKey, i64>,
+        events: &BTreeMap<PartitionKey, DayOffsets>,
+        rejects: &BTreeMap<PartitionKey, DayOffsets>,
     ) -> Self {
         let stored = events
             .keys()
             .chain(rejects.keys())
             .map(|key| {
-                let highest = |table: &BTreeMap<PartitionKey, i64>| *table.get(key).unwrap_or(&-1);
                 let offsets = Stored {
-                    events: highest(events),
-                    rejects: highest(rejects),
+                    events: events.get(key).cloned().unwrap_or_default(),
+                    rejects: rejects.get(key).cloned().unwrap_or_default(),
                 };
                 (key.clone(), offsets)
             })
@@ -275,16 +365,16 @@ impl ReplayFilter {
         ReplayFilter { stored }
     }
 
-    /// Whether the events of the message at `offset` are already stored.
-    pub fn events_stored(&self, topic: &str, partition: i32, offset: i64) -> bool {
+    /// Whether the rows of the message at `offset` that go to `day` of `events` are stored.
+    pub fn events_stored(&self, topic: &str, partition: i32, offset: i64, day: u32) -> bool {
         self.get(topic, partition)
-            .is_some_and(|s| offset <= s.events)
+            .is_some_and(|s| s.events.get(&day).is_some_and(|&o| offset <= o))
     }
 
-    /// Whether the decode reject of the message at `offset` is already stored.
-    pub fn reject_stored(&self, topic: &str, partition: i32, offset: i64) -> bool {
+    /// Whether the decode reject of the message at `offset`, going to `day`, is stored.
+    pub fn reject_stored(&self, topic: &str, partition: i32, offset: i64, day: u32) -> bool {
         self.get(topic, partition)
-            .is_some_and(|s| offset <= s.rejects)
+            .is_some_and(|s| s.rejects.get(&day).is_some_and(|&o| offset <= o))
     }
 
     fn get(&self, topic: &str, partition: i32) -> Option<&Stored> {
@@ -392,16 +482,88 @@ mod tests {
     }
 
     #[test]
-    fn replay_filter_skips_only_what_each_table_holds() {
+    fn replay_filter_skips_only_what_each_table_and_day_holds() {
         let key = ("t".to_owned(), 2);
-        let events = BTreeMap::from([(key.clone(), 100)]);
-        let rejects = BTreeMap::from([(key, 40)]);
+        // Day 7's part of the last INSERT was lost, day 8's stored.
+        let events = BTreeMap::from([(key.clone(), DayOffsets::from([(7, 60), (8, 100)]))]);
+        let rejects = BTreeMap::from([(key, DayOffsets::from([(8, 40)]))]);
         let f = ReplayFilter::new(&events, &rejects);
-        assert!(f.events_stored("t", 2, 100));
-        assert!(!f.events_stored("t", 2, 101));
-        assert!(f.reject_stored("t", 2, 40));
-        assert!(!f.reject_stored("t", 2, 41));
-        assert!(!f.events_stored("t", 3, 0));
-        assert!(!f.events_stored("u", 2, 0));
+        assert!(f.events_stored("t", 2, 100, 8));
+        assert!(!f.events_stored("t", 2, 101, 8));
+        assert!(f.events_stored("t", 2, 60, 7));
+        assert!(!f.events_stored("t", 2, 61, 7));
+        assert!(!f.events_stored("t", 2, 0, 9));
+        assert!(f.reject_stored("t", 2, 40, 8));
+        assert!(!f.reject_stored("t", 2, 41, 8));
+        assert!(!f.reject_stored("t", 2, 1, 7));
+        assert!(!f.events_stored("t", 3, 0, 8));
+        assert!(!f.events_stored("u", 2, 0, 8));
+    }
+
+    #[test]
+    fn rows_are_grouped_by_day_with_message_boundaries_in_each() {
+        let mut b = BatchBuilder::new(limits(100));
+        let p = ("t".to_owned(), 0);
+        let day = 86_400_000;
+        let at = |ms: i64, i: u32| Event {
+            ts: cityops_event::Timestamp::from_millis(ms).unwrap(),
+            ..event(i)
+        };
+        let source = |offset| RowSource {
+            kind: "kafka",
+            topic: "t",
+            partition: 0,
+            offset,
+        };
+        // Day 20001, then a message over midnight, then day 20000 again.
+        b.add_events(0, &[at(20_001 * day + 5, 0)], &source(1));
+        b.add_events(
+            1,
+            &[
+                at(20_001 * day - 1, 1),
+                at(20_001 * day, 2),
+                at(20_001 * day - 2, 3),
+            ],
+            &source(2),
+        );
+        b.add_events(0, &[at(20_000 * day + 9, 4)], &source(3));
+        let mut late = RejectRow {
+            reject_id: uuid::Uuid::nil(),
+            received_at: 20_001 * 86_400 + 1,
+            received_ms: 0,
+            feed: "f".into(),
+            reason: "invalid_json".into(),
+            message: String::new(),
+            raw: Vec::new(),
+            raw_len: 0,
+            raw_truncated: 0,
+            source_kind: "kafka".into(),
+            source_topic: "t".into(),
+            source_partition: 0,
+            source_offset: 4,
+        };
+        b.add_reject(late.clone());
+        late.received_at = 20_000 * 86_400 + 1;
+        late.source_offset = 5;
+        b.add_reject(late);
+        let batch = b.take(1);
+        assert_eq!(batch.event_rows, 5);
+        assert_eq!(batch.event_days, vec![0..2, 2..4]);
+        let offsets = |range: std::ops::Range<usize>| -> Vec<(i64, u32)> {
+            batch.messages[range]
+                .iter()
+                .flat_map(|m| {
+                    cityops_clickhouse::decode_events(&batch.events[m.bytes.clone()]).unwrap()
+                })
+                .map(|r| (r.source_offset, r.ts / 86_400))
+                .collect()
+        };
+        assert_eq!(offsets(0..2), vec![(2, 20_000), (2, 20_000), (3, 20_000)]);
+        assert_eq!(offsets(2..4), vec![(1, 20_001), (2, 20_001)]);
+        assert_eq!(batch.messages[0].rows, 2);
+        assert_eq!(batch.messages[0].feed, 1);
+        assert_eq!(batch.reject_days, vec![0..1, 1..2]);
+        assert_eq!(batch.rejects[0].source_offset, 5);
+        assert_eq!(batch.next_offsets, vec![(p, 6)]);
     }
 }

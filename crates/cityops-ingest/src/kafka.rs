@@ -7,7 +7,7 @@ use crate::pipeline::{Decoder, Done, Received, WriterTask, limits, start_writer}
 use crate::{Error, IngestMetrics};
 use cityops_clickhouse::ClickHouse;
 use cityops_config::{Config, SourceKind};
-use cityops_event::SourceCoordinates;
+use cityops_event::{SourceCoordinates, Timestamp};
 use cityops_kafka::{GroupConsumer, GroupEvents, NextOffset, Record, TopicPartition};
 use cityops_telemetry::Readiness;
 use std::collections::BTreeMap;
@@ -256,7 +256,7 @@ impl Pipeline {
         let received = Received {
             topic: record.topic,
             payload: record.payload,
-            received_at: crate::pipeline::now(),
+            received_at: arrival(record.timestamp_ms, crate::pipeline::now()),
             coordinates: &coordinates,
             partition: record.partition,
             offset: record.offset,
@@ -270,6 +270,17 @@ impl Pipeline {
             |_, _| {},
         );
     }
+}
+
+/// The arrival time of a record: its timestamp (the producer's create time or the broker's
+/// append time), so that a record read again after a crash or a rebalance gets the same time,
+/// and so the same daily partition, as on its first read (the spool keeps the first arrival
+/// for MQTT). `now` when it has none, or one later than now (a producer clock ahead).
+fn arrival(timestamp_ms: Option<i64>, now: Timestamp) -> Timestamp {
+    timestamp_ms
+        .filter(|&ms| ms > 0 && ms <= now.as_millis())
+        .and_then(|ms| Timestamp::from_millis(ms).ok())
+        .unwrap_or(now)
 }
 
 /// Runs Kafka ingest until `cancel`: blocks the calling thread (the polling thread) and runs
@@ -420,4 +431,19 @@ pub fn run(
     let _ =
         runtime.block_on(async { tokio::time::timeout(Duration::from_secs(5), writer_task).await });
     Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_record_arrives_at_its_timestamp_unless_it_has_none_or_one_in_the_future() {
+        let now = Timestamp::from_millis(1_800_000_000_000).unwrap();
+        let earlier = 1_799_999_000_000;
+        assert_eq!(arrival(Some(earlier), now).as_millis(), earlier);
+        assert_eq!(arrival(Some(1_800_000_000_001), now), now);
+        assert_eq!(arrival(Some(-1), now), now);
+        assert_eq!(arrival(None, now), now);
+    }
 }

@@ -2,7 +2,7 @@
 //! decoding into the batch being built (or skipping what is already stored), the per-feed
 //! counters, and the writer task that stores batches one at a time and reports back.
 
-use crate::batch::{Batch, BatchBuilder, Limits, PartitionKey, ReplayFilter};
+use crate::batch::{Batch, BatchBuilder, Limits, PartitionKey, ReplayFilter, day_of};
 use crate::writer::{DECODE_REJECT_INDEX, Writer, WriterSettings, Written, feed_label};
 use crate::{Error, IngestMetrics};
 use cityops_clickhouse::{ClickHouse, RowSource};
@@ -253,14 +253,26 @@ impl Decoder {
             offset: message.offset,
         };
         let (key, partition, offset) = (message.key_topic, message.partition, message.offset);
-        let (feed_name, stored) = match &outcome {
+        // Rows go to the daily partition of their time, and a server killed mid-INSERT may
+        // have kept one day's rows of a message and not the other's: each day is checked.
+        let (feed_name, stored_rows, rows) = match &outcome {
             Outcome::Events(events) => (
                 events.first().map_or("", |e| e.feed.as_str()),
-                filter.events_stored(key, partition, offset),
+                events
+                    .iter()
+                    .filter(|e| filter.events_stored(key, partition, offset, day_of(e.ts)))
+                    .count(),
+                events.len(),
             ),
             Outcome::Reject(reject) => (
                 reject.feed.as_deref().unwrap_or(""),
-                filter.reject_stored(key, partition, offset),
+                usize::from(filter.reject_stored(
+                    key,
+                    partition,
+                    offset,
+                    day_of(message.received_at),
+                )),
+                1,
             ),
         };
         let feed = self.feed_number(feed_name);
@@ -268,12 +280,22 @@ impl Decoder {
         let counters = self.counters(feed, metrics);
         counters.messages.inc();
         counters.payload_bytes.inc_by(message.payload.len() as f64);
-        if stored {
+        if stored_rows == rows && rows > 0 {
             counters.replayed.inc();
             builder.add_skipped(message.topic, partition, offset);
             return;
         }
         match outcome {
+            Outcome::Events(events) if stored_rows > 0 => {
+                // Only after a server crash mid-INSERT: the days that did not make it.
+                let missing: Vec<Event> = events
+                    .into_iter()
+                    .filter(|e| !filter.events_stored(key, partition, offset, day_of(e.ts)))
+                    .collect();
+                counters.events.inc_by(missing.len() as f64);
+                builder.add_events(feed, &missing, &row_source);
+                on_events(feed, &missing);
+            }
             Outcome::Events(events) => {
                 counters.events.inc_by(events.len() as f64);
                 builder.add_events(feed, &events, &row_source);

@@ -134,27 +134,26 @@ impl Writer {
         batch.generation < self.generation.load(Ordering::SeqCst)
     }
 
-    /// Stores `batch`: events (isolating refused messages), then decode rejects.
+    /// Stores `batch`: events (isolating refused messages), then decode rejects; one INSERT
+    /// per table and day (see [`Batch`]).
     pub async fn write(&mut self, batch: &Batch) -> Written {
         if self.store_events(batch).await.is_err() {
             return Written::Abandoned;
         }
-        if !batch.rejects.is_empty() {
-            match self
-                .insert(batch, Rows::Rejects(&batch.rejects), true)
-                .await
-            {
-                Ok(_) => {}
-                Err(Abandon) => return Written::Abandoned,
+        for day in &batch.reject_days {
+            let rejects = Rows::Rejects(&batch.rejects[day.clone()]);
+            if self.insert(batch, rejects, true).await.is_err() {
+                return Written::Abandoned;
             }
         }
         Written::Stored
     }
 
     async fn store_events(&mut self, batch: &Batch) -> Result<(), Abandon> {
-        // A stack of message ranges, left half on top: rows reach the table in source order.
+        // A stack of message ranges, left half on top: rows reach each day's partition in
+        // source order, and no range spans two days.
         let mut work: Vec<Range<usize>> = Vec::with_capacity(16);
-        work.push(0..batch.messages.len());
+        work.extend(batch.event_days.iter().rev().cloned());
         while let Some(range) = work.pop() {
             if range.is_empty() {
                 continue;
@@ -206,13 +205,16 @@ impl Writer {
             partition: first.source_partition,
             offset: first.source_offset,
         };
+        // A message whose events fall on two days is written as two parts, each refused on
+        // its own: the day tells their rejects apart.
+        let day_start_ms = i64::from(first.ts / 86_400) * 86_400_000;
         let reject = RejectRow {
             reject_id: EventId {
                 feed: &first.feed,
                 coordinates: Some(&coordinates),
                 entity_id: "",
                 metric: REFUSED_REASON,
-                ts_millis: 0,
+                ts_millis: day_start_ms,
                 index: REFUSED_INDEX,
             }
             .derive(),
@@ -421,7 +423,8 @@ impl Writer {
     /// now. First waits until the server can no longer run it: seen running and then gone, or
     /// not seen for [`LANDED_GRACE`] (a request the client gave up on may start late on a busy
     /// server). Then looks up its first row by the table's sort key: an INSERT below
-    /// ClickHouse's block size is stored whole or not at all, so one row answers for all.
+    /// ClickHouse's block size into one daily partition is one part, stored whole or not at
+    /// all (even when the server is killed), so one row answers for all.
     async fn landed(&self, rows: &Rows<'_>, query_id: &str) -> Option<bool> {
         let waiting = Instant::now();
         let mut seen = false;

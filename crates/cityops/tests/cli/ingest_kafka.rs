@@ -348,6 +348,128 @@ async fn proof_2_kill_9_three_times_during_the_load_loses_and_duplicates_nothing
     assert_eq!(ingest.terminate(Duration::from_secs(30)), Some(0));
 }
 
+/// Good messages whose rows fall on two UTC days (yesterday's and today's, alternately), bus
+/// messages with one record on each day, and the rows each must give.
+fn two_day_load(messages: usize) -> Load {
+    let today = base_ms();
+    let yesterday = today - 86_400_000;
+    let mut load = Load {
+        messages: Vec::with_capacity(messages),
+        expected: BTreeMap::new(),
+    };
+    for i in 0..messages {
+        let (topic, feed) = match i % 3 {
+            0 => (TOPICS[0], "reports"),
+            1 => (TOPICS[1], "dossiers"),
+            _ => (TOPICS[2], "buses"),
+        };
+        let v = (i as f64) * 0.5;
+        let note = format!("Tin nhắn {i} của hai ngày");
+        let mut record = |id: String, ts: i64| {
+            let ms = ts.to_string();
+            load.expected.insert(
+                id.clone(),
+                vec![
+                    format!("{id}\tnote\t\\N\t{note}\t{ms}\t{feed}"),
+                    format!("{id}\tvalue\t{v}\t\\N\t{ms}\t{feed}"),
+                ],
+            );
+            serde_json::json!({"id": id, "ts": ts, "v": v, "note": note})
+        };
+        let id = format!("{feed}-{i:07}");
+        let payload = if feed == "buses" {
+            let a = record(format!("{id}-a"), yesterday + i as i64);
+            let b = record(format!("{id}-b"), today + i as i64);
+            serde_json::json!({"route": "R16", "items": [a, b]})
+        } else if i % 2 == 0 {
+            record(id.clone(), yesterday + i as i64)
+        } else {
+            record(id.clone(), today + i as i64)
+        };
+        load.messages
+            .push((topic, id, serde_json::to_vec(&payload).unwrap()));
+    }
+    load
+}
+
+/// Waits (up to `timeout`) until an ingest INSERT runs on the server; whether one was seen.
+async fn wait_for_an_insert(clickhouse: &ClickHouseServer, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        let running = clickhouse
+            .scalar(
+                "SELECT count() FROM system.processes \
+                 WHERE query_id LIKE 'cityops-ingest-%' AND query LIKE 'INSERT%'",
+            )
+            .await
+            .unwrap_or(0.0);
+        if running > 0.0 {
+            return true;
+        }
+    }
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clickhouse_killed_mid_insert_five_times_over_two_days_loses_and_duplicates_nothing() {
+    // Large batches: each INSERT runs long enough to be caught, and would span both days.
+    let mut rig = Rig::start(false, "").await;
+    let text = std::fs::read_to_string(&rig.config).unwrap().replace(
+        "batch_max_rows = 5000\nlinger_ms = 200\n",
+        "batch_max_rows = 60000\nlinger_ms = 1000\n",
+    );
+    std::fs::write(&rig.config, text).unwrap();
+    let load = two_day_load(90_000);
+    let want: usize = load.expected.values().map(Vec::len).sum();
+    let producer = produce_in_background(
+        rig.kafka.bootstrap(),
+        load.messages.clone(),
+        30,
+        Duration::from_millis(300),
+    );
+    let mut ingest = rig.ingest("run-0");
+    let mut caught = 0;
+    for kill in 1..=5 {
+        rig.wait_for_rows(1.0, Duration::from_secs(60)).await;
+        let mid_insert = wait_for_an_insert(&rig.clickhouse, Duration::from_secs(20)).await;
+        rig.clickhouse.kill9();
+        caught += usize::from(mid_insert);
+        // Twice the ingest dies with the server: its successor's check reads what each day holds.
+        let with_ingest = kill % 2 == 0;
+        if with_ingest {
+            ingest.kill9();
+        }
+        rig.clickhouse.start_again();
+        let stored = rig.count("SELECT count() FROM {db}.events").await;
+        eprintln!(
+            "ClickHouse kill -9 number {kill}: an INSERT running {mid_insert}, ingest killed too {with_ingest}, {stored} rows stored"
+        );
+        if with_ingest {
+            ingest = rig.ingest(&format!("run-{kill}"));
+        }
+        // Progress between kills, so that each kill meets new INSERTs.
+        rig.wait_for_rows(stored + 1.0, Duration::from_secs(120))
+            .await;
+    }
+    producer.join().unwrap();
+    let n = rig
+        .wait_for_rows(want as f64, Duration::from_secs(240))
+        .await;
+    ingest.wait_settled().await;
+    let days = rig
+        .count("SELECT uniqExact(toYYYYMMDD(ts)) FROM {db}.events")
+        .await;
+    eprintln!("{n} rows of {want} over {days} days; {caught} of 5 kills with an INSERT running");
+    assert_eq!(n, want as f64, "{}", ingest.log_text());
+    assert_eq!(days, 2.0);
+    rig.assert_rows_equal_source(&load.expected).await;
+    assert!(
+        caught >= 3,
+        "only {caught} of 5 kills caught an INSERT running"
+    );
+    assert_eq!(ingest.terminate(Duration::from_secs(30)), Some(0));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn proof_3_clickhouse_down_for_20_s_pauses_within_the_memory_bound_and_catches_up() {
     // A small bound so that it is reached while ClickHouse is down.
