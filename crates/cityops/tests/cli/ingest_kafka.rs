@@ -471,6 +471,79 @@ async fn clickhouse_killed_mid_insert_five_times_over_two_days_loses_and_duplica
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_day_lost_from_the_last_inserts_is_stored_again_and_only_that_day() {
+    // The state a server killed between the two parts of an INSERT leaves, made exactly: the
+    // rows of yesterday's partition of the buses' last messages gone, today's kept. A fresh
+    // group reads everything again; what each day holds decides what is written.
+    let rig = Rig::start(false, "").await;
+    let load = two_day_load(3_000);
+    let want: usize = load.expected.values().map(Vec::len).sum();
+    let bootstrap = rig.kafka.bootstrap();
+    let messages = load.messages.clone();
+    tokio::task::spawn_blocking(move || produce(&bootstrap, &messages))
+        .await
+        .unwrap();
+    let mut first = rig.ingest("first");
+    assert_eq!(
+        rig.wait_for_rows(want as f64, Duration::from_secs(120))
+            .await,
+        want as f64
+    );
+    assert_eq!(first.terminate(Duration::from_secs(30)), Some(0));
+    let yesterday = rig
+        .count("SELECT min(toYYYYMMDD(ts)) FROM {db}.events")
+        .await;
+    let lost_rows = format!(
+        "toYYYYMMDD(ts) = {yesterday} AND source_topic = 'proof.buses' AND source_offset > 250"
+    );
+    let lost = rig
+        .count(&format!(
+            "SELECT count() FROM {{db}}.events WHERE {lost_rows}"
+        ))
+        .await;
+    assert!(
+        lost > 0.0,
+        "the buses have rows of yesterday past offset 250"
+    );
+    rig.clickhouse
+        .sql(&format!(
+            "ALTER TABLE {}.events DELETE WHERE {lost_rows}",
+            rig.db
+        ))
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while rig.count("SELECT count() FROM {db}.events").await > want as f64 - lost {
+        assert!(
+            Instant::now() < deadline,
+            "the mutation did not finish in 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let text = std::fs::read_to_string(&rig.config)
+        .unwrap()
+        .replace("group_id = \"proof\"", "group_id = \"proof-again\"");
+    std::fs::write(&rig.config, text).unwrap();
+    let again = rig.ingest("again");
+    let n = rig
+        .wait_for_rows(want as f64, Duration::from_secs(120))
+        .await;
+    again.wait_settled().await;
+    let replayed = metric_sum(
+        &again.metrics().await,
+        "cityops_ingest_replayed_messages_total",
+        &[],
+    );
+    eprintln!(
+        "{lost} rows of yesterday removed; {n} rows of {want} after the second read, which skipped {replayed} messages"
+    );
+    assert_eq!(n, want as f64, "{}", again.log_text());
+    rig.assert_rows_equal_source(&load.expected).await;
+    // Everything but the buses' messages past offset 250 was skipped whole.
+    assert!(replayed >= 2_000.0, "only {replayed} messages skipped");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn proof_3_clickhouse_down_for_20_s_pauses_within_the_memory_bound_and_catches_up() {
     // A small bound so that it is reached while ClickHouse is down.
     let bound: u64 = 4 * 1024 * 1024;
