@@ -1,7 +1,9 @@
 //! The proofs of `cityops ingest` from Kafka: real Kafka-protocol broker, real ClickHouse,
 //! the real binary killed and restarted. Every test owns its services.
 
-use crate::ingest_support::{Ingest, ProofTables, Tables, base_ms, http_get, metric_sum};
+use crate::ingest_support::{
+    Ingest, ProofTables, Tables, base_ms, expected_rows, http_get, metric_sum,
+};
 use cityops_testkit::{ClickHouseServer, KafkaBroker};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -161,6 +163,13 @@ struct Load {
 
 fn good_load(messages: usize) -> Load {
     let base = base_ms();
+    load_at(messages, |i, _| vec![base + i as i64])
+}
+
+/// Good messages spread over the three feeds with one record per time `times(i, feed)` gives
+/// (a bus message carries them all, ids suffixed `-a`, `-b`, ... when more than one), two
+/// events per record, and the rows each must give.
+fn load_at(messages: usize, times: impl Fn(usize, &str) -> Vec<i64>) -> Load {
     let mut load = Load {
         messages: Vec::with_capacity(messages),
         expected: BTreeMap::new(),
@@ -172,26 +181,33 @@ fn good_load(messages: usize) -> Load {
             _ => (TOPICS[2], "buses"),
         };
         let id = format!("{feed}-{i:07}");
-        let ts = base + i as i64;
         // Values with fractions that survive Float64 exactly, and Vietnamese text.
         let v = (i as f64) * 0.25 - 1000.0;
         let note = format!("Phản ánh số {i}: đèn đường hỏng ở Hải Châu");
-        let record = serde_json::json!({"id": id, "ts": ts, "v": v, "note": note});
+        let at = times(i, feed);
+        let records: Vec<serde_json::Value> = at
+            .iter()
+            .enumerate()
+            .map(|(k, &ts)| {
+                let record_id = if at.len() == 1 {
+                    id.clone()
+                } else {
+                    format!("{id}-{}", char::from(b'a' + k as u8))
+                };
+                load.expected.insert(
+                    record_id.clone(),
+                    expected_rows(&record_id, &note, v, ts, feed),
+                );
+                serde_json::json!({"id": record_id, "ts": ts, "v": v, "note": note})
+            })
+            .collect();
         let payload = if feed == "buses" {
-            serde_json::json!({"route": "R16", "items": [record]})
+            serde_json::json!({"route": "R16", "items": records})
         } else {
-            record
+            records.into_iter().next().expect("a record per message")
         };
         load.messages
-            .push((topic, id.clone(), serde_json::to_vec(&payload).unwrap()));
-        let ms = ts.to_string();
-        load.expected.insert(
-            id.clone(),
-            vec![
-                format!("{id}\tnote\t\\N\t{note}\t{ms}\t{feed}"),
-                format!("{id}\tvalue\t{v}\t\\N\t{ms}\t{feed}"),
-            ],
-        );
+            .push((topic, id, serde_json::to_vec(&payload).unwrap()));
     }
     load
 }
@@ -353,43 +369,16 @@ async fn proof_2_kill_9_three_times_during_the_load_loses_and_duplicates_nothing
 fn two_day_load(messages: usize) -> Load {
     let today = base_ms();
     let yesterday = today - 86_400_000;
-    let mut load = Load {
-        messages: Vec::with_capacity(messages),
-        expected: BTreeMap::new(),
-    };
-    for i in 0..messages {
-        let (topic, feed) = match i % 3 {
-            0 => (TOPICS[0], "reports"),
-            1 => (TOPICS[1], "dossiers"),
-            _ => (TOPICS[2], "buses"),
-        };
-        let v = (i as f64) * 0.5;
-        let note = format!("Tin nhắn {i} của hai ngày");
-        let mut record = |id: String, ts: i64| {
-            let ms = ts.to_string();
-            load.expected.insert(
-                id.clone(),
-                vec![
-                    format!("{id}\tnote\t\\N\t{note}\t{ms}\t{feed}"),
-                    format!("{id}\tvalue\t{v}\t\\N\t{ms}\t{feed}"),
-                ],
-            );
-            serde_json::json!({"id": id, "ts": ts, "v": v, "note": note})
-        };
-        let id = format!("{feed}-{i:07}");
-        let payload = if feed == "buses" {
-            let a = record(format!("{id}-a"), yesterday + i as i64);
-            let b = record(format!("{id}-b"), today + i as i64);
-            serde_json::json!({"route": "R16", "items": [a, b]})
+    load_at(messages, |i, feed| {
+        let i = i as i64;
+        if feed == "buses" {
+            vec![yesterday + i, today + i]
         } else if i % 2 == 0 {
-            record(id.clone(), yesterday + i as i64)
+            vec![yesterday + i]
         } else {
-            record(id.clone(), today + i as i64)
-        };
-        load.messages
-            .push((topic, id, serde_json::to_vec(&payload).unwrap()));
-    }
-    load
+            vec![today + i]
+        }
+    })
 }
 
 /// Waits (up to `timeout`) until an ingest INSERT runs on the server; whether one was seen.

@@ -1,7 +1,9 @@
 //! The proofs of `cityops ingest` from MQTT: real mosquitto, real ClickHouse, the real binary
 //! killed and restarted. Every test owns its services.
 
-use crate::ingest_support::{Ingest, ProofTables, Tables, base_ms, http_get, metric_sum};
+use crate::ingest_support::{
+    Ingest, ProofTables, Tables, base_ms, expected_rows, http_get, metric_sum,
+};
 use cityops_testkit::{ClickHouseServer, Mosquitto};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -182,14 +184,8 @@ fn good_load(messages: usize) -> Load {
             format!("proof/{feed}/{id}"),
             serde_json::to_vec(&payload).unwrap(),
         ));
-        let ms = ts.to_string();
-        load.expected.insert(
-            id.clone(),
-            vec![
-                format!("{id}\tnote\t\\N\t{note}\t{ms}\t{feed}"),
-                format!("{id}\tvalue\t{v}\t\\N\t{ms}\t{feed}"),
-            ],
-        );
+        load.expected
+            .insert(id.clone(), expected_rows(&id, &note, v, ts, feed));
     }
     load
 }

@@ -15,6 +15,15 @@ pub fn base_ms() -> i64 {
     now - 3_600_000
 }
 
+/// The rows of `events` a proof record gives (a `value` and a `note` event), as
+/// [`Tables::assert_rows_equal_source`] reads them back.
+pub fn expected_rows(id: &str, note: &str, v: f64, ts: i64, feed: &str) -> Vec<String> {
+    vec![
+        format!("{id}\tnote\t\\N\t{note}\t{ts}\t{feed}"),
+        format!("{id}\tvalue\t{v}\t\\N\t{ts}\t{feed}"),
+    ]
+}
+
 /// A running `cityops ingest`.
 pub struct Ingest {
     pub child: Child,
