@@ -97,6 +97,8 @@ pub struct BatchBuilder {
     days: Vec<DayRows>,
     /// The largest RowBinary of a batch so far: new buffers start at that capacity.
     capacity: usize,
+    /// Scratch of [`BatchBuilder::add_events`]: (day buffer, start, rows) per day touched.
+    touched: Vec<(usize, usize, u32)>,
     started: Option<Instant>,
     /// Whether partitions are told apart by topic too (Kafka) or by number only (the spool).
     per_topic: bool,
@@ -134,6 +136,7 @@ impl BatchBuilder {
             current: empty(0, 0),
             days: Vec::new(),
             capacity: 0,
+            touched: Vec::new(),
             started: None,
             per_topic: true,
         }
@@ -175,8 +178,10 @@ impl BatchBuilder {
         if events.is_empty() {
             return;
         }
-        // (day buffer, where this message's rows start in it, how many) per day it touches.
-        let mut touched: Vec<(usize, usize, u32)> = Vec::with_capacity(1);
+        // (day buffer, where this message's rows start in it, how many) per day it touches;
+        // kept between messages so that the hot path allocates nothing.
+        let mut touched = std::mem::take(&mut self.touched);
+        touched.clear();
         let mut added = 0;
         for event in events {
             let day = day_of(event.ts);
@@ -206,7 +211,7 @@ impl BatchBuilder {
         }
         self.current.bytes += added;
         self.current.event_rows += events.len();
-        for (i, start, rows) in touched {
+        for &(i, start, rows) in &touched {
             let day = &mut self.days[i];
             let end = day.bytes.len();
             day.messages.push(MessageRows {
@@ -215,6 +220,7 @@ impl BatchBuilder {
                 feed,
             });
         }
+        self.touched = touched;
     }
 
     /// Adds the reject of a message (its source coordinates are in the row).
@@ -343,6 +349,8 @@ pub struct Stored {
     pub events: DayOffsets,
     /// Highest offset with a decode reject in `rejects`, per day.
     pub rejects: DayOffsets,
+    /// The highest of `events` over all days (-1 when none).
+    pub events_highest: i64,
 }
 
 impl ReplayFilter {
@@ -355,14 +363,23 @@ impl ReplayFilter {
             .keys()
             .chain(rejects.keys())
             .map(|key| {
+                let events = events.get(key).cloned().unwrap_or_default();
                 let offsets = Stored {
-                    events: events.get(key).cloned().unwrap_or_default(),
+                    events_highest: events.values().copied().max().unwrap_or(-1),
+                    events,
                     rejects: rejects.get(key).cloned().unwrap_or_default(),
                 };
                 (key.clone(), offsets)
             })
             .collect();
         ReplayFilter { stored }
+    }
+
+    /// Whether `events` may hold rows of the message at `offset` on some day: false lets a
+    /// message skip the look-up per row (a message past every day's highest stored offset).
+    pub fn events_may_hold(&self, topic: &str, partition: i32, offset: i64) -> bool {
+        self.get(topic, partition)
+            .is_some_and(|s| offset <= s.events_highest)
     }
 
     /// Whether the rows of the message at `offset` that go to `day` of `events` are stored.
@@ -493,6 +510,8 @@ mod tests {
         assert!(f.events_stored("t", 2, 60, 7));
         assert!(!f.events_stored("t", 2, 61, 7));
         assert!(!f.events_stored("t", 2, 0, 9));
+        assert!(f.events_may_hold("t", 2, 100));
+        assert!(!f.events_may_hold("t", 2, 101));
         assert!(f.reject_stored("t", 2, 40, 8));
         assert!(!f.reject_stored("t", 2, 41, 8));
         assert!(!f.reject_stored("t", 2, 1, 7));

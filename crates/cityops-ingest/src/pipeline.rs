@@ -258,10 +258,14 @@ impl Decoder {
         let (feed_name, stored_rows, rows) = match &outcome {
             Outcome::Events(events) => (
                 events.first().map_or("", |e| e.feed.as_str()),
-                events
-                    .iter()
-                    .filter(|e| filter.events_stored(key, partition, offset, day_of(e.ts)))
-                    .count(),
+                if filter.events_may_hold(key, partition, offset) {
+                    events
+                        .iter()
+                        .filter(|e| filter.events_stored(key, partition, offset, day_of(e.ts)))
+                        .count()
+                } else {
+                    0
+                },
                 events.len(),
             ),
             Outcome::Reject(reject) => (
