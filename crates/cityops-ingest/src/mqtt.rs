@@ -109,6 +109,8 @@ struct Receiver {
     mqtt_ready: ReadinessHandle,
     spool_ready: ReadinessHandle,
     full_since: Option<Instant>,
+    /// While the spool's filesystem is full: when to try the sync again.
+    disk_full_retry: Option<Instant>,
     sync_delay: Duration,
 }
 
@@ -229,6 +231,9 @@ impl Receiver {
 
     /// Spools one delivery and queues its PUBACK; gives it back if the spool is full.
     fn try_append(&mut self, d: Delivery) -> Result<(), Delivery> {
+        if self.disk_full_retry.is_some() {
+            return Err(d);
+        }
         if d.retain && !self.store_retained {
             self.metrics.mqtt_retained_skipped.inc();
             if d.qos > 0 {
@@ -265,12 +270,37 @@ impl Receiver {
     /// Syncs what was appended, then sends the PUBACKs.
     fn sync_and_ack(&mut self) -> Result<(), crate::spool::SpoolError> {
         if self.spool.needs_sync() {
+            if self.disk_full_retry.is_some_and(|at| Instant::now() < at) {
+                return Ok(());
+            }
             let started = Instant::now();
-            let durable = self.spool.sync()?;
-            self.metrics
-                .spool_sync_duration
-                .observe(started.elapsed().as_secs_f64());
-            self.durable.set(durable, false);
+            match self.spool.sync() {
+                Ok(durable) => {
+                    self.metrics
+                        .spool_sync_duration
+                        .observe(started.elapsed().as_secs_f64());
+                    self.durable.set(durable, false);
+                    if self.disk_full_retry.take().is_some() {
+                        tracing::info!("spool's filesystem has room again; acknowledging");
+                    }
+                }
+                Err(error @ crate::spool::SpoolError::NoSpace { .. }) => {
+                    // Nothing of what waits for this sync is acknowledged; the broker keeps
+                    // it (and stops sending once its in-flight window is full).
+                    if self.disk_full_retry.is_none() {
+                        tracing::warn!(
+                            %error,
+                            "spool's filesystem is full: acknowledging nothing more until there is room"
+                        );
+                        self.full_since.get_or_insert_with(Instant::now);
+                        self.metrics.spool_full.set(1.0);
+                        self.spool_ready.set_ready(false);
+                    }
+                    self.disk_full_retry = Some(Instant::now() + Duration::from_secs(1));
+                    return Ok(());
+                }
+                Err(error) => return Err(error),
+            }
         }
         for (connection, epoch, pkid) in self.acks.drain(..) {
             self.subscriber.ack(connection, epoch, pkid);
@@ -293,6 +323,9 @@ impl Receiver {
         if stored > self.released_to {
             self.spool.release(stored)?;
             self.released_to = stored;
+        }
+        if self.disk_full_retry.is_some() {
+            return Ok(());
         }
         while let Some(d) = self.held.pop_front() {
             if let Err(d) = self.try_append(d) {
@@ -513,6 +546,7 @@ pub fn run(
         mqtt_ready,
         spool_ready,
         full_since: None,
+        disk_full_retry: None,
         sync_delay: Duration::from_millis(mqtt.spool.sync_delay_ms),
     };
     let receiver_failed = Arc::new(AtomicBool::new(false));

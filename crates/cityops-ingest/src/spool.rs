@@ -10,8 +10,11 @@
 //! table file is one *table* record (the last sequence number it covers, then the table).
 //! Spools written before the table file carry the table in a *memo* record at the start of
 //! each segment instead; they are still read. A torn record at the end of the last segment (a
-//! crash mid-write) is cut off on open; a damaged record anywhere else, or a damaged table
-//! file, stops the open with an error rather than skipping data silently.
+//! crash mid-write: nothing after it is whole) is cut off on open; a damaged record anywhere
+//! else, a gap in a segment's sequence numbers, or a damaged table file stops the open with an
+//! error naming the file and byte rather than skipping data silently. [`inspect`] and
+//! [`salvage`] (`cityops spool check|salvage`) report such damage and keep what is intact.
+//! A lock file (`<dir>/lock`) keeps a second process off a spool in use.
 
 use crate::le::{take, take_u16, take_u64};
 use crate::resend::ResendTable;
@@ -35,8 +38,27 @@ pub enum SpoolError {
         /// The error.
         source: io::Error,
     },
+    /// The filesystem is full: what was appended is kept in memory, the segment is as it
+    /// was before the write, nothing of it is acknowledged; retry once there is room.
+    #[error("spool {path}: no space left on the spool's filesystem ({action}): {source}")]
+    NoSpace {
+        /// The segment.
+        path: PathBuf,
+        /// What was being done.
+        action: &'static str,
+        /// The error.
+        source: io::Error,
+    },
+    /// Another process holds the spool.
+    #[error("spool {path}: in use by another process (one spool per process)")]
+    InUse {
+        /// The lock file.
+        path: PathBuf,
+    },
     /// A record failed its checksum or framing before the end of the spool.
-    #[error("spool {path}: damaged record at byte {offset}: {detail}")]
+    #[error(
+        "spool {path}: damaged record at byte {offset}: {detail} (stop the ingest and run `cityops spool salvage` to keep what is intact; see docs/runbooks/cityops-pipeline.md, \"The spool is damaged\")"
+    )]
     Damaged {
         /// The segment.
         path: PathBuf,
@@ -142,6 +164,8 @@ pub struct Spool {
     durable_seq: u64,
     total_bytes: u64,
     resends: ResendTable,
+    /// Held (locked) while the spool is open.
+    _lock: File,
 }
 
 /// The content hash that tells a resend of the same message from a new one.
@@ -262,6 +286,96 @@ fn parse_memo(mut body: &[u8]) -> Option<Vec<MemoEntry>> {
     Some(entries)
 }
 
+/// Where a segment stops being readable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Damage {
+    offset: usize,
+    detail: String,
+}
+
+/// How a segment's records ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Walked {
+    /// Bytes of whole records.
+    end: usize,
+    /// Highest message sequence; `first_seq - 1` when there is none.
+    last_seq: u64,
+    /// Bytes of a torn last record after `end` (only in the last segment).
+    torn_bytes: usize,
+}
+
+/// The first offset at or after `from` where a whole record with a good checksum starts.
+fn next_whole(bytes: &[u8], from: usize) -> Option<usize> {
+    (from..bytes.len()).find(|&p| matches!(parse(&bytes[p..]), Ok(Some(_))))
+}
+
+/// Walks the records of a segment whose name says it starts at `first_seq`, handing each to
+/// `on_record`. A bad record is a torn tail (a crash mid-write) only in the last segment and
+/// only when nothing whole follows it; a bad record anywhere else, a message out of sequence,
+/// or a table record is damage.
+fn walk<'a>(
+    bytes: &'a [u8],
+    first_seq: u64,
+    last: bool,
+    mut on_record: impl FnMut(Record<'a>),
+) -> Result<Walked, Damage> {
+    let mut offset = 0;
+    let mut last_seq = first_seq.saturating_sub(1);
+    loop {
+        let detail = match parse(&bytes[offset..]) {
+            Ok(Some((record, used))) => {
+                match &record {
+                    Record::Message(m) if m.seq != last_seq + 1 => {
+                        return Err(Damage {
+                            offset,
+                            detail: format!(
+                                "message {} where {} was expected (messages are missing)",
+                                m.seq,
+                                last_seq + 1
+                            ),
+                        });
+                    }
+                    Record::Message(m) => last_seq = m.seq,
+                    Record::Table(_) => {
+                        return Err(Damage {
+                            offset,
+                            detail: "a table record inside a segment".into(),
+                        });
+                    }
+                    Record::Memo(_) => {}
+                }
+                on_record(record);
+                offset += used;
+                continue;
+            }
+            Ok(None) if offset == bytes.len() => {
+                return Ok(Walked {
+                    end: offset,
+                    last_seq,
+                    torn_bytes: 0,
+                });
+            }
+            Ok(None) => "incomplete record".to_owned(),
+            Err(detail) => detail,
+        };
+        return match next_whole(bytes, offset + 1) {
+            None if last => Ok(Walked {
+                end: offset,
+                last_seq,
+                torn_bytes: bytes.len() - offset,
+            }),
+            None => Err(Damage {
+                offset,
+                detail: format!("{detail}, before the last segment"),
+            }),
+            Some(resumes) => Err(Damage {
+                offset,
+                detail: format!("{detail}; whole records follow from byte {resumes}"),
+            }),
+        };
+    }
+}
+
 /// A message to append, borrowing its topic and payload.
 struct NewMessage<'a> {
     seq: u64,
@@ -335,6 +449,7 @@ impl Spool {
     pub fn open(settings: &SpoolSettings, new_id: i32) -> Result<(Spool, Opened), SpoolError> {
         let dir = settings.dir.clone();
         std::fs::create_dir_all(&dir).map_err(io_error(&dir, "create"))?;
+        let lock = lock(&dir)?;
         let id = read_or_create_id(&dir, new_id)?;
         // The table as the active segment began, then every message after it.
         let (mut resends, covered) = read_table(settings)?;
@@ -351,80 +466,52 @@ impl Spool {
         for (i, (first_seq, path)) in files.into_iter().enumerate() {
             let last = i + 1 == count;
             let bytes = std::fs::read(&path).map_err(io_error(&path, "read"))?;
-            let mut offset = 0usize;
-            let mut last_seq = first_seq.saturating_sub(1);
-            loop {
-                match parse(&bytes[offset..]) {
-                    Ok(Some((record, used))) => {
-                        match record {
-                            Record::Message(m) => {
-                                last_seq = m.seq;
-                                opened.messages += 1;
-                                if m.qos1 && m.seq > covered {
-                                    let hash = content_hash(&m.topic, &m.payload);
-                                    resends.remember(m.connection, 0, m.pkid, hash);
-                                    if let Some(a) = applied.get_mut(usize::from(m.connection)) {
-                                        *a = m.seq;
-                                    }
-                                }
-                            }
-                            Record::Memo(entries) if legacy => {
-                                for (connection, pkid, hash, seq) in entries {
-                                    let Some(a) = applied.get_mut(usize::from(connection)) else {
-                                        continue;
-                                    };
-                                    if seq > *a {
-                                        *a = seq;
-                                        resends.remember(connection, 0, pkid, hash);
-                                    }
-                                }
-                            }
-                            Record::Memo(_) => {}
-                            Record::Table(_) => {
-                                return Err(SpoolError::Damaged {
-                                    path,
-                                    offset: offset as u64,
-                                    detail: "a table record inside a segment".into(),
-                                });
-                            }
+            let walked = walk(&bytes, first_seq, last, |record| match record {
+                Record::Message(m) => {
+                    opened.messages += 1;
+                    if m.qos1 && m.seq > covered {
+                        let hash = content_hash(&m.topic, &m.payload);
+                        resends.remember(m.connection, 0, m.pkid, hash);
+                        if let Some(a) = applied.get_mut(usize::from(m.connection)) {
+                            *a = m.seq;
                         }
-                        offset += used;
-                    }
-                    Ok(None) if offset == bytes.len() => break,
-                    Ok(None) | Err(_) if last => {
-                        // A crash mid-write leaves a torn last record: it was never synced,
-                        // so never acknowledged; the broker sends it again.
-                        opened.truncated_bytes = (bytes.len() - offset) as u64;
-                        let file = OpenOptions::new()
-                            .write(true)
-                            .open(&path)
-                            .map_err(io_error(&path, "open"))?;
-                        file.set_len(offset as u64)
-                            .map_err(io_error(&path, "truncate"))?;
-                        break;
-                    }
-                    Ok(None) => {
-                        return Err(SpoolError::Damaged {
-                            path,
-                            offset: offset as u64,
-                            detail: "incomplete record before the last segment".into(),
-                        });
-                    }
-                    Err(detail) => {
-                        return Err(SpoolError::Damaged {
-                            path,
-                            offset: offset as u64,
-                            detail,
-                        });
                     }
                 }
+                Record::Memo(entries) if legacy => {
+                    for (connection, pkid, hash, seq) in entries {
+                        let Some(a) = applied.get_mut(usize::from(connection)) else {
+                            continue;
+                        };
+                        if seq > *a {
+                            *a = seq;
+                            resends.remember(connection, 0, pkid, hash);
+                        }
+                    }
+                }
+                Record::Memo(_) | Record::Table(_) => {}
+            })
+            .map_err(|damage| SpoolError::Damaged {
+                path: path.clone(),
+                offset: damage.offset as u64,
+                detail: damage.detail,
+            })?;
+            if walked.torn_bytes > 0 {
+                // A crash mid-write leaves a torn last record: it was never synced, so never
+                // acknowledged; the broker sends it again.
+                opened.truncated_bytes = walked.torn_bytes as u64;
+                let file = OpenOptions::new()
+                    .write(true)
+                    .open(&path)
+                    .map_err(io_error(&path, "open"))?;
+                file.set_len(walked.end as u64)
+                    .map_err(io_error(&path, "truncate"))?;
             }
-            next_seq = next_seq.max(last_seq + 1);
+            next_seq = next_seq.max(walked.last_seq + 1);
             segments.push_back(Segment {
                 first_seq,
                 path,
-                bytes: offset as u64,
-                last_seq,
+                bytes: walked.end as u64,
+                last_seq: walked.last_seq,
             });
         }
         // Sequence numbers are never given twice, even if segments went missing.
@@ -465,6 +552,7 @@ impl Spool {
             durable_seq: next_seq - 1,
             total_bytes,
             resends,
+            _lock: lock,
         };
         Ok((spool, opened))
     }
@@ -555,15 +643,31 @@ impl Spool {
         if self.buffer.is_empty() {
             return Ok(self.durable_seq);
         }
-        let path = self
+        let (path, synced_bytes) = self
             .segments
             .back()
-            .map(|s| s.path.clone())
+            .map(|s| (s.path.clone(), s.bytes - self.buffer.len() as u64))
             .unwrap_or_default();
-        self.active
+        let written = self
+            .active
             .write_all(&self.buffer)
-            .map_err(io_error(&path, "write"))?;
-        self.active.sync_data().map_err(io_error(&path, "sync"))?;
+            .map_err(|e| (e, "write"))
+            .and_then(|()| self.active.sync_data().map_err(|e| (e, "sync")));
+        if let Err((error, action)) = written {
+            if !is_no_space(&error) {
+                return Err(io_error(&path, action)(error));
+            }
+            // Put the segment back as it was, so that the next try writes the same records
+            // whole; what was appended stays in the buffer, unacknowledged.
+            self.active
+                .set_len(synced_bytes)
+                .map_err(io_error(&path, "truncate after a full disk"))?;
+            return Err(SpoolError::NoSpace {
+                path,
+                action,
+                source: error,
+            });
+        }
         self.buffer.clear();
         self.durable_seq = self.next_seq - 1;
         if self
@@ -576,14 +680,29 @@ impl Spool {
         Ok(self.durable_seq)
     }
 
-    /// Starts a new segment, then replaces the table file with the table as it is now: every
-    /// message of the segments before is synced and in it, so those segments can be deleted
-    /// once stored without the table forgetting them.
+    /// Replaces the table file with the table as it is now (every message so far is synced
+    /// and in it), then starts a new segment: the segments before can be deleted once stored
+    /// without the table forgetting them. On a full disk the rotation waits for the next sync
+    /// (the active segment grows past its size meanwhile); a table written without its new
+    /// segment is still right, as it covers the messages before it.
     fn rotate(&mut self) -> Result<(), SpoolError> {
         let path = self.dir.join(segment_name(self.next_seq));
-        let file = create_segment(&path)?;
-        file.sync_all().map_err(io_error(&path, "sync"))?;
-        sync_dir(&self.dir)?;
+        let rotated = self.write_table().and_then(|()| {
+            let file = create_segment(&path)?;
+            file.sync_all().map_err(io_error(&path, "sync"))?;
+            sync_dir(&self.dir)?;
+            Ok(file)
+        });
+        let file = match rotated {
+            Ok(file) => file,
+            Err(SpoolError::Io { source, .. }) if is_no_space(&source) => {
+                let _ = std::fs::remove_file(&path);
+                let _ = std::fs::remove_file(self.dir.join(format!("{TABLE_FILE}.tmp")));
+                tracing::warn!(error = %source, "spool: no space to start a new segment; retrying at the next sync");
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
         self.segments.push_back(Segment {
             first_seq: self.next_seq,
             path,
@@ -591,7 +710,7 @@ impl Spool {
             last_seq: self.next_seq - 1,
         });
         self.active = file;
-        self.write_table()
+        Ok(())
     }
 
     /// Writes the table file (a temporary file synced and renamed over the old one).
@@ -624,6 +743,28 @@ impl Spool {
         }
         Ok(freed)
     }
+}
+
+/// Locks the spool directory for this process (released when the file is closed, also by a
+/// crash).
+fn lock(dir: &Path) -> Result<File, SpoolError> {
+    let path = dir.join("lock");
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(io_error(&path, "open"))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(SpoolError::InUse { path }),
+        Err(std::fs::TryLockError::Error(e)) => Err(io_error(&path, "lock")(e)),
+    }
+}
+
+/// Whether an I/O error means the filesystem (or the user's quota) is full.
+fn is_no_space(error: &io::Error) -> bool {
+    matches!(error.kind(), io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded)
 }
 
 fn create_segment(path: &Path) -> Result<File, SpoolError> {
@@ -696,6 +837,8 @@ pub struct SpoolReader {
     start: usize,
     /// The next sequence number to hand out.
     next_seq: u64,
+    /// The first sequence number of the open segment (its name).
+    segment_first: u64,
 }
 
 /// Bytes read from a segment at a time.
@@ -711,6 +854,7 @@ impl SpoolReader {
             buffer: Vec::new(),
             start: 0,
             next_seq: from_seq,
+            segment_first: 0,
         }
     }
 
@@ -733,12 +877,17 @@ impl SpoolReader {
                 }
                 Ok(None) => {
                     if !self.fill()? {
-                        // This segment is exhausted: the next one starts at `next_seq`.
-                        let next = self.dir.join(segment_name(self.next_seq));
-                        if next.exists() {
-                            self.file = None;
-                        } else {
-                            return Ok(None);
+                        // This segment is exhausted once a later one exists: it usually starts
+                        // at `next_seq`, later if a salvage dropped damaged messages.
+                        let later = list_segments(&self.dir)?
+                            .into_iter()
+                            .find(|(first, _)| *first > self.segment_first);
+                        match later {
+                            Some((first, _)) => {
+                                self.file = None;
+                                self.next_seq = self.next_seq.max(first);
+                            }
+                            None => return Ok(None),
                         }
                     }
                 }
@@ -762,7 +911,7 @@ impl SpoolReader {
     /// Opens the segment holding `next_seq`. Returns false if there is none.
     fn open_segment(&mut self) -> Result<bool, SpoolError> {
         let segments = list_segments(&self.dir)?;
-        let Some((_, path)) = segments
+        let Some((first, path)) = segments
             .iter()
             .rev()
             .find(|(first, _)| *first <= self.next_seq)
@@ -772,6 +921,7 @@ impl SpoolReader {
         };
         let file = File::open(path).map_err(io_error(path, "open"))?;
         self.file = Some((file, path.clone()));
+        self.segment_first = *first;
         self.position = 0;
         self.buffer.clear();
         self.start = 0;
@@ -796,6 +946,242 @@ impl SpoolReader {
         self.position += n as u64;
         Ok(n > 0)
     }
+}
+
+/// One damaged span of a segment, as [`inspect`] found it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DamagedSpan {
+    /// The segment.
+    pub path: PathBuf,
+    /// Where the damage starts.
+    pub offset: u64,
+    /// Bytes up to the next whole record (or the end of the file).
+    pub bytes: u64,
+    /// What is wrong at `offset`.
+    pub detail: String,
+    /// The last sequence number intact before it (`first - 1` of the segment if none).
+    pub intact_before: u64,
+    /// The first sequence number intact after it in this segment, if any.
+    pub intact_after: Option<u64>,
+    /// A crash's torn last record: never synced, never acknowledged, nothing lost.
+    pub torn_tail: bool,
+}
+
+/// What [`inspect`] found in a spool directory (or [`salvage`] repaired).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Inspection {
+    /// Segment files read.
+    pub segments: usize,
+    /// Whole messages in them.
+    pub messages: u64,
+    /// Lowest and highest sequence number of those messages.
+    pub seq_range: Option<(u64, u64)>,
+    /// Damaged spans, in file order.
+    pub spans: Vec<DamagedSpan>,
+    /// What is wrong with the resend table's file, if anything.
+    pub table_damage: Option<String>,
+    /// Files moved into `<dir>/damaged/` (by [`salvage`]).
+    pub moved: Vec<PathBuf>,
+    /// Segment files written with the intact records (by [`salvage`]).
+    pub written: Vec<PathBuf>,
+}
+
+impl Inspection {
+    /// Whether anything needs a salvage (a torn tail alone does not: opening cuts it).
+    pub fn damaged(&self) -> bool {
+        self.table_damage.is_some() || self.spans.iter().any(|s| !s.torn_tail)
+    }
+}
+
+/// A run of consecutive whole messages of one segment, as byte ranges.
+struct Run {
+    first_seq: u64,
+    last_seq: u64,
+    ranges: Vec<(usize, usize)>,
+}
+
+/// Reads one segment the way [`salvage`] keeps it: runs of whole, consecutive records, and
+/// the damaged spans between them.
+fn survey(path: &Path, bytes: &[u8], first_seq: u64, last: bool) -> (Vec<Run>, Vec<DamagedSpan>) {
+    let mut runs: Vec<Run> = Vec::new();
+    let mut spans = Vec::new();
+    let mut offset = 0;
+    let mut last_seq = first_seq.saturating_sub(1);
+    // Records before a message (legacy memos) join the run of that message.
+    let mut pending: Vec<(usize, usize)> = Vec::new();
+    while offset < bytes.len() {
+        let problem = match parse(&bytes[offset..]) {
+            Ok(Some((Record::Message(m), used))) if m.seq > last_seq => {
+                pending.push((offset, used));
+                match runs.last_mut() {
+                    Some(run) if m.seq == run.last_seq + 1 && run.last_seq == last_seq => {
+                        run.last_seq = m.seq;
+                        run.ranges.append(&mut pending);
+                    }
+                    _ => runs.push(Run {
+                        first_seq: m.seq,
+                        last_seq: m.seq,
+                        ranges: std::mem::take(&mut pending),
+                    }),
+                }
+                last_seq = m.seq;
+                offset += used;
+                continue;
+            }
+            Ok(Some((Record::Message(m), _))) => {
+                format!("message {} after message {last_seq} (out of order)", m.seq)
+            }
+            Ok(Some((Record::Memo(_), used))) => {
+                pending.push((offset, used));
+                offset += used;
+                continue;
+            }
+            Ok(Some((Record::Table(_), _))) => "a table record inside a segment".to_owned(),
+            Ok(None) => "incomplete record".to_owned(),
+            Err(detail) => detail,
+        };
+        let resumes = next_whole(bytes, offset + 1);
+        let end = resumes.unwrap_or(bytes.len());
+        let intact_after = resumes.and_then(|p| match parse(&bytes[p..]) {
+            Ok(Some((Record::Message(m), _))) => Some(m.seq),
+            _ => None,
+        });
+        spans.push(DamagedSpan {
+            path: path.to_owned(),
+            offset: offset as u64,
+            bytes: (end - offset) as u64,
+            detail: problem,
+            intact_before: last_seq,
+            intact_after,
+            torn_tail: last && resumes.is_none(),
+        });
+        offset = end;
+    }
+    (runs, spans)
+}
+
+/// Checks every file of a spool without changing it (`cityops spool check`). Takes the
+/// spool's lock: a spool in use is refused.
+pub fn inspect(dir: &Path) -> Result<Inspection, SpoolError> {
+    let _lock = lock(dir)?;
+    Ok(survey_dir(dir)?.0)
+}
+
+type Surveyed = (Inspection, Vec<(u64, PathBuf, Vec<u8>, Vec<Run>)>);
+
+fn survey_dir(dir: &Path) -> Result<Surveyed, SpoolError> {
+    let mut inspection = Inspection::default();
+    let table = dir.join(TABLE_FILE);
+    match std::fs::read(&table) {
+        Ok(bytes) => match parse(&bytes) {
+            Ok(Some((Record::Table(body), used))) if used == bytes.len() && body.len() >= 8 => {}
+            Ok(_) => inspection.table_damage = Some("not one complete table record".into()),
+            Err(detail) => inspection.table_damage = Some(detail),
+        },
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io_error(&table, "read")(e)),
+    }
+    let files = list_segments(dir)?;
+    let count = files.len();
+    let mut surveyed = Vec::with_capacity(count);
+    for (i, (first_seq, path)) in files.into_iter().enumerate() {
+        let bytes = std::fs::read(&path).map_err(io_error(&path, "read"))?;
+        let (runs, spans) = survey(&path, &bytes, first_seq, i + 1 == count);
+        inspection.segments += 1;
+        for run in &runs {
+            inspection.messages += run.last_seq - run.first_seq + 1;
+            let (low, high) = inspection
+                .seq_range
+                .get_or_insert((run.first_seq, run.last_seq));
+            *low = (*low).min(run.first_seq);
+            *high = (*high).max(run.last_seq);
+        }
+        inspection.spans.extend(spans);
+        surveyed.push((first_seq, path, bytes, runs));
+    }
+    Ok((inspection, surveyed))
+}
+
+/// The smallest a message record can be: a header and a body with an empty topic and payload.
+const MIN_MESSAGE_RECORD: u64 = (HEADER + 23) as u64;
+
+/// Repairs a damaged spool so that it opens again, keeping every whole record
+/// (`cityops spool salvage`; the ingest must be stopped). Each damaged segment is moved to
+/// `<dir>/damaged/` and replaced by segments of its intact runs; a damaged table file is moved
+/// there too (the resend table is then rebuilt from the segments). Sequence numbers are never
+/// given twice: when damage hides how far they went, an empty segment starts the numbering
+/// past what the damaged bytes could have held. Returns what was found and done.
+pub fn salvage(dir: &Path) -> Result<Inspection, SpoolError> {
+    let _lock = lock(dir)?;
+    let (mut inspection, surveyed) = survey_dir(dir)?;
+    let quarantine = dir.join("damaged");
+    let move_aside = |path: &Path, inspection: &mut Inspection| -> Result<(), SpoolError> {
+        std::fs::create_dir_all(&quarantine).map_err(io_error(&quarantine, "create"))?;
+        let name = path.file_name().unwrap_or_default();
+        let mut target = quarantine.join(name);
+        let mut n = 1;
+        while target.exists() {
+            target = quarantine.join(format!("{}.{n}", name.to_string_lossy()));
+            n += 1;
+        }
+        std::fs::rename(path, &target).map_err(io_error(path, "move aside"))?;
+        inspection.moved.push(target);
+        Ok(())
+    };
+    if inspection.table_damage.is_some() {
+        move_aside(&dir.join(TABLE_FILE), &mut inspection)?;
+    }
+    let mut highest = 0u64;
+    let mut floor = 0u64;
+    for (first_seq, path, bytes, runs) in &surveyed {
+        highest = highest.max(first_seq.saturating_sub(1));
+        highest = highest.max(runs.iter().map(|r| r.last_seq).max().unwrap_or(0));
+        let spans: Vec<&DamagedSpan> =
+            inspection.spans.iter().filter(|s| &s.path == path).collect();
+        if spans.is_empty() {
+            continue;
+        }
+        if spans.iter().all(|s| s.torn_tail) {
+            // What opening would do anyway: cut the torn record.
+            let end = spans[0].offset;
+            OpenOptions::new()
+                .write(true)
+                .open(path)
+                .and_then(|f| f.set_len(end).and_then(|()| f.sync_all()))
+                .map_err(io_error(path, "truncate"))?;
+            continue;
+        }
+        for span in spans.iter().filter(|s| !s.torn_tail) {
+            let could_hold = span.bytes.div_ceil(MIN_MESSAGE_RECORD);
+            floor = floor.max(span.intact_before + could_hold + 1);
+        }
+        let mut written = Vec::new();
+        for run in runs {
+            let tmp = dir.join(format!("{}.salvage", segment_name(run.first_seq)));
+            let mut out = Vec::new();
+            for &(start, len) in &run.ranges {
+                out.extend_from_slice(&bytes[start..start + len]);
+            }
+            let mut file = File::create(&tmp).map_err(io_error(&tmp, "create"))?;
+            file.write_all(&out).map_err(io_error(&tmp, "write"))?;
+            file.sync_all().map_err(io_error(&tmp, "sync"))?;
+            written.push((tmp, dir.join(segment_name(run.first_seq))));
+        }
+        move_aside(path, &mut inspection)?;
+        for (tmp, target) in written {
+            std::fs::rename(&tmp, &target).map_err(io_error(&target, "rename"))?;
+            inspection.written.push(target);
+        }
+    }
+    if floor > highest + 1 {
+        let path = dir.join(segment_name(floor));
+        create_segment(&path)?
+            .sync_all()
+            .map_err(io_error(&path, "sync"))?;
+        inspection.written.push(path);
+    }
+    sync_dir(dir)?;
+    Ok(inspection)
 }
 
 #[cfg(test)]
@@ -1017,5 +1403,104 @@ mod tests {
             Appended::New(_)
         ));
         assert_eq!(spool.first_seq(), spool.segments.back().unwrap().first_seq);
+    }
+
+    /// A spool of `n` messages in one segment (synced one by one), closed.
+    fn spool_of(dir: &Path, n: u16) -> SpoolSettings {
+        let s = settings(dir, 1 << 20, 1 << 30);
+        let (mut spool, _) = Spool::open(&s, 1).unwrap();
+        for pkid in 1..=n {
+            add(&mut spool, 0, 1, pkid, &format!("payload {pkid}"));
+            spool.sync().unwrap();
+        }
+        s
+    }
+
+    #[test]
+    fn a_flipped_byte_mid_file_of_the_last_segment_is_damage_not_a_torn_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = spool_of(dir.path(), 10);
+        let (_, path) = list_segments(dir.path()).unwrap().remove(0);
+        let mut bytes = std::fs::read(&path).unwrap();
+        let record = bytes.len() / 10;
+        // The fifth record's payload.
+        bytes[4 * record + record - 2] ^= 0x40;
+        std::fs::write(&path, &bytes).unwrap();
+        let error = Spool::open(&s, 1).unwrap_err().to_string();
+        let offset = 4 * record;
+        assert!(
+            error.contains(&path.display().to_string())
+                && error.contains(&format!("at byte {offset}:"))
+                && error.contains("checksum")
+                && error.contains("cityops spool salvage"),
+            "{error}"
+        );
+        // Nothing was cut.
+        assert_eq!(std::fs::read(&path).unwrap(), bytes);
+
+        let found = inspect(dir.path()).unwrap();
+        assert_eq!(found.messages, 9);
+        assert_eq!(found.spans.len(), 1, "{found:?}");
+        let span = &found.spans[0];
+        assert_eq!((span.offset, span.bytes), (offset as u64, record as u64));
+        assert_eq!((span.intact_before, span.intact_after), (4, Some(6)));
+        assert!(found.damaged() && !span.torn_tail);
+
+        let done = salvage(dir.path()).unwrap();
+        assert_eq!(done.moved, vec![dir.path().join("damaged").join(path.file_name().unwrap())]);
+        assert_eq!(done.written.len(), 2, "{done:?}");
+        let (spool, opened) = Spool::open(&s, 1).unwrap();
+        assert_eq!(opened.messages, 9);
+        assert_eq!(spool.durable_seq(), 10);
+        let seqs: Vec<u64> = read_all(dir.path(), 1, 10).iter().map(|m| m.seq).collect();
+        assert_eq!(seqs, vec![1, 2, 3, 4, 6, 7, 8, 9, 10]);
+        drop(spool);
+        assert!(!inspect(dir.path()).unwrap().damaged());
+    }
+
+    #[test]
+    fn a_gap_in_a_segment_is_damage() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = spool_of(dir.path(), 3);
+        let (_, path) = list_segments(dir.path()).unwrap().remove(0);
+        let bytes = std::fs::read(&path).unwrap();
+        let record = bytes.len() / 3;
+        let mut cut = bytes[..record].to_vec();
+        cut.extend_from_slice(&bytes[2 * record..]);
+        std::fs::write(&path, &cut).unwrap();
+        let error = Spool::open(&s, 1).unwrap_err().to_string();
+        assert!(
+            error.contains("message 3 where 2 was expected"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn salvage_numbers_past_what_unreadable_bytes_could_have_held() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = spool_of(dir.path(), 2);
+        let (_, path) = list_segments(dir.path()).unwrap().remove(0);
+        let mut bytes = std::fs::read(&path).unwrap();
+        // Garbage, then a whole legacy memo record: the garbage's sequence numbers are unknown.
+        bytes.extend_from_slice(&[0xAB; 360]);
+        frame(&mut bytes, KIND_MEMO, |_| {});
+        std::fs::write(&path, &bytes).unwrap();
+        assert!(Spool::open(&s, 1).is_err());
+        let done = salvage(dir.path()).unwrap();
+        // 360 bytes hold at most 10 messages after message 2.
+        assert!(done.written.contains(&dir.path().join(segment_name(13))), "{done:?}");
+        let (mut spool, _) = Spool::open(&s, 1).unwrap();
+        assert_eq!(add(&mut spool, 1, 1, 1, "next"), Appended::New(13));
+    }
+
+    #[test]
+    fn a_second_process_is_kept_off_a_spool_in_use() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = settings(dir.path(), 1 << 20, 1 << 30);
+        let (spool, _) = Spool::open(&s, 1).unwrap();
+        assert!(matches!(Spool::open(&s, 1), Err(SpoolError::InUse { .. })));
+        assert!(matches!(salvage(dir.path()), Err(SpoolError::InUse { .. })));
+        drop(spool);
+        assert!(Spool::open(&s, 1).is_ok());
     }
 }

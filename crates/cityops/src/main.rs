@@ -8,6 +8,7 @@ mod ingest;
 mod migrate;
 mod rules;
 mod sim;
+mod spool;
 
 use clap::{Parser, Subcommand};
 
@@ -46,6 +47,8 @@ enum Command {
     Rules(rules::Args),
     /// Simulate Da Nang's feeds in their real formats (deterministic with --seed).
     Sim(sim::Args),
+    /// Check the MQTT ingest's spool for damage, or salvage what is intact (ingest stopped).
+    Spool(spool::Args),
 }
 
 fn main() -> ExitCode {
@@ -60,5 +63,6 @@ fn main() -> ExitCode {
         Command::Retention(args) => migrate::run_retention(&args),
         Command::Rules(args) => rules::run(&args),
         Command::Sim(args) => sim::run(&args),
+        Command::Spool(args) => spool::run(&args),
     }
 }

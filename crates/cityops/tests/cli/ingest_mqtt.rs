@@ -61,15 +61,15 @@ fields = [
 }
 
 /// Services and a migrated database.
-struct Rig {
-    clickhouse: ClickHouseServer,
-    mosquitto: Mosquitto,
-    dir: tempfile::TempDir,
+pub(crate) struct Rig {
+    pub(crate) clickhouse: ClickHouseServer,
+    pub(crate) mosquitto: Mosquitto,
+    pub(crate) dir: tempfile::TempDir,
     db: String,
 }
 
 impl Rig {
-    async fn with_broker(mosquitto: Mosquitto) -> Rig {
+    pub(crate) async fn with_broker(mosquitto: Mosquitto) -> Rig {
         let clickhouse = ClickHouseServer::start();
         let dir = tempfile::tempdir().unwrap();
         let rig = Rig {
@@ -90,7 +90,7 @@ impl Rig {
 
     /// Writes the config of ingest process `name` (its own client id and spool), with extra
     /// `[mqtt]` keys and extra sections.
-    fn config(&self, name: &str, mqtt_extra: &str, extra: &str) -> PathBuf {
+    pub(crate) fn config(&self, name: &str, mqtt_extra: &str, extra: &str) -> PathBuf {
         let text = format!(
             r#"
 [telemetry]
@@ -157,12 +157,12 @@ impl ProofTables for Rig {
 }
 
 /// Good messages, two events each, spread over the three feeds, and the rows each must give.
-struct Load {
-    messages: Vec<(String, Vec<u8>)>,
-    expected: BTreeMap<String, Vec<String>>,
+pub(crate) struct Load {
+    pub(crate) messages: Vec<(String, Vec<u8>)>,
+    pub(crate) expected: BTreeMap<String, Vec<String>>,
 }
 
-fn good_load(messages: usize) -> Load {
+pub(crate) fn good_load(messages: usize) -> Load {
     let base = base_ms();
     let mut load = Load {
         messages: Vec::with_capacity(messages),
@@ -192,7 +192,7 @@ fn good_load(messages: usize) -> Load {
 
 /// Publishes at QoS 1 over four connections and waits for every PUBACK; returns how many
 /// the broker acknowledged.
-async fn publish(port: u16, messages: &[(String, Vec<u8>)]) -> u64 {
+pub(crate) async fn publish(port: u16, messages: &[(String, Vec<u8>)]) -> u64 {
     let id = format!("proof-pub-{}", cityops_testkit::free_port());
     let mut publisher = cityops_mqtt::Publisher::connect("127.0.0.1", port, &id, 4);
     for (topic, payload) in messages {
@@ -207,7 +207,7 @@ async fn publish(port: u16, messages: &[(String, Vec<u8>)]) -> u64 {
 
 /// Waits until the ingest's metrics say the broker confirmed the subscriptions of `n`
 /// connections (messages published from then on reach them).
-async fn wait_connected(ingest: &Ingest, n: f64) {
+pub(crate) async fn wait_connected(ingest: &Ingest, n: f64) {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let m = ingest.metrics().await;
@@ -303,12 +303,12 @@ async fn proof_1_every_qos1_message_lands_once_with_the_values_published() {
 
 /// A broker sized for the proofs: the default queue of 1,000 messages per session would make
 /// mosquitto drop (and the ingest report) messages while an ingest is down or restarting.
-fn roomy_broker() -> Mosquitto {
+pub(crate) fn roomy_broker() -> Mosquitto {
     Mosquitto::start_with_config("max_queued_messages 1000000")
 }
 
 /// Publishes `messages` in `slices` with a pause after each, in the background.
-fn publish_in_background(
+pub(crate) fn publish_in_background(
     port: u16,
     messages: Vec<(String, Vec<u8>)>,
     slices: usize,
@@ -423,7 +423,7 @@ async fn proof_3_a_broker_restart_mid_load_heals_by_itself_and_totals_stay_exact
 }
 
 /// Waits until `metric` (summed over its samples) of `ingest` reaches `want`; returns it.
-async fn wait_metric(ingest: &Ingest, metric: &str, want: f64, timeout: Duration) -> f64 {
+pub(crate) async fn wait_metric(ingest: &Ingest, metric: &str, want: f64, timeout: Duration) -> f64 {
     let deadline = Instant::now() + timeout;
     loop {
         let value = metric_sum(&ingest.metrics().await, metric, &[]);

@@ -14,6 +14,7 @@ mod check;
 mod decode;
 mod ingest_kafka;
 mod ingest_mqtt;
+mod ingest_spool;
 mod ingest_support;
 mod migrate;
 mod rules;
