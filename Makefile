@@ -2,7 +2,6 @@
 # Both install what they need (Debian packages via apt, crates via cargo) and are idempotent.
 
 CARGO ?= cargo
-FUZZ_SECONDS ?= 60
 # Two cores: one build at a time, each using both.
 export CARGO_BUILD_JOBS ?= 2
 
@@ -21,7 +20,7 @@ help:
 	@echo "make bench-kafka - Kafka -> ClickHouse ingest against a bare consumer (BENCH_MESSAGES=2000000)"
 	@echo "make bench-mqtt - MQTT -> ClickHouse ingest against a bare subscriber (BENCH_MESSAGES=500000)"
 	@echo "make bench-alert - the alerter: its read rate against a bare consumer, publish-to-Alertmanager latency under load, state per series"
-	@echo "make fuzz   - run each decoder fuzz target for FUZZ_SECONDS (needs cargo-fuzz)"
+	@echo "make fuzz   - every fuzz target (decoders, config, rules, RowBinary, spool) for FUZZ_RUNS executions (10 million; FUZZ_SECONDS=N for a time limit)"
 
 deps:
 	@deploy/local/deps.sh
@@ -90,13 +89,10 @@ bench-alert: deps
 check-config: release
 	target/release/cityops check --config deploy/config/cityops.toml
 
-# Coverage-guided fuzzing with libFuzzer. cargo-fuzz needs nightly features; RUSTC_BOOTSTRAP
-# lets the stable toolchain provide them.
+# Coverage-guided fuzzing with libFuzzer (deploy/local/fuzz.sh). cargo-fuzz needs nightly
+# features; RUSTC_BOOTSTRAP lets the stable toolchain provide them.
 fuzz: deps
-	@command -v cargo-fuzz >/dev/null 2>&1 || $(CARGO) install cargo-fuzz --locked
-	cd fuzz && for target in json_mapping senml ngsi_ld; do \
-	  RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run $$target -- -max_total_time=$(FUZZ_SECONDS) || exit 1; \
-	done
+	deploy/local/fuzz.sh
 
 clean:
 	$(CARGO) clean

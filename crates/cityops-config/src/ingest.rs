@@ -34,15 +34,59 @@ pub struct KafkaConfig {
     #[serde(default = "default_fetch_queue_backoff_ms")]
     pub fetch_queue_backoff_ms: u32,
     /// Further librdkafka settings (`security.protocol`, `sasl.mechanism`, ...), passed as
-    /// they are. Put secrets here with `${ENV}`; values are never logged.
+    /// they are. Put secrets here with `${ENV}` or in `settings_files`; the values of secret
+    /// keys (`*password*`, `*secret*`, `ssl.key.pem`) never show in logs or debug output.
     #[serde(default)]
-    pub settings: BTreeMap<String, String>,
+    pub settings: KafkaSettings,
+    /// librdkafka settings read from files (relative to the config file), e.g.
+    /// `"sasl.password" = "/run/secrets/kafka-password"` (one value per file, without its
+    /// trailing newline). A key may not be in both tables.
+    #[serde(default)]
+    pub settings_files: BTreeMap<String, std::path::PathBuf>,
     /// How long the group may leave a process without partitions (or, with no other member,
     /// with fewer than its topics have) before it warns, reports
     /// `cityops_*_kafka_assignment_stalled_state 1` and `/readyz` says not ready (0: never).
     /// A process kept as a standby beyond the partition count wants 0.
     #[serde(default = "default_assignment_timeout_ms")]
     pub assignment_timeout_ms: u64,
+}
+
+/// librdkafka settings passed through as they are; `Debug` hides the values of secret keys.
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct KafkaSettings(pub BTreeMap<String, String>);
+
+impl KafkaSettings {
+    /// Whether a librdkafka setting holds a secret (`sasl.password`, `ssl.key.password`,
+    /// `sasl.oauthbearer.client.secret`, `ssl.key.pem`, ...).
+    pub fn is_secret_key(key: &str) -> bool {
+        let key = key.to_ascii_lowercase();
+        key.contains("password") || key.contains("secret") || key.ends_with("key.pem")
+    }
+
+    /// The settings, in key order.
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &String)> {
+        self.0.iter()
+    }
+}
+
+impl<'a> IntoIterator for &'a KafkaSettings {
+    type Item = (&'a String, &'a String);
+    type IntoIter = std::collections::btree_map::Iter<'a, String, String>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
+impl std::fmt::Debug for KafkaSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map()
+            .entries(self.0.iter().map(|(k, v)| {
+                let shown = if Self::is_secret_key(k) { "***" } else { v.as_str() };
+                (k, shown)
+            }))
+            .finish()
+    }
 }
 
 fn default_bootstrap_servers() -> String {
@@ -87,7 +131,8 @@ impl Default for KafkaConfig {
             max_partition_fetch_bytes: default_max_partition_fetch_bytes(),
             queued_max_bytes: default_queued_max_bytes(),
             fetch_queue_backoff_ms: default_fetch_queue_backoff_ms(),
-            settings: BTreeMap::new(),
+            settings: KafkaSettings::default(),
+            settings_files: BTreeMap::new(),
             assignment_timeout_ms: default_assignment_timeout_ms(),
         }
     }
@@ -145,11 +190,19 @@ impl KafkaConfig {
                 format!("{} is above 300000", self.fetch_queue_backoff_ms),
             );
         }
-        for key in self.settings.keys() {
+        for key in self.settings.0.keys().chain(self.settings_files.keys()) {
             if OWNED_SETTINGS.contains(&key.as_str()) {
                 problems.push(
                     format!("kafka.settings.{key:?}"),
                     "is set by cityops itself (use the [kafka] keys)",
+                );
+            }
+        }
+        for key in self.settings_files.keys() {
+            if self.settings.0.contains_key(key) {
+                problems.push(
+                    format!("kafka.settings_files.{key:?}"),
+                    "is also in kafka.settings: set it in one of them",
                 );
             }
         }

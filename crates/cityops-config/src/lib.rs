@@ -26,10 +26,10 @@ pub use feed::{
     SenmlConfig, SenmlEncoding, SourceKind, TsFormat, ValueKind, is_metric_name,
     validate_json_pointer,
 };
-pub use ingest::{IngestConfig, KafkaConfig};
+pub use ingest::{IngestConfig, KafkaConfig, KafkaSettings};
 pub use mqtt::{MqttConfig, MqttProtocol, MqttTlsConfig, SpoolConfig};
 pub use problem::{Problem, Problems};
-pub use secret::Secret;
+pub use secret::{Secret, cleartext_secrets};
 pub use sections::{
     ClickHouseCompression, ClickHouseConfig, LabelsConfig, LogFormat, RejectsConfig,
     TelemetryConfig, check_log_filter,
@@ -246,6 +246,20 @@ impl Config {
                 }
             }
         }
+        for (key, file) in std::mem::take(&mut self.kafka.settings_files) {
+            let full = base.join(&file);
+            match std::fs::read_to_string(&full) {
+                Ok(text) => {
+                    let value = text.strip_suffix('\n').unwrap_or(&text);
+                    let value = value.strip_suffix('\r').unwrap_or(value);
+                    self.kafka.settings.0.insert(key, value.to_owned());
+                }
+                Err(e) => problems.push(Problem::new(
+                    format!("kafka.settings_files.\"{key}\""),
+                    format!("cannot read {}: {e}", full.display()),
+                )),
+            }
+        }
         if problems.is_empty() {
             Ok(())
         } else {
@@ -433,5 +447,29 @@ decoder = { type = "json", records = "^/x", entity_id = "id", fields = [{ metric
             Some("hunter2")
         );
         assert!(!format!("{config:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn secret_kafka_settings_are_hidden_in_debug_output_and_read_from_files() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("kafka.pw"), "from-a-file\n").unwrap();
+        std::fs::write(
+            dir.path().join("c.toml"),
+            "[kafka.settings]\n\"sasl.username\" = \"ingest\"\n\"ssl.key.password\" = \"in-the-file\"\n\
+             [kafka.settings_files]\n\"sasl.password\" = \"kafka.pw\"\n",
+        )
+        .unwrap();
+        let config = Config::load(&dir.path().join("c.toml")).unwrap();
+        let settings = &config.kafka.settings.0;
+        assert_eq!(settings["sasl.password"], "from-a-file");
+        assert_eq!(settings["sasl.username"], "ingest");
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("from-a-file") && !shown.contains("in-the-file"), "{shown}");
+        assert!(shown.contains("ingest"), "{shown}");
+        assert!(
+            problems("[kafka.settings]\n\"sasl.password\" = \"x\"\n[kafka.settings_files]\n\"sasl.password\" = \"f\"\n")
+                .iter()
+                .any(|p| p.starts_with("kafka.settings_files.\"sasl.password\": is also in kafka.settings"))
+        );
     }
 }

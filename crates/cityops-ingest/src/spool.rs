@@ -309,16 +309,25 @@ fn next_whole(bytes: &[u8], from: usize) -> Option<usize> {
     (from..bytes.len()).find(|&p| matches!(parse(&bytes[p..]), Ok(Some(_))))
 }
 
-/// Walks the records of a segment whose name says it starts at `first_seq`, handing each to
-/// `on_record`. A bad record is a torn tail (a crash mid-write) only in the last segment and
+/// Walks the records of a segment whose name says it starts at `first_seq` (after a segment
+/// whose last message is `after`), handing each to `on_record`. A bad record is a torn tail (a crash mid-write) only in the last segment and
 /// only when nothing whole follows it; a bad record anywhere else, a message out of sequence,
 /// or a table record is damage.
 fn walk<'a>(
     bytes: &'a [u8],
     first_seq: u64,
+    after: u64,
     last: bool,
     mut on_record: impl FnMut(Record<'a>),
 ) -> Result<Walked, Damage> {
+    if first_seq <= after {
+        return Err(Damage {
+            offset: 0,
+            detail: format!(
+                "the segment starts at message {first_seq} but the one before holds up to {after}"
+            ),
+        });
+    }
     let mut offset = 0;
     let mut last_seq = first_seq.saturating_sub(1);
     loop {
@@ -466,7 +475,8 @@ impl Spool {
         for (i, (first_seq, path)) in files.into_iter().enumerate() {
             let last = i + 1 == count;
             let bytes = std::fs::read(&path).map_err(io_error(&path, "read"))?;
-            let walked = walk(&bytes, first_seq, last, |record| match record {
+            let after = segments.back().map_or(0, |s: &Segment| s.last_seq);
+            let walked = walk(&bytes, first_seq, after, last, |record| match record {
                 Record::Message(m) => {
                     opened.messages += 1;
                     if m.qos1 && m.seq > covered {
@@ -1002,16 +1012,44 @@ struct Run {
 
 /// Reads one segment the way [`salvage`] keeps it: runs of whole, consecutive records, and
 /// the damaged spans between them.
-fn survey(path: &Path, bytes: &[u8], first_seq: u64, last: bool) -> (Vec<Run>, Vec<DamagedSpan>) {
+fn survey(
+    path: &Path,
+    bytes: &[u8],
+    first_seq: u64,
+    after: u64,
+    last: bool,
+) -> (Vec<Run>, Vec<DamagedSpan>) {
     let mut runs: Vec<Run> = Vec::new();
     let mut spans = Vec::new();
     let mut offset = 0;
+    // What `walk` expects next; anything at or below `after` belongs to an earlier segment.
     let mut last_seq = first_seq.saturating_sub(1);
+    let mut highest = after;
     // Records before a message (legacy memos) join the run of that message.
     let mut pending: Vec<(usize, usize)> = Vec::new();
     while offset < bytes.len() {
         let problem = match parse(&bytes[offset..]) {
-            Ok(Some((Record::Message(m), used))) if m.seq > last_seq => {
+            Ok(Some((Record::Message(m), used))) if m.seq > highest.max(last_seq) => {
+                // Right after a damaged span, that span accounts for the missing numbers.
+                let after_damage = spans
+                    .last()
+                    .is_some_and(|s: &DamagedSpan| s.offset + s.bytes == offset as u64);
+                if m.seq != last_seq + 1 && !after_damage {
+                    spans.push(DamagedSpan {
+                        path: path.to_owned(),
+                        offset: offset as u64,
+                        bytes: 0,
+                        detail: format!(
+                            "message {} where {} was expected (messages are missing)",
+                            m.seq,
+                            last_seq + 1
+                        ),
+                        intact_before: last_seq,
+                        intact_after: Some(m.seq),
+                        torn_tail: false,
+                    });
+                }
+                highest = m.seq;
                 pending.push((offset, used));
                 match runs.last_mut() {
                     Some(run) if m.seq == run.last_seq + 1 && run.last_seq == last_seq => {
@@ -1029,7 +1067,11 @@ fn survey(path: &Path, bytes: &[u8], first_seq: u64, last: bool) -> (Vec<Run>, V
                 continue;
             }
             Ok(Some((Record::Message(m), _))) => {
-                format!("message {} after message {last_seq} (out of order)", m.seq)
+                format!(
+                    "message {} after message {} (out of order)",
+                    m.seq,
+                    highest.max(last_seq)
+                )
             }
             Ok(Some((Record::Memo(_), used))) => {
                 pending.push((offset, used));
@@ -1040,6 +1082,8 @@ fn survey(path: &Path, bytes: &[u8], first_seq: u64, last: bool) -> (Vec<Run>, V
             Ok(None) => "incomplete record".to_owned(),
             Err(detail) => detail,
         };
+        // A whole record in the wrong place is never a crash's torn write.
+        let whole = matches!(parse(&bytes[offset..]), Ok(Some(_)));
         let resumes = next_whole(bytes, offset + 1);
         let end = resumes.unwrap_or(bytes.len());
         let intact_after = resumes.and_then(|p| match parse(&bytes[p..]) {
@@ -1053,7 +1097,7 @@ fn survey(path: &Path, bytes: &[u8], first_seq: u64, last: bool) -> (Vec<Run>, V
             detail: problem,
             intact_before: last_seq,
             intact_after,
-            torn_tail: last && resumes.is_none(),
+            torn_tail: last && !whole && resumes.is_none(),
         });
         offset = end;
     }
@@ -1084,9 +1128,11 @@ fn survey_dir(dir: &Path) -> Result<Surveyed, SpoolError> {
     let files = list_segments(dir)?;
     let count = files.len();
     let mut surveyed = Vec::with_capacity(count);
+    let mut highest = 0;
     for (i, (first_seq, path)) in files.into_iter().enumerate() {
         let bytes = std::fs::read(&path).map_err(io_error(&path, "read"))?;
-        let (runs, spans) = survey(&path, &bytes, first_seq, i + 1 == count);
+        let (runs, spans) = survey(&path, &bytes, first_seq, highest, i + 1 == count);
+        highest = highest.max(runs.iter().map(|r| r.last_seq).max().unwrap_or(0));
         inspection.segments += 1;
         for run in &runs {
             inspection.messages += run.last_seq - run.first_seq + 1;

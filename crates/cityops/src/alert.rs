@@ -36,6 +36,7 @@ pub fn run(args: &Args) -> ExitCode {
 fn alert(args: &Args) -> anyhow::Result<()> {
     let config = Config::load(&args.config)?;
     cityops_telemetry::init_tracing(&config.telemetry)?;
+    crate::check::warn_cleartext_secrets(&args.config);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("cityops-alert")

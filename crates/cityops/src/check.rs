@@ -13,7 +13,8 @@ pub struct Args {
     config: PathBuf,
 }
 
-/// Prints `ok` and a summary (exit 0), or every problem as `path: message` (exit 1).
+/// Prints a warning per secret written in clear, then `ok` and a summary (exit 0), or every
+/// problem as `path: message` (exit 1).
 pub fn run(args: &Args) -> ExitCode {
     let mut out = std::io::stdout().lock();
     // A closed stdout (`| head`) is not worth a panic; the exit code still tells.
@@ -24,6 +25,13 @@ pub fn run(args: &Args) -> ExitCode {
                 .iter()
                 .filter(|f| f.source == cityops_config::SourceKind::Mqtt)
                 .count();
+            let text = std::fs::read_to_string(&args.config).unwrap_or_default();
+            for path in cityops_config::cleartext_secrets(&text) {
+                let _ = writeln!(
+                    out,
+                    "warning: {path}: a secret written in clear in the config file; use a *_file key or \"${{ENV}}\" (docs/configuration.md)"
+                );
+            }
             let _ = writeln!(
                 out,
                 "{}: ok ({} feeds: {} mqtt, {} kafka)",
@@ -46,5 +54,16 @@ pub fn run(args: &Args) -> ExitCode {
             );
             ExitCode::from(1)
         }
+    }
+}
+
+/// Logs a warning per secret written in clear in the config file (services, at start).
+pub fn warn_cleartext_secrets(config: &std::path::Path) {
+    let text = std::fs::read_to_string(config).unwrap_or_default();
+    for path in cityops_config::cleartext_secrets(&text) {
+        tracing::warn!(
+            path,
+            "a secret written in clear in the config file; use a *_file key or \"${{ENV}}\""
+        );
     }
 }

@@ -108,3 +108,28 @@ fn a_missing_file_or_bad_usage_fails() {
     let out = cityops(&["check"]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn a_secret_written_in_clear_is_a_warning_naming_its_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("clear.toml");
+    std::fs::write(
+        &path,
+        "[clickhouse]\npassword = \"hunter2-clear\"\n[mqtt]\npassword = \"${MQTT_PASSWORD}\"\n\
+         [kafka.settings]\n\"sasl.password\" = \"kafka-clear\"\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cityops"))
+        .args(["check", "--config", path.to_str().unwrap()])
+        .env("MQTT_PASSWORD", "from-env")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "a warning, not an error: {stdout}");
+    let warnings: Vec<&str> = stdout.lines().filter(|l| l.starts_with("warning:")).collect();
+    assert_eq!(warnings.len(), 2, "{stdout}");
+    assert!(warnings[0].starts_with("warning: clickhouse.password: a secret written in clear"));
+    assert!(warnings[1].starts_with("warning: kafka.settings.\"sasl.password\""));
+    // The warning names the key, never the value.
+    assert!(!stdout.contains("hunter2-clear") && !stdout.contains("kafka-clear"), "{stdout}");
+}
