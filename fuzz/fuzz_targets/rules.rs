@@ -36,7 +36,7 @@ fuzz_target!(|data: &[u8]| {
             return;
         }
     };
-    let mut engine = Engine::new(rules);
+    let mut engine = Engine::new(rules.clone());
     let mut out = Vec::new();
     let mut now = START_MS;
     // Each event: feed, metric, entity, district, a value (f32), milliseconds later (u16 * 50).
@@ -67,7 +67,7 @@ fuzz_target!(|data: &[u8]| {
     // A restart restores no more series than there were.
     let series = engine.series_count();
     let snapshot = engine.snapshot();
-    let mut again = Engine::new(RuleSet::parse(&[("fuzz.yaml".to_owned(), text.to_owned())]).expect("parsed once"));
+    let mut again = Engine::new(rules);
     assert!(again.restore(snapshot) <= series);
     let _ = again.active();
 });

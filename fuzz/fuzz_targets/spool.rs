@@ -119,7 +119,7 @@ fuzz_target!(|input: Input| {
     let settings = settings(dir.path(), 64 + u64::from(input.segment_bytes % 4096));
     {
         let (mut spool, _) = Spool::open(&settings, 7).expect("a new spool opens");
-        for m in input.messages.iter().take(200) {
+        for m in input.messages.iter().take(24) {
             spool.append(&Arrival {
                 received_ms: 1_795_654_800_000,
                 connection: u16::from(m.connection),

@@ -10,7 +10,13 @@ pub struct ClickHouse {
     client: clickhouse::Client,
     version: ServerVersion,
     database: String,
+    /// Bound of every query that returns rows (and of the connect): a server that hangs or
+    /// never answers must not hang the caller with it.
+    query_timeout: std::time::Duration,
 }
+
+/// The default of [`ClickHouse::with_query_timeout`].
+pub const DEFAULT_QUERY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 #[derive(Deserialize, clickhouse::Row)]
 struct VersionRow {
@@ -32,27 +38,41 @@ impl ClickHouse {
         if let Some(password) = &config.password {
             client = client.with_password(password.expose());
         }
-        let text = client
-            .query("SELECT version() AS version")
-            .fetch_one::<VersionRow>()
-            .await
-            .map_err(|source| Error::Query {
-                what: format!("connect to {}", config.url),
-                source,
-            })?
-            .version;
+        let what = format!("connect to {}", config.url);
+        let text = bounded(DEFAULT_QUERY_TIMEOUT, &what, async {
+            client
+                .query("SELECT version() AS version")
+                .fetch_one::<VersionRow>()
+                .await
+        })
+        .await?
+        .version;
         let version = ServerVersion::parse(&text).ok_or(Error::Version(text))?;
         let client = client.with_validation(version.supports_client_validation());
         Ok(ClickHouse {
             client,
             version,
             database: config.database.clone(),
+            query_timeout: DEFAULT_QUERY_TIMEOUT,
         })
+    }
+
+    /// The same connection with every row-returning query bounded by `timeout` (a timed-out
+    /// query is an error like a network failure: retried by the callers that retry).
+    #[must_use]
+    pub fn with_query_timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.query_timeout = timeout;
+        self
     }
 
     /// The server's version.
     pub fn version(&self) -> ServerVersion {
         self.version
+    }
+
+    /// The bound of row-returning queries (see [`ClickHouse::with_query_timeout`]).
+    pub fn query_timeout(&self) -> std::time::Duration {
+        self.query_timeout
     }
 
     /// The cityops database name.
@@ -111,7 +131,7 @@ impl ClickHouse {
     where
         T: clickhouse::RowOwned + clickhouse::RowRead,
     {
-        fetch_with(&self.client, sql, what).await
+        fetch_with(&self.client, sql, what, self.query_timeout).await
     }
 
     /// Like [`ClickHouse::fetch`], with unqualified table names in the cityops database.
@@ -119,20 +139,36 @@ impl ClickHouse {
     where
         T: clickhouse::RowOwned + clickhouse::RowRead,
     {
-        fetch_with(&self.client(), sql, what).await
+        fetch_with(&self.client(), sql, what, self.query_timeout).await
     }
 }
 
-async fn fetch_with<T>(client: &clickhouse::Client, sql: &str, what: &str) -> Result<Vec<T>, Error>
+async fn fetch_with<T>(
+    client: &clickhouse::Client,
+    sql: &str,
+    what: &str,
+    timeout: std::time::Duration,
+) -> Result<Vec<T>, Error>
 where
     T: clickhouse::RowOwned + clickhouse::RowRead,
 {
-    client
-        .query(sql)
-        .fetch_all::<T>()
-        .await
-        .map_err(|source| Error::Query {
-            what: what.to_owned(),
-            source,
-        })
+    bounded(timeout, what, client.query(sql).fetch_all::<T>()).await
+}
+
+/// Runs `query`, failing with the client's own `TimedOut` after `timeout` (dropping the
+/// request closes its connection).
+async fn bounded<T>(
+    timeout: std::time::Duration,
+    what: &str,
+    query: impl std::future::Future<Output = Result<T, clickhouse::error::Error>>,
+) -> Result<T, Error> {
+    let source = match tokio::time::timeout(timeout, query).await {
+        Ok(Ok(value)) => return Ok(value),
+        Ok(Err(source)) => source,
+        Err(_) => clickhouse::error::Error::TimedOut,
+    };
+    Err(Error::Query {
+        what: what.to_owned(),
+        source,
+    })
 }

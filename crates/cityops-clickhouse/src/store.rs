@@ -308,7 +308,11 @@ impl ClickHouse {
 
     /// `SELECT 1`: whether the server answers now.
     pub async fn ping(&self) -> bool {
-        self.client().query("SELECT 1").execute().await.is_ok()
+        let ping = self.client().query("SELECT 1").execute();
+        matches!(
+            tokio::time::timeout(self.query_timeout(), ping).await,
+            Ok(Ok(()))
+        )
     }
 }
 

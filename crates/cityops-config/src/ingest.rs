@@ -82,7 +82,11 @@ impl std::fmt::Debug for KafkaSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_map()
             .entries(self.0.iter().map(|(k, v)| {
-                let shown = if Self::is_secret_key(k) { "***" } else { v.as_str() };
+                let shown = if Self::is_secret_key(k) {
+                    "***"
+                } else {
+                    v.as_str()
+                };
                 (k, shown)
             }))
             .finish()

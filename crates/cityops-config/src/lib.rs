@@ -464,7 +464,10 @@ decoder = { type = "json", records = "^/x", entity_id = "id", fields = [{ metric
         assert_eq!(settings["sasl.password"], "from-a-file");
         assert_eq!(settings["sasl.username"], "ingest");
         let shown = format!("{config:?}");
-        assert!(!shown.contains("from-a-file") && !shown.contains("in-the-file"), "{shown}");
+        assert!(
+            !shown.contains("from-a-file") && !shown.contains("in-the-file"),
+            "{shown}"
+        );
         assert!(shown.contains("ingest"), "{shown}");
         assert!(
             problems("[kafka.settings]\n\"sasl.password\" = \"x\"\n[kafka.settings_files]\n\"sasl.password\" = \"f\"\n")

@@ -774,7 +774,10 @@ fn lock(dir: &Path) -> Result<File, SpoolError> {
 
 /// Whether an I/O error means the filesystem (or the user's quota) is full.
 fn is_no_space(error: &io::Error) -> bool {
-    matches!(error.kind(), io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded)
+    matches!(
+        error.kind(),
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+    )
 }
 
 fn create_segment(path: &Path) -> Result<File, SpoolError> {
@@ -1182,8 +1185,11 @@ pub fn salvage(dir: &Path) -> Result<Inspection, SpoolError> {
     for (first_seq, path, bytes, runs) in &surveyed {
         highest = highest.max(first_seq.saturating_sub(1));
         highest = highest.max(runs.iter().map(|r| r.last_seq).max().unwrap_or(0));
-        let spans: Vec<&DamagedSpan> =
-            inspection.spans.iter().filter(|s| &s.path == path).collect();
+        let spans: Vec<&DamagedSpan> = inspection
+            .spans
+            .iter()
+            .filter(|s| &s.path == path)
+            .collect();
         if spans.is_empty() {
             continue;
         }
@@ -1493,7 +1499,10 @@ mod tests {
         assert!(found.damaged() && !span.torn_tail);
 
         let done = salvage(dir.path()).unwrap();
-        assert_eq!(done.moved, vec![dir.path().join("damaged").join(path.file_name().unwrap())]);
+        assert_eq!(
+            done.moved,
+            vec![dir.path().join("damaged").join(path.file_name().unwrap())]
+        );
         assert_eq!(done.written.len(), 2, "{done:?}");
         let (spool, opened) = Spool::open(&s, 1).unwrap();
         assert_eq!(opened.messages, 9);
@@ -1515,10 +1524,7 @@ mod tests {
         cut.extend_from_slice(&bytes[2 * record..]);
         std::fs::write(&path, &cut).unwrap();
         let error = Spool::open(&s, 1).unwrap_err().to_string();
-        assert!(
-            error.contains("message 3 where 2 was expected"),
-            "{error}"
-        );
+        assert!(error.contains("message 3 where 2 was expected"), "{error}");
     }
 
     #[test]
@@ -1534,7 +1540,10 @@ mod tests {
         assert!(Spool::open(&s, 1).is_err());
         let done = salvage(dir.path()).unwrap();
         // 360 bytes hold at most 10 messages after message 2.
-        assert!(done.written.contains(&dir.path().join(segment_name(13))), "{done:?}");
+        assert!(
+            done.written.contains(&dir.path().join(segment_name(13))),
+            "{done:?}"
+        );
         let (mut spool, _) = Spool::open(&s, 1).unwrap();
         assert_eq!(add(&mut spool, 1, 1, 1, "next"), Appended::New(13));
     }

@@ -82,6 +82,11 @@ impl ClickHouseServer {
         format!("http://127.0.0.1:{}", self.spec.http_port)
     }
 
+    /// HTTP port.
+    pub fn http_port(&self) -> u16 {
+        self.spec.http_port
+    }
+
     /// Native protocol port.
     pub fn tcp_port(&self) -> u16 {
         self.spec.tcp_port

@@ -2,7 +2,8 @@
 //! mosquitto, ClickHouse, Tansu (Kafka protocol), Prometheus and Alertmanager — on free ports
 //! (and a headless Chromium for web pages)
 //! with temporary directories, waits until each answers, and stops each by pid when dropped
-//! (also when the test panics). Tests can restart or kill -9 a service mid-test.
+//! (also when the test panics). Tests can restart or kill -9 a service mid-test, or put a
+//! [`FaultProxy`] in front of one (delays, stalls, cut connections).
 //!
 //! Setup failures panic with a message saying what to run (`make deps`): a missing service
 //! fails the test loudly, it never skips it. Helpers that talk to a service return
@@ -13,6 +14,7 @@
 mod alertmanager;
 mod browser;
 mod clickhouse;
+mod fault_proxy;
 mod instance;
 mod kafka;
 mod mosquitto;
@@ -24,6 +26,7 @@ mod support;
 pub use alertmanager::{Alertmanager, AlertmanagerSpec};
 pub use browser::{Browser, Element, png_size, screenshot_dir};
 pub use clickhouse::{ClickHouseServer, ClickHouseSpec};
+pub use fault_proxy::FaultProxy;
 pub use instance::{Instance, ServiceSpec};
 pub use kafka::{KafkaBroker, KafkaSpec, nisshi_binary, tansu_binary};
 pub use mosquitto::{Mosquitto, MosquittoSpec, MqttSubscription, Secured};

@@ -152,7 +152,13 @@ async fn connect(config: &Config, cancel: &CancellationToken) -> Option<ClickHou
     );
     loop {
         match ClickHouse::connect(&config.clickhouse).await {
-            Ok(clickhouse) => return Some(clickhouse),
+            Ok(clickhouse) => {
+                // Look-ups are bounded like the INSERTs (at least 10 s: the stored-offset
+                // reads at start scan more than an INSERT writes).
+                let timeout = Duration::from_millis(config.ingest.insert_timeout_ms)
+                    .max(Duration::from_secs(10));
+                return Some(clickhouse.with_query_timeout(timeout));
+            }
             Err(error) => {
                 if backoff.attempts().is_multiple_of(10) {
                     tracing::warn!(%error, url = config.clickhouse.url, "ClickHouse does not answer; retrying");

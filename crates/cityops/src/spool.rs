@@ -63,7 +63,10 @@ pub fn run(args: &Args) -> ExitCode {
     });
     match result {
         Ok((dir, found)) => {
-            print!("{}", report(&dir, &found, matches!(args.action, Action::Salvage(_))));
+            print!(
+                "{}",
+                report(&dir, &found, matches!(args.action, Action::Salvage(_)))
+            );
             if matches!(args.action, Action::Check(_)) && found.damaged() {
                 ExitCode::from(1)
             } else {
@@ -95,7 +98,11 @@ fn report(dir: &std::path::Path, found: &Inspection, salvaged: bool) -> String {
         ));
     }
     for span in &found.spans {
-        let kind = if span.torn_tail { "torn tail" } else { "damaged" };
+        let kind = if span.torn_tail {
+            "torn tail"
+        } else {
+            "damaged"
+        };
         let lost = match span.intact_after {
             _ if span.torn_tail => "never acknowledged, nothing lost".to_owned(),
             Some(after) if after > span.intact_before + 1 => format!(

@@ -125,11 +125,21 @@ fn a_secret_written_in_clear_is_a_warning_naming_its_path() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "a warning, not an error: {stdout}");
-    let warnings: Vec<&str> = stdout.lines().filter(|l| l.starts_with("warning:")).collect();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "a warning, not an error: {stdout}"
+    );
+    let warnings: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.starts_with("warning:"))
+        .collect();
     assert_eq!(warnings.len(), 2, "{stdout}");
     assert!(warnings[0].starts_with("warning: clickhouse.password: a secret written in clear"));
     assert!(warnings[1].starts_with("warning: kafka.settings.\"sasl.password\""));
     // The warning names the key, never the value.
-    assert!(!stdout.contains("hunter2-clear") && !stdout.contains("kafka-clear"), "{stdout}");
+    assert!(
+        !stdout.contains("hunter2-clear") && !stdout.contains("kafka-clear"),
+        "{stdout}"
+    );
 }

@@ -14,11 +14,11 @@ const TOPICS: [&str; 3] = ["proof.reports", "proof.dossiers", "proof.buses"];
 const PARTITIONS: u32 = 2;
 
 /// Services, a migrated database and a config for the ingest.
-struct Rig {
-    clickhouse: ClickHouseServer,
-    kafka: KafkaBroker,
-    dir: tempfile::TempDir,
-    config: PathBuf,
+pub(crate) struct Rig {
+    pub(crate) clickhouse: ClickHouseServer,
+    pub(crate) kafka: KafkaBroker,
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) config: PathBuf,
     db: String,
 }
 
@@ -77,7 +77,7 @@ fields = [
 }
 
 impl Rig {
-    async fn start(durable: bool, ingest_toml: &str) -> Rig {
+    pub(crate) async fn start(durable: bool, ingest_toml: &str) -> Rig {
         let clickhouse = ClickHouseServer::start();
         let kafka = if durable {
             KafkaBroker::start_durable()
@@ -141,7 +141,7 @@ shutdown_deadline_ms = 10000
     }
 
     /// Starts `cityops ingest` with its log in the rig's folder.
-    fn ingest(&self, name: &str) -> Ingest {
+    pub(crate) fn ingest(&self, name: &str) -> Ingest {
         Ingest::spawn(&self.config, self.dir.path(), name)
     }
 }
@@ -156,12 +156,12 @@ impl ProofTables for Rig {
 }
 
 /// Good messages, two events each, spread over the three feeds, and the rows each must give.
-struct Load {
-    messages: Vec<(&'static str, String, Vec<u8>)>,
-    expected: BTreeMap<String, Vec<String>>,
+pub(crate) struct Load {
+    pub(crate) messages: Vec<(&'static str, String, Vec<u8>)>,
+    pub(crate) expected: BTreeMap<String, Vec<String>>,
 }
 
-fn good_load(messages: usize) -> Load {
+pub(crate) fn good_load(messages: usize) -> Load {
     let base = base_ms();
     load_at(messages, |i, _| vec![base + i as i64])
 }
@@ -224,7 +224,7 @@ fn produce(bootstrap: &str, messages: &[(&'static str, String, Vec<u8>)]) {
 }
 
 /// Produces in the background, in slices, so that the load runs while the test acts.
-fn produce_in_background(
+pub(crate) fn produce_in_background(
     bootstrap: String,
     messages: Vec<(&'static str, String, Vec<u8>)>,
     slices: usize,

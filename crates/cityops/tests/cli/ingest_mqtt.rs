@@ -423,7 +423,12 @@ async fn proof_3_a_broker_restart_mid_load_heals_by_itself_and_totals_stay_exact
 }
 
 /// Waits until `metric` (summed over its samples) of `ingest` reaches `want`; returns it.
-pub(crate) async fn wait_metric(ingest: &Ingest, metric: &str, want: f64, timeout: Duration) -> f64 {
+pub(crate) async fn wait_metric(
+    ingest: &Ingest,
+    metric: &str,
+    want: f64,
+    timeout: Duration,
+) -> f64 {
     let deadline = Instant::now() + timeout;
     loop {
         let value = metric_sum(&ingest.metrics().await, metric, &[]);

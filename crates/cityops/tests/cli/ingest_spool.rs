@@ -48,7 +48,10 @@ async fn a_damaged_spool_segment_stops_the_start_and_salvage_keeps_every_intact_
     wait_connected(&ingest, 4.0).await;
     let (first, second) = load.messages.split_at(1_000);
     assert_eq!(publish(rig.mosquitto.port(), first).await, 1_000);
-    assert_eq!(rig.wait_for_rows(2_000.0, Duration::from_secs(60)).await, 2_000.0);
+    assert_eq!(
+        rig.wait_for_rows(2_000.0, Duration::from_secs(60)).await,
+        2_000.0
+    );
     // With ClickHouse away the rest stays in the spool only.
     rig.clickhouse.stop();
     assert_eq!(publish(rig.mosquitto.port(), second).await, 2_000);
@@ -59,7 +62,11 @@ async fn a_damaged_spool_segment_stops_the_start_and_salvage_keeps_every_intact_
         Duration::from_secs(60),
     )
     .await;
-    assert!(backlog >= 2_000.0, "spooled: {backlog}\n{}", ingest.log_text());
+    assert!(
+        backlog >= 2_000.0,
+        "spooled: {backlog}\n{}",
+        ingest.log_text()
+    );
     ingest.kill9();
 
     // A bit flipped in the middle of the newest segment, among the messages not yet stored.
@@ -86,7 +93,10 @@ async fn a_damaged_spool_segment_stops_the_start_and_salvage_keeps_every_intact_
     let report = String::from_utf8_lossy(&check.stdout).into_owned();
     eprintln!("{report}");
     assert_eq!(check.status.code(), Some(1), "{report}");
-    let damaged: Vec<&str> = report.lines().filter(|l| l.starts_with("damaged:")).collect();
+    let damaged: Vec<&str> = report
+        .lines()
+        .filter(|l| l.starts_with("damaged:"))
+        .collect();
     assert_eq!(damaged.len(), 1, "{report}");
     assert!(damaged[0].contains("checksum"), "{report}");
     // One record is unreadable: its sequence number is named.
@@ -103,7 +113,11 @@ async fn a_damaged_spool_segment_stops_the_start_and_salvage_keeps_every_intact_
     eprintln!("{salvaged}");
     assert_eq!(salvage.status.code(), Some(0), "{salvaged}");
     let aside = spool.join("damaged").join(segment.file_name().unwrap());
-    assert_eq!(std::fs::read(&aside).unwrap(), bytes, "the damaged file is kept aside");
+    assert_eq!(
+        std::fs::read(&aside).unwrap(),
+        bytes,
+        "the damaged file is kept aside"
+    );
     let again = crate::cityops(&["spool", "check", "--config", config_arg]);
     assert_eq!(again.status.code(), Some(0), "{:?}", again);
 
@@ -123,7 +137,12 @@ async fn a_damaged_spool_segment_stops_the_start_and_salvage_keeps_every_intact_
         .filter(|id| !stored.contains(id.as_str()))
         .cloned()
         .collect();
-    assert_eq!(missing.len(), 1, "missing: {missing:?}\n{}", ingest.log_text());
+    assert_eq!(
+        missing.len(),
+        1,
+        "missing: {missing:?}\n{}",
+        ingest.log_text()
+    );
     load.expected.remove(&missing[0]);
     rig.assert_rows_equal_source(&load.expected).await;
 }
@@ -185,13 +204,21 @@ async fn a_full_spool_filesystem_stops_acknowledging_loses_nothing_and_recovers_
         Duration::from_secs(120),
     )
     .await;
-    assert_eq!(full, 1.0, "the spool never said full:\n{}", ingest.log_text());
+    assert_eq!(
+        full,
+        1.0,
+        "the spool never said full:\n{}",
+        ingest.log_text()
+    );
     assert_eq!(http_get(ingest.port, "/readyz").await.0, 503);
     // While full, every acknowledgement stands for a synced message: the acks stop where the
     // spool stopped.
     let metrics = ingest.metrics().await;
     let acked = metric_sum(&metrics, "cityops_ingest_mqtt_acks_total", &[]);
-    assert!(acked < 6_000.0, "acknowledged {acked} of 6,000 with a full disk");
+    assert!(
+        acked < 6_000.0,
+        "acknowledged {acked} of 6,000 with a full disk"
+    );
     assert!(
         ingest
             .log_text()

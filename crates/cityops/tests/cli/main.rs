@@ -12,6 +12,7 @@ mod alert_queries;
 mod alert_replicas;
 mod check;
 mod decode;
+mod ingest_faults;
 mod ingest_kafka;
 mod ingest_mqtt;
 mod ingest_spool;

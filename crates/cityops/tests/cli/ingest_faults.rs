@@ -1,0 +1,208 @@
+//! ClickHouse misbehaving under a running ingest, on real services: answering slowly, hanging,
+//! doing the work and the answer lost, connections cut mid-request, made read-only, stopped for a
+//! minute. Whatever it does, every row arrives once when it is healthy again.
+
+use crate::ingest_kafka::{Rig, good_load, produce_in_background};
+use crate::ingest_support::{Ingest, ProofTables, metric_sum};
+use cityops_testkit::FaultProxy;
+use std::time::{Duration, Instant};
+
+/// Waits until `what` holds (checked every 200 ms), or fails with `seen()` after `timeout`.
+async fn wait_until<F: std::future::Future<Output = bool>>(
+    timeout: Duration,
+    what: &str,
+    mut check: impl FnMut() -> F,
+    seen: impl Fn() -> String,
+) {
+    let deadline = Instant::now() + timeout;
+    while !check().await {
+        assert!(
+            Instant::now() < deadline,
+            "{what} not seen within {timeout:?}:\n{}",
+            seen()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Waits until the ingest stores rows again and says it is ready: whatever it left unresolved
+/// in the last fault is settled, so the next fault meets it writing.
+async fn wait_recovered(rig: &Rig, ingest: &Ingest, after: &str) {
+    let before = rig.count("SELECT count() FROM {db}.events").await;
+    wait_until(
+        Duration::from_secs(120),
+        &format!("the ingest storing rows and ready again after {after}"),
+        || async {
+            rig.count("SELECT count() FROM {db}.events").await > before
+                && crate::ingest_support::http_get(ingest.port, "/readyz")
+                    .await
+                    .0
+                    == 200
+        },
+        || ingest.log_text(),
+    )
+    .await;
+}
+
+/// Failed INSERTs the ingest counted so far (all tables and actions).
+async fn insert_failures(ingest: &Ingest) -> f64 {
+    metric_sum(
+        &ingest.metrics().await,
+        "cityops_ingest_insert_failures_total",
+        &[],
+    )
+}
+
+/// Turns `readonly = 1` (reads only, no writes) on or off in the profile of the user the ingest
+/// writes as; ClickHouse reloads `users.xml` by itself. Returns once new sessions see it.
+async fn set_readonly(rig: &Rig, on: bool) {
+    let users = rig.clickhouse.dir().join("conf/users.xml");
+    let text = std::fs::read_to_string(&users).unwrap();
+    let marker = "<load_balancing>random</load_balancing>";
+    let readonly = "<readonly>1</readonly><!--fault-->";
+    let text = if on {
+        text.replacen(marker, &format!("{marker}{readonly}"), 1)
+    } else {
+        text.replace(readonly, "")
+    };
+    std::fs::write(&users, text).unwrap();
+    let want = if on { "1" } else { "0" };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let seen = rig
+            .clickhouse
+            .sql("SELECT value FROM system.settings WHERE name = 'readonly'")
+            .await
+            .unwrap_or_default();
+        if seen.trim() == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "readonly still {seen:?}, want {want}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clickhouse_slow_hung_silent_cut_read_only_and_stopped_for_a_minute_loses_and_duplicates_nothing()
+ {
+    let mut rig = Rig::start(false, "insert_timeout_ms = 3000\n").await;
+    let proxy = FaultProxy::start(rig.clickhouse.http_port()).await.unwrap();
+    // The ingest reaches ClickHouse through the proxy.
+    let text = std::fs::read_to_string(&rig.config).unwrap().replace(
+        &format!("url = \"{}\"", rig.clickhouse.url()),
+        &format!("url = \"http://127.0.0.1:{}\"", proxy.port()),
+    );
+    std::fs::write(&rig.config, text).unwrap();
+    let load = good_load(60_000);
+    let producer = produce_in_background(
+        rig.kafka.bootstrap(),
+        load.messages.clone(),
+        30,
+        Duration::from_millis(2_000),
+    );
+    let ingest = rig.ingest("faults");
+    rig.wait_for_rows(4_000.0, Duration::from_secs(60)).await;
+    let log = || ingest.log_text();
+    let mut faults = Vec::new();
+
+    // Slow: every chunk waits 400 ms.
+    proxy.delay(Duration::from_millis(400));
+    let before = rig.count("SELECT count() FROM {db}.events").await;
+    wait_until(
+        Duration::from_secs(60),
+        "rows stored through a slow server",
+        || async { rig.count("SELECT count() FROM {db}.events").await > before },
+        log,
+    )
+    .await;
+    proxy.pass();
+    faults.push("slow".to_owned());
+
+    // Hung: nothing goes through; the inserts time out and are retried.
+    let failed = insert_failures(&ingest).await;
+    proxy.stall();
+    wait_until(
+        Duration::from_secs(60),
+        "an INSERT timing out on a hung server",
+        || async { insert_failures(&ingest).await > failed },
+        log,
+    )
+    .await;
+    proxy.pass();
+    faults.push(format!(
+        "hung: {} failures",
+        insert_failures(&ingest).await - failed
+    ));
+    wait_recovered(&rig, &ingest, "the hung server").await;
+
+    // Silent: the server stores the rows but the answer never comes, and those connections
+    // stay open and silent for good. The retry must not store the rows twice, and no query
+    // may wait for an answer forever.
+    let failed = insert_failures(&ingest).await;
+    proxy.lose_responses();
+    wait_until(
+        Duration::from_secs(60),
+        "an INSERT whose answer was lost",
+        || async { insert_failures(&ingest).await > failed },
+        log,
+    )
+    .await;
+    proxy.pass();
+    faults.push(format!(
+        "answers lost: {} failures",
+        insert_failures(&ingest).await - failed
+    ));
+    wait_recovered(&rig, &ingest, "the lost answers").await;
+
+    // Cut: three requests cut in the middle, then every connection at once.
+    proxy.cut_mid_request(3);
+    wait_until(
+        Duration::from_secs(90),
+        "three requests cut mid-way",
+        || async { proxy.cuts_done() >= 3 },
+        log,
+    )
+    .await;
+    proxy.cut_all();
+    faults.push("3 requests cut mid-way, all connections cut".to_owned());
+    wait_recovered(&rig, &ingest, "the cuts").await;
+
+    // Read-only: the server refuses every write of the ingest user.
+    let failed = insert_failures(&ingest).await;
+    set_readonly(&rig, true).await;
+    wait_until(
+        Duration::from_secs(60),
+        "an INSERT refused in read-only mode",
+        || async { insert_failures(&ingest).await > failed },
+        log,
+    )
+    .await;
+    set_readonly(&rig, false).await;
+    faults.push(format!(
+        "read-only: {} failures",
+        insert_failures(&ingest).await - failed
+    ));
+    wait_recovered(&rig, &ingest, "read-only").await;
+
+    // Stopped for a minute while the load goes on.
+    rig.clickhouse.stop();
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    rig.clickhouse.start_again();
+    faults.push("stopped 60 s".to_owned());
+
+    producer.join().unwrap();
+    let n = rig.wait_for_rows(120_000.0, Duration::from_secs(240)).await;
+    ingest.wait_settled().await;
+    eprintln!("faults survived: {faults:?}; rows {n} of 120000");
+    assert_eq!(n, 120_000.0, "{}", ingest.log_text());
+    rig.assert_rows_equal_source(&load.expected).await;
+    assert_eq!(
+        rig.count("SELECT count() FROM {db}.rejects").await,
+        0.0,
+        "no good row went to rejects: {}",
+        ingest.log_text()
+    );
+}
