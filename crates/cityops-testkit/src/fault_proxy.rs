@@ -157,6 +157,9 @@ async fn pump(
     let mut silenced = false;
     loop {
         let n = match from.read(&mut buffer).await {
+            // A silenced connection does not pass the server's close on either: the client
+            // waits for an answer that never comes (until `cut_all`).
+            Ok(0) | Err(_) if silenced => std::future::pending().await,
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };

@@ -65,7 +65,17 @@ async fn set_readonly(rig: &Rig, on: bool) {
     } else {
         text.replace(readonly, "")
     };
+    // ClickHouse notices a change by the file's modification time, in whole seconds: two
+    // writes within one second look like one. Move it on by two seconds at least.
+    let before = std::fs::metadata(&users).unwrap().modified().unwrap();
     std::fs::write(&users, text).unwrap();
+    let later = (before + Duration::from_secs(2)).max(std::time::SystemTime::now());
+    std::fs::File::options()
+        .write(true)
+        .open(&users)
+        .unwrap()
+        .set_modified(later)
+        .unwrap();
     let want = if on { "1" } else { "0" };
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -150,6 +160,8 @@ async fn clickhouse_slow_hung_silent_cut_read_only_and_stopped_for_a_minute_lose
         log,
     )
     .await;
+    // The look-ups that follow the failed INSERT lose their answers too, for a while.
+    tokio::time::sleep(Duration::from_secs(15)).await;
     proxy.pass();
     faults.push(format!(
         "answers lost: {} failures",
