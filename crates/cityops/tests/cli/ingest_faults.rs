@@ -218,3 +218,78 @@ async fn clickhouse_slow_hung_silent_cut_read_only_and_stopped_for_a_minute_lose
         ingest.log_text()
     );
 }
+
+/// Waits until `ingest`'s log has `line` (it started consuming, or was given partitions).
+async fn wait_for_log(ingest: &Ingest, line: &str) {
+    wait_until(
+        Duration::from_secs(120),
+        &format!("{line:?} in the log"),
+        || async { ingest.log_text().contains(line) },
+        || ingest.log_text(),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingests_killed_with_9_while_joining_and_during_rebalances_on_the_durable_broker_lose_and_duplicate_nothing()
+ {
+    let rig = Rig::start(true, "").await;
+    let load = good_load(40_000);
+    let producer = produce_in_background(
+        rig.kafka.bootstrap(),
+        load.messages.clone(),
+        20,
+        Duration::from_millis(1_500),
+    );
+    let seed = std::process::id() as u64 ^ crate::ingest_support::base_ms() as u64;
+    let random_ms = |n: u64, below: u64| seed.wrapping_mul(n * 7919 + 13) % below;
+    let (consuming, assigned) = ("consuming topics", "partitions assigned");
+    let mut killed_joining = 0;
+    let mut schedule = Vec::new();
+
+    // Killed while joining the group: at a random moment after it starts consuming.
+    let mut a = rig.ingest("a-0");
+    for round in 1..=2u64 {
+        wait_for_log(&a, consuming).await;
+        let wait = random_ms(round, 1_000);
+        tokio::time::sleep(Duration::from_millis(wait)).await;
+        let joined = a.log_text().contains(assigned);
+        a.kill9();
+        killed_joining += u32::from(!joined);
+        schedule.push(format!(
+            "a killed {wait} ms after joining began (assigned: {joined})"
+        ));
+        a = rig.ingest(&format!("a-{round}"));
+    }
+    wait_for_log(&a, assigned).await;
+    rig.wait_for_rows(1.0, Duration::from_secs(120)).await;
+
+    // Killed during rebalances: a second member joins, then one of them dies mid-rebalance.
+    let mut b = rig.ingest("b-0");
+    wait_for_log(&b, consuming).await;
+    let wait = random_ms(3, 2_000);
+    tokio::time::sleep(Duration::from_millis(wait)).await;
+    a.kill9();
+    schedule.push(format!("a killed {wait} ms after b began joining"));
+    a = rig.ingest("a-3");
+    wait_for_log(&a, consuming).await;
+    let wait = random_ms(4, 2_000);
+    tokio::time::sleep(Duration::from_millis(wait)).await;
+    b.kill9();
+    schedule.push(format!("b killed {wait} ms after a began joining again"));
+    b = rig.ingest("b-1");
+
+    producer.join().unwrap();
+    let n = rig.wait_for_rows(80_000.0, Duration::from_secs(300)).await;
+    a.wait_settled().await;
+    b.wait_settled().await;
+    eprintln!("kill schedule: {schedule:?}; rows {n} of 80000");
+    assert_eq!(n, 80_000.0, "a:\n{}\nb:\n{}", a.log_text(), b.log_text());
+    rig.assert_rows_equal_source(&load.expected).await;
+    assert!(
+        killed_joining >= 1,
+        "no kill landed before the group gave partitions: {schedule:?}"
+    );
+    assert_eq!(a.terminate(Duration::from_secs(30)), Some(0));
+    assert_eq!(b.terminate(Duration::from_secs(30)), Some(0));
+}
