@@ -56,8 +56,13 @@ pub(crate) fn preview(v: &Value) -> String {
 /// names are formatted on the hot path otherwise).
 pub(crate) fn rfc3339(field: impl Fn() -> String, text: &str) -> Result<Timestamp, Failure> {
     Timestamp::parse_rfc3339(text).map_err(|e| {
+        // A well-formed time ClickHouse cannot store is out of range, like such a number.
+        let reason = match e {
+            cityops_event::TimestampError::OutOfRange => RejectReason::TsOutOfRange,
+            _ => RejectReason::InvalidTimestamp,
+        };
         Failure::new(
-            RejectReason::InvalidTimestamp,
+            reason,
             format!("{}: {text:?} is not a valid time: {e}", field()),
         )
     })

@@ -71,7 +71,8 @@ impl Publisher {
                 let mut options = MqttOptions::new(format!("{client_id}-{n}"), host, port);
                 options.set_keep_alive(Duration::from_secs(30));
                 options.set_inflight(200);
-                options.set_max_packet_size(1024 * 1024, 1024 * 1024);
+                // Large enough for the tests' oversized payloads (the broker has its own limit).
+                options.set_max_packet_size(1024 * 1024, 64 * 1024 * 1024);
                 if let Some((user, password)) = credentials {
                     options.set_credentials(user, password);
                 }

@@ -10,6 +10,7 @@ mod alert_console;
 mod alert_feed;
 mod alert_queries;
 mod alert_replicas;
+mod bad_payloads;
 mod check;
 mod decode;
 mod ingest_faults;
