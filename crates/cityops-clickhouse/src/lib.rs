@@ -26,8 +26,8 @@ pub use retention::{RetentionAction, RetentionReport, apply_retention, plan_drop
 pub use rowbinary::{decode_events, encode_event};
 pub use rows::{AlertEventRow, EventRow, RejectRow, RowSource, TableColumns};
 pub use store::{
-    DayOffsets, FailureClass, INGEST_QUERY_ID_PREFIX, REFUSED_REASON, StoredOffsets, classify,
-    error_code, partition_day,
+    DayOffsets, FailureClass, INGEST_QUERY_ID_PREFIX, REFUSED_REASON, RejectFilter, StoredOffsets,
+    classify, error_code, partition_day,
 };
 pub use version::ServerVersion;
 

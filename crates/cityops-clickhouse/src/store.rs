@@ -2,7 +2,7 @@
 //! classifying failures (retry, or the server refused these rows), finding inserts still
 //! running, and reading back which source offsets are already stored.
 
-use crate::{ClickHouse, Error, EventRow, RejectRow};
+use crate::{ClickHouse, Error, EventRow, RejectRow, TableColumns};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -115,6 +115,24 @@ struct QueryIdRow {
 #[derive(Deserialize, clickhouse::Row)]
 struct CountRow {
     n: u64,
+}
+
+#[derive(Deserialize, clickhouse::Row)]
+struct IdRow {
+    id: String,
+}
+
+/// Which rows of `rejects` to read back (`cityops rejects replay`); `None` matches any.
+#[derive(Debug, Clone, Default)]
+pub struct RejectFilter {
+    /// The feed that rejected them.
+    pub feed: Option<String>,
+    /// The reject reason.
+    pub reason: Option<String>,
+    /// Arrived at or after this time (seconds since the epoch).
+    pub since_s: Option<u32>,
+    /// Arrived before this time (seconds since the epoch).
+    pub until_s: Option<u32>,
 }
 
 impl ClickHouse {
@@ -304,6 +322,59 @@ impl ClickHouse {
     async fn count(&self, sql: &str) -> Result<bool, Error> {
         let rows: Vec<CountRow> = self.fetch_here(sql, "look up a stored row").await?;
         Ok(rows.first().is_some_and(|r| r.n > 0))
+    }
+
+    /// The rejects `filter` matches, oldest first, at most `limit`.
+    pub async fn rejects_matching(
+        &self,
+        filter: &RejectFilter,
+        limit: u64,
+    ) -> Result<Vec<RejectRow>, Error> {
+        let mut conditions = vec!["1".to_owned()];
+        if let Some(feed) = &filter.feed {
+            conditions.push(format!("feed = {}", quote(feed)));
+        }
+        if let Some(reason) = &filter.reason {
+            conditions.push(format!("reason = {}", quote(reason)));
+        }
+        if let Some(since) = filter.since_s {
+            conditions.push(format!("received_at >= toDateTime({since}, 'UTC')"));
+        }
+        if let Some(until) = filter.until_s {
+            conditions.push(format!("received_at < toDateTime({until}, 'UTC')"));
+        }
+        let columns: Vec<&str> = RejectRow::COLUMNS.iter().map(|(c, _)| *c).collect();
+        let sql = format!(
+            "SELECT {} FROM rejects WHERE {} ORDER BY received_at, received_ms LIMIT {limit}",
+            columns.join(", "),
+            conditions.join(" AND ")
+        );
+        self.fetch_here(&sql, "read rejects").await
+    }
+
+    /// Which of `ids` are in `events` (events timed within `ts_range`, seconds, inclusive).
+    pub async fn stored_event_ids(
+        &self,
+        ids: &[uuid::Uuid],
+        ts_range: (u32, u32),
+    ) -> Result<std::collections::HashSet<uuid::Uuid>, Error> {
+        let mut found = std::collections::HashSet::new();
+        for chunk in ids.chunks(1000) {
+            let list: Vec<String> = chunk.iter().map(|id| quote(&id.to_string())).collect();
+            let sql = format!(
+                "SELECT toString(event_id) AS id FROM events WHERE ts >= toDateTime({}, 'UTC') \
+                 AND ts <= toDateTime({}, 'UTC') AND toString(event_id) IN ({})",
+                ts_range.0,
+                ts_range.1,
+                list.join(", ")
+            );
+            let rows: Vec<IdRow> = self.fetch_here(&sql, "look up stored events").await?;
+            found.extend(
+                rows.iter()
+                    .filter_map(|r| uuid::Uuid::parse_str(&r.id).ok()),
+            );
+        }
+        Ok(found)
     }
 
     /// `SELECT 1`: whether the server answers now.

@@ -9,6 +9,7 @@ mod le;
 mod metrics;
 pub mod mqtt;
 mod pipeline;
+pub mod replay;
 mod resend;
 mod rows;
 mod sequence;

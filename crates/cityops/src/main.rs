@@ -6,6 +6,7 @@ mod check;
 mod decode;
 mod ingest;
 mod migrate;
+mod rejects;
 mod rules;
 mod sim;
 mod spool;
@@ -41,6 +42,8 @@ enum Command {
     Ingest(ingest::Args),
     /// Apply pending ClickHouse schema migrations (idempotent; --dry-run prints them).
     Migrate(migrate::MigrateArgs),
+    /// Decode chosen rejects again after a config fix and store what now decodes, once.
+    Rejects(rejects::Args),
     /// Drop ClickHouse partitions older than the configured retention.
     Retention(migrate::RetentionArgs),
     /// Check alert rule files and run their tests.
@@ -60,6 +63,7 @@ fn main() -> ExitCode {
         Command::Decode(args) => decode::run(&args),
         Command::Ingest(args) => ingest::run(&args),
         Command::Migrate(args) => migrate::run_migrate(&args),
+        Command::Rejects(args) => rejects::run(&args),
         Command::Retention(args) => migrate::run_retention(&args),
         Command::Rules(args) => rules::run(&args),
         Command::Sim(args) => sim::run(&args),

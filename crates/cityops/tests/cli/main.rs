@@ -19,6 +19,7 @@ mod ingest_mqtt;
 mod ingest_spool;
 mod ingest_support;
 mod migrate;
+mod rejects_replay;
 mod rules;
 mod sim;
 
