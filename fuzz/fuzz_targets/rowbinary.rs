@@ -85,6 +85,9 @@ fuzz_target!(|input: Input| {
     // Debug text compares NaN values too (NaN != NaN).
     assert_eq!(format!("{rows:?}"), format!("{want:?}"));
     if !bytes.is_empty() {
-        assert!(decode_events(&bytes[..bytes.len() - 1]).is_err(), "a cut row is an error");
+        assert!(
+            decode_events(&bytes[..bytes.len() - 1]).is_err(),
+            "a cut row is an error"
+        );
     }
 });

@@ -14,7 +14,14 @@ const FEEDS: [&str; 6] = [
     "hospital_beds",
     "streetlight",
 ];
-const METRICS: [&str; 6] = ["water_level", "pm25", "speed", "status", "er_waiting", "count"];
+const METRICS: [&str; 6] = [
+    "water_level",
+    "pm25",
+    "speed",
+    "status",
+    "er_waiting",
+    "count",
+];
 const DISTRICTS: [&str; 4] = ["Hải Châu", "Sơn Trà", "Liên Chiểu", ""];
 const START_MS: i64 = 1_795_654_800_000;
 

@@ -55,7 +55,8 @@ fn files(dir: &Path) -> Vec<PathBuf> {
         .filter_map(Result::ok)
         .map(|e| e.path())
         .filter(|p| {
-            p.extension().is_some_and(|e| e == "seg") || p.file_name().is_some_and(|n| n == "resend-table")
+            p.extension().is_some_and(|e| e == "seg")
+                || p.file_name().is_some_and(|n| n == "resend-table")
         })
         .collect();
     found.sort();
@@ -108,7 +109,10 @@ fn open_and_read(settings: &SpoolSettings) -> Result<u64, SpoolError> {
         last = m.seq;
         read += 1;
     }
-    assert_eq!(read, opened.messages, "the reader hands out every message opening counted");
+    assert_eq!(
+        read, opened.messages,
+        "the reader hands out every message opening counted"
+    );
     Ok(read)
 }
 
@@ -144,7 +148,10 @@ fuzz_target!(|input: Input| {
         Ok(_) => {}
         Err(SpoolError::Damaged { .. }) => {
             let found = spool::inspect(dir.path()).expect("a damaged spool can be inspected");
-            assert!(found.damaged(), "opening refused what inspect finds sound: {found:?}");
+            assert!(
+                found.damaged(),
+                "opening refused what inspect finds sound: {found:?}"
+            );
             spool::salvage(dir.path()).expect("salvage runs");
             let kept = open_and_read(&settings).expect("a salvaged spool opens");
             assert_eq!(kept, found.messages, "salvage keeps every intact message");
