@@ -17,6 +17,9 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+/// The largest packet MQTT can carry (a 4-byte remaining length).
+const MQTT_MAX_PACKET_BYTES: usize = 268_435_455;
+
 /// MQTT protocol version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Protocol {
@@ -503,10 +506,14 @@ impl ConnectionTask {
         match o.protocol {
             Protocol::V311 => {
                 let mut m = rumqttc::MqttOptions::new(self.client_id(), &o.host, o.port);
+                // 3.1.1 has no way to tell the broker a packet limit: a larger message comes
+                // anyway, and refusing it would fail the session on it after every reconnect.
+                // Take whatever the broker sends (its own limit bounds it); the feed rejects it
+                // as too large.
                 m.set_keep_alive(o.keep_alive)
                     .set_clean_session(false)
                     .set_manual_acks(true)
-                    .set_max_packet_size(o.max_packet_bytes as usize, o.max_packet_bytes as usize);
+                    .set_max_packet_size(MQTT_MAX_PACKET_BYTES, o.max_packet_bytes as usize);
                 if let Some((user, password)) = &o.credentials {
                     m.set_credentials(user, password);
                 }
