@@ -17,6 +17,9 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+/// How long a connection must have lasted for the reconnect delay to start over.
+const STABLE_CONNECTION: Duration = Duration::from_secs(10);
+
 /// The largest packet MQTT can carry (a 4-byte remaining length).
 const MQTT_MAX_PACKET_BYTES: usize = 268_435_455;
 
@@ -579,6 +582,17 @@ async fn run_connection(mut task: ConnectionTask) {
         *task.slot.lock().unwrap_or_else(PoisonError::into_inner) = Some((epoch, client.clone()));
         task.reconnect.mark_unchanged();
         let ended = attempt(&mut task, &client, &mut event_loop, epoch).await;
+        // The delay starts over only after a connection that held: one that fails right after
+        // connecting (a packet it cannot take, a broker refusing it) backs off as if it never
+        // connected, instead of reconnecting ten times a second.
+        let held = task
+            .connected_since
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_some_and(|since| since.elapsed() >= STABLE_CONNECTION);
+        if held {
+            task.delay.reset();
+        }
         task.set_connected(false);
         *task.slot.lock().unwrap_or_else(PoisonError::into_inner) = None;
         match ended {
@@ -636,7 +650,6 @@ async fn attempt(
             Err(error) => return Ended::Failed(error),
             Ok(Polled::Other) => continue,
             Ok(Polled::ConnAck { session_present }) => {
-                task.delay.reset();
                 task.set_connected(true);
                 // Subscribe on every connection, also when the broker says it kept the session:
                 // mosquitto 2.0 restores a persisted session without its shared subscriptions

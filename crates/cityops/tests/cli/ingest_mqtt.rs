@@ -1111,13 +1111,21 @@ async fn a_payload_above_the_packet_limit_on_a_3_1_1_session_is_a_reject_not_a_s
     // MQTT 3.1.1 cannot tell the broker a packet limit: a larger message arrives anyway, and a
     // session that failed on it would get it again after every reconnect.
     let rig = Rig::with_broker(roomy_broker()).await;
-    let ingest = rig.ingest_run("a", "a", "protocol = \"3.1.1\"\nmax_packet_bytes = 65536", "");
+    let ingest = rig.ingest_run(
+        "a",
+        "a",
+        "protocol = \"3.1.1\"\nmax_packet_bytes = 65536",
+        "",
+    );
     wait_connected(&ingest, 4.0).await;
     let load = good_load(2_000);
     let mut messages = load.messages.clone();
     messages.insert(
         1_000,
-        ("proof/air/huge-00001".to_owned(), vec![b' '; 2 * 1024 * 1024]),
+        (
+            "proof/air/huge-00001".to_owned(),
+            vec![b' '; 2 * 1024 * 1024],
+        ),
     );
     assert_eq!(publish(rig.mosquitto.port(), &messages).await, 2_001);
     let n = rig.wait_for_rows(4_000.0, Duration::from_secs(60)).await;
@@ -1125,8 +1133,10 @@ async fn a_payload_above_the_packet_limit_on_a_3_1_1_session_is_a_reject_not_a_s
     ingest.wait_settled().await;
     rig.assert_rows_equal_source(&load.expected).await;
     assert_eq!(
-        rig.count("SELECT count() FROM {db}.rejects WHERE reason = 'too_large' AND raw_len = 2097152")
-            .await,
+        rig.count(
+            "SELECT count() FROM {db}.rejects WHERE reason = 'too_large' AND raw_len = 2097152"
+        )
+        .await,
         1.0
     );
 }
