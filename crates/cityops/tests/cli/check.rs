@@ -115,7 +115,7 @@ fn a_secret_written_in_clear_is_a_warning_naming_its_path() {
     let path = dir.path().join("clear.toml");
     std::fs::write(
         &path,
-        "[clickhouse]\npassword = \"hunter2-clear\"\n[mqtt]\npassword = \"${MQTT_PASSWORD}\"\n\
+        "[clickhouse]\npassword = \"hunter2-clear\"\n[mqtt]\nusername = \"ingest\"\npassword = \"${MQTT_PASSWORD}\"\n\
          [kafka.settings]\n\"sasl.password\" = \"kafka-clear\"\n",
     )
     .unwrap();
