@@ -2,7 +2,7 @@
 //! again, stop, restart, kill -9) around a service-specific readiness check.
 
 use crate::ServiceProcess;
-use crate::support::{try_wait_ready, wait_ready};
+use crate::support::try_wait_ready;
 use std::path::Path;
 use std::time::Duration;
 use tempfile::TempDir;
@@ -54,13 +54,26 @@ impl<S: ServiceSpec> Instance<S> {
         Ok(instance)
     }
 
-    /// Starts the stopped instance again with the same ports and data.
+    /// Starts the stopped instance again with the same ports and data. A start that exits at
+    /// once is tried again for a while: one of its ports may still be held by an outgoing
+    /// connection that the kernel gave it while the service was down.
     pub fn start_again(&mut self) {
-        self.process.spawn();
-        let spec = &self.spec;
-        wait_ready(&mut self.process, S::NAME, S::READY_TIMEOUT, || {
-            spec.ready()
-        });
+        let mut last = String::new();
+        for _ in 0..10 {
+            self.process.spawn();
+            let spec = &self.spec;
+            match try_wait_ready(&mut self.process, S::NAME, S::READY_TIMEOUT, || {
+                spec.ready()
+            }) {
+                Ok(()) => return,
+                Err(message) if !self.process.is_running() => {
+                    last = message;
+                    std::thread::sleep(std::time::Duration::from_secs(1));
+                }
+                Err(message) => panic!("{message}"),
+            }
+        }
+        panic!("{last}");
     }
 
     /// Stops it gracefully (SIGTERM, then SIGKILL after the service's grace period).

@@ -22,11 +22,20 @@ pub fn cache_dir() -> PathBuf {
     base.join("cityops")
 }
 
-/// A port free on 127.0.0.1 right now. The service binds it a moment later; starts retry on
-/// the rare clash.
+/// A port free on 127.0.0.1 right now, never handed out before by this test process: a
+/// stopped service keeps its ports for `start_again`, and another test must not be given one.
+/// The service binds it a moment later; starts retry on the rare clash.
 pub fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port on 127.0.0.1");
-    listener.local_addr().expect("local address").port()
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    loop {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port on 127.0.0.1");
+        let port = listener.local_addr().expect("local address").port();
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 /// Finds an executable on PATH (or at an absolute path). Err says how to install it.
@@ -116,18 +125,6 @@ pub(crate) fn ready_endpoint(port: u16) -> bool {
         http_get(&format!("http://127.0.0.1:{port}/-/ready")),
         Some((200, _))
     )
-}
-
-/// Waits until `check` passes; panics with the log's tail if the process dies or time runs out.
-pub(crate) fn wait_ready(
-    process: &mut crate::ServiceProcess,
-    name: &str,
-    timeout: Duration,
-    check: impl FnMut() -> bool,
-) {
-    if let Err(message) = try_wait_ready(process, name, timeout, check) {
-        panic!("{message}");
-    }
 }
 
 /// Waits until `check` passes; says why not (with the log's tail) if the process dies or
