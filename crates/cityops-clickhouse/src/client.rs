@@ -157,7 +157,7 @@ where
 
 /// Runs `query`, failing with the client's own `TimedOut` after `timeout` (dropping the
 /// request closes its connection).
-async fn bounded<T>(
+pub(crate) async fn bounded<T>(
     timeout: std::time::Duration,
     what: &str,
     query: impl std::future::Future<Output = Result<T, clickhouse::error::Error>>,

@@ -380,10 +380,9 @@ impl ClickHouse {
     /// `SELECT 1`: whether the server answers now.
     pub async fn ping(&self) -> bool {
         let ping = self.client().query("SELECT 1").execute();
-        matches!(
-            tokio::time::timeout(self.query_timeout(), ping).await,
-            Ok(Ok(()))
-        )
+        crate::client::bounded(self.query_timeout(), "ping", ping)
+            .await
+            .is_ok()
     }
 }
 

@@ -3,7 +3,7 @@
 //! running ingest on real services: each bad one is in `rejects` with its reason and raw bytes,
 //! each good one stored, the ingest never stalls or stops.
 
-use crate::ingest_support::{Ingest, http_get, metric_sum};
+use crate::ingest_support::{Ingest, http_get};
 use cityops_testkit::{ClickHouseServer, KafkaBroker, Mosquitto};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -285,20 +285,7 @@ async fn the_corpus_over_mqtt_and_kafka_lands_in_rejects_with_reasons_and_raw_by
         messages.push((topic.clone(), sample.clone()));
     }
 
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while metric_sum(
-        &ingest.metrics().await,
-        "cityops_ingest_mqtt_subscribed_connections",
-        &[],
-    ) < 4.0
-    {
-        assert!(
-            Instant::now() < deadline,
-            "not subscribed:\n{}",
-            ingest.log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    crate::ingest_mqtt::wait_connected(&ingest, 4.0).await;
     let mut publisher = cityops_mqtt::Publisher::connect(
         "127.0.0.1",
         mosquitto.port(),
