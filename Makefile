@@ -20,6 +20,7 @@ help:
 	@echo "make bench-kafka - Kafka -> ClickHouse ingest against a bare consumer (BENCH_MESSAGES=2000000)"
 	@echo "make bench-mqtt - MQTT -> ClickHouse ingest against a bare subscriber (BENCH_MESSAGES=500000)"
 	@echo "make bench-alert - the alerter: its read rate against a bare consumer, publish-to-Alertmanager latency under load, state per series"
+	@echo "make soak   - an hour of the live city at 10x its natural rate: RSS growth, error logs, every message stored (SOAK_SECONDS)"
 	@echo "make fuzz   - every fuzz target (decoders, config, rules, RowBinary, spool) for FUZZ_RUNS executions (10 million; FUZZ_SECONDS=N for a time limit)"
 
 deps:
@@ -85,6 +86,11 @@ bench-mqtt: deps
 
 bench-alert: deps
 	@deploy/bench/alert.sh
+
+# An hour of the live city at ten times its natural rate through ingest and alerter, RSS
+# sampled, every message counted (deploy/soak.py; SOAK_SECONDS, SOAK_SPEED). Figures: BENCHMARKS.md.
+soak: deps release
+	@CITYOPS_BIN=target/release/cityops python3 deploy/soak.py
 
 check-config: release
 	target/release/cityops check --config deploy/config/cityops.toml

@@ -206,6 +206,8 @@ class Demo:
     verify_failed: bool = False
     alerts: dict[str, AlertSeen] = field(default_factory=dict)
     interactive: bool = False
+    # More `cityops sim` arguments for the live city (the soak's --speed).
+    sim_extra: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.run_dir = STATE_DIR / "demo"
@@ -382,6 +384,7 @@ class Demo:
             "--faulty-fraction", FAULTY_FRACTION,
             "--listen-addr", f"127.0.0.1:{sim_port}",
             "--ground-truth", str(self.run_dir / "ground-truth.json"),
+            *self.sim_extra,
         ]
         if self.scenario != "none":
             sim_args += [

@@ -11,8 +11,6 @@ use std::collections::BTreeMap;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Arguments of `cityops sim`.
@@ -33,8 +31,12 @@ pub struct Args {
     /// Events per second of virtual time (as the shipped config decodes the messages; one
     /// message carries one or more events); devices report faster to reach it. Default: the
     /// city's natural rate, about 70 events/s at scale 1.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "speed")]
     rate: Option<f64>,
+    /// A multiple of the city's natural rate (e.g. `10` for ten times as many reports from
+    /// the same devices); the alternative to --rate.
+    #[arg(long)]
+    speed: Option<f64>,
     /// Multiply device counts (e.g. 10 for ten times the sensors).
     #[arg(long, default_value_t = 1)]
     scale: u32,
@@ -200,6 +202,12 @@ fn options(args: &Args) -> anyhow::Result<SimOptions> {
         let natural = Simulator::new(options.clone()).natural_event_rate();
         options.speed = rate / natural;
     }
+    if let Some(speed) = args.speed {
+        if !(speed > 0.0 && speed.is_finite()) {
+            bail!("--speed must be a positive number");
+        }
+        options.speed = speed;
+    }
     Ok(options)
 }
 
@@ -275,15 +283,10 @@ fn simulate(args: &Args) -> anyhow::Result<()> {
     } else {
         None
     };
-    let stop = Arc::new(AtomicBool::new(false));
-    {
-        let stop = Arc::clone(&stop);
-        runtime.spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                stop.store(true, Ordering::Relaxed);
-            }
-        });
-    }
+    // SIGTERM or SIGINT ends the run like its end time: every message sent so far is flushed
+    // and acknowledged, and the summary written.
+    let stop = tokio_util::sync::CancellationToken::new();
+    runtime.spawn(crate::ingest::stop_on_signal(stop.clone()));
     let registry = prometheus::Registry::new();
     let metrics = SimMetrics::new(&registry)?;
     let shutdown = tokio_util::sync::CancellationToken::new();
@@ -322,7 +325,7 @@ fn simulate(args: &Args) -> anyhow::Result<()> {
             }
             end = now;
         }
-        if n as u64 >= limit || stop.load(Ordering::Relaxed) {
+        if n as u64 >= limit || stop.is_cancelled() {
             break;
         }
         if pace {
