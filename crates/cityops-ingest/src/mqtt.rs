@@ -85,6 +85,9 @@ struct Watch {
     last_message: Instant,
     /// Reconnects since the feed last received something.
     heals: u32,
+    /// Whether anything arrived since the start: a feed that never delivered is more likely
+    /// denied by the broker (an ACL) or misconfigured than stalled.
+    delivered: bool,
 }
 
 /// The receiver thread's state.
@@ -125,6 +128,7 @@ impl Receiver {
                 {
                     w.last_message = Instant::now();
                     w.heals = 0;
+                    w.delivered = true;
                 }
                 if self.held.is_empty() {
                     self.append(d);
@@ -355,16 +359,29 @@ impl Receiver {
                 w.heals += 1;
                 w.last_message = now;
                 self.metrics.mqtt_stalls.with_label_values(&[&w.feed]).inc();
-                stalled = Some((w.feed.clone(), w.timeout, w.heals));
+                stalled = Some((w.feed.clone(), w.timeout, w.heals, w.delivered));
             }
         }
-        if let Some((feed, timeout, heals)) = stalled {
-            tracing::warn!(
-                feed,
-                silent_ms = timeout.as_millis() as u64,
-                attempt = heals,
-                "feed silent while connected: reconnecting and subscribing again"
-            );
+        if let Some((feed, timeout, heals, delivered)) = stalled {
+            if delivered {
+                tracing::warn!(
+                    feed,
+                    silent_ms = timeout.as_millis() as u64,
+                    attempt = heals,
+                    "feed silent while connected: reconnecting and subscribing again"
+                );
+            } else {
+                // mosquitto and most brokers grant a subscription their ACL denies and then
+                // deliver nothing: the silence is the only sign.
+                tracing::warn!(
+                    feed,
+                    silent_ms = timeout.as_millis() as u64,
+                    attempt = heals,
+                    "feed silent while connected, nothing delivered since the start: check that \
+                     the broker's ACL lets this user read the feed's topics and that something \
+                     publishes there; reconnecting and subscribing again"
+                );
+            }
             self.subscriber.reconnect_all();
         }
     }
@@ -522,6 +539,7 @@ pub fn run(
                     timeout: Duration::from_millis(timeout),
                     last_message: Instant::now(),
                     heals: 0,
+                    delivered: false,
                 },
             ))
         })

@@ -33,11 +33,18 @@ pub struct Secured {
     pub tls_port: u16,
     /// PEM of the CA that signed the broker's certificate (for `IP:127.0.0.1`).
     pub ca_file: std::path::PathBuf,
-    /// The one user the password file knows.
+    /// The ingest's user: it may read [`SECURED_TOPICS`] and nothing else.
     pub username: String,
     /// Its password.
     pub password: String,
+    /// The sensors' user: it may write [`SECURED_TOPICS`] and `other/#`, and read nothing.
+    pub publisher_username: String,
+    /// Its password.
+    pub publisher_password: String,
 }
+
+/// The topics a secured instance's ACL lets the ingest user read.
+pub const SECURED_TOPICS: &str = "danang/#";
 
 impl ServiceSpec for MosquittoSpec {
     const NAME: &'static str = "mosquitto";
@@ -63,9 +70,9 @@ impl Mosquitto {
         Mosquitto::launch_with(|_| None, extra)
     }
 
-    /// Starts an instance that requires a user name and password (a mosquitto password file)
-    /// and also listens with TLS, with a CA and server certificate made by `openssl` for this
-    /// instance.
+    /// Starts an instance that requires a user name and password (a mosquitto password file),
+    /// applies an ACL (the ingest user reads only [`SECURED_TOPICS`]) and also listens with
+    /// TLS, with a CA and server certificate made by `openssl` for this instance.
     pub fn start_secured() -> Self {
         Mosquitto::launch_with(secure, "")
     }
@@ -267,96 +274,65 @@ impl Mosquitto {
     }
 }
 
-/// Makes the CA, the server certificate (for 127.0.0.1 and localhost) and the password file
-/// of a secured instance in `dir/conf`; returns them with the config lines that use them.
+/// Makes the CA, the server certificate (for 127.0.0.1 and localhost), the password file and
+/// the ACL of a secured instance in `dir/conf`; returns them with the config lines that use
+/// them.
 fn secure(dir: &std::path::Path) -> Option<(Secured, String)> {
-    let openssl = require_binary("openssl");
     let passwd = require_binary("mosquitto_passwd");
     let conf = dir.join("conf");
-    let run = |program: &std::path::Path, args: &[&str]| {
-        let out = std::process::Command::new(program)
-            .args(args)
-            .current_dir(&conf)
+    let certificates = crate::tls::make_certificates(&conf);
+    let (username, password) = ("cityops-ingest".to_owned(), "s3cret-Đà-Nẵng".to_owned());
+    let (publisher_username, publisher_password) =
+        ("city-sensors".to_owned(), "pub-s3cret-Hải-Châu".to_owned());
+    let passwords = conf.join("passwords");
+    for (i, (user, pass)) in [
+        (&username, &password),
+        (&publisher_username, &publisher_password),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut args = vec!["-b"];
+        if i == 0 {
+            args.push("-c");
+        }
+        let out = std::process::Command::new(&passwd)
+            .args(&args)
+            .arg(&passwords)
+            .args([user.as_str(), pass.as_str()])
             .output()
-            .unwrap_or_else(|e| panic!("cannot run {}: {e}", program.display()));
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", passwd.display()));
         assert!(
             out.status.success(),
-            "{} {args:?} failed: {}",
-            program.display(),
+            "mosquitto_passwd failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-    };
+    }
+    // The ingest user may only read the city's topics; the sensors' user may only write them.
     std::fs::write(
-        conf.join("san.ext"),
-        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n",
+        conf.join("acl"),
+        format!(
+            "user {username}\ntopic read {SECURED_TOPICS}\n\nuser {publisher_username}\ntopic write {SECURED_TOPICS}\ntopic write other/#\n"
+        ),
     )
-    .expect("write san.ext");
-    run(
-        &openssl,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=cityops test CA",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.pem",
-        ],
-    );
-    run(
-        &openssl,
-        &[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-subj",
-            "/CN=127.0.0.1",
-            "-keyout",
-            "server.key",
-            "-out",
-            "server.csr",
-        ],
-    );
-    run(
-        &openssl,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-days",
-            "2",
-            "-extfile",
-            "san.ext",
-            "-out",
-            "server.pem",
-        ],
-    );
-    let (username, password) = ("cityops-ingest".to_owned(), "s3cret-Đà-Nẵng".to_owned());
-    run(&passwd, &["-b", "-c", "passwords", &username, &password]);
+    .expect("write the ACL file");
     let tls_port = crate::free_port();
     let settings = format!(
-        "allow_anonymous false\npassword_file {conf}/passwords\nlistener {tls_port} 127.0.0.1\ncafile {conf}/ca.pem\ncertfile {conf}/server.pem\nkeyfile {conf}/server.key\n",
-        conf = conf.display()
+        "allow_anonymous false\npassword_file {passwords}\nacl_file {conf}/acl\nlistener {tls_port} 127.0.0.1\ncafile {ca}\ncertfile {cert}\nkeyfile {key}\n",
+        passwords = passwords.display(),
+        conf = conf.display(),
+        ca = certificates.ca_file.display(),
+        cert = certificates.cert_file.display(),
+        key = certificates.key_file.display(),
     );
     Some((
         Secured {
             tls_port,
-            ca_file: conf.join("ca.pem"),
+            ca_file: certificates.ca_file,
             username,
             password,
+            publisher_username,
+            publisher_password,
         },
         settings,
     ))

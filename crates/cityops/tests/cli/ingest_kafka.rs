@@ -78,7 +78,6 @@ fields = [
 
 impl Rig {
     pub(crate) async fn start(durable: bool, ingest_toml: &str) -> Rig {
-        let clickhouse = ClickHouseServer::start();
         let kafka = if durable {
             KafkaBroker::start_durable()
         } else {
@@ -87,7 +86,19 @@ impl Rig {
         for topic in TOPICS {
             kafka.create_topic(topic, PARTITIONS).unwrap();
         }
+        Rig::with_broker(kafka, durable, ingest_toml, |_| String::new()).await
+    }
+
+    /// A rig on `kafka` (its topics made), with `kafka_extra(dir)` appended to `[kafka]`.
+    pub(crate) async fn with_broker(
+        kafka: KafkaBroker,
+        durable: bool,
+        ingest_toml: &str,
+        kafka_extra: impl FnOnce(&std::path::Path) -> String,
+    ) -> Rig {
+        let clickhouse = ClickHouseServer::start();
         let dir = tempfile::tempdir().unwrap();
+        let kafka_extra = kafka_extra(dir.path());
         let db = "proof".to_owned();
         // The durable broker stalls on large backlog fetches (shared/notes/services.md).
         let fetch = if durable {
@@ -109,7 +120,7 @@ database = "{db}"
 bootstrap_servers = "{bootstrap}"
 group_id = "proof"
 session_timeout_ms = 6000
-{fetch}
+{fetch}{kafka_extra}
 [ingest]
 batch_max_rows = 5000
 linger_ms = 200
@@ -1029,4 +1040,110 @@ async fn a_group_that_gives_the_ingest_no_partitions_is_a_warning_a_metric_and_n
         "{}",
         ingest.log_text()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_tls_with_scram_everything_is_stored_and_a_wrong_password_is_a_clear_retried_error() {
+    let topics: Vec<(&str, u32)> = TOPICS.iter().map(|t| (*t, PARTITIONS)).collect();
+    let kafka = KafkaBroker::start_durable_secured(&topics);
+    let secured = kafka.secured().unwrap();
+    let (username, password) = (secured.username.clone(), secured.password.clone());
+    let ca = secured.ca_file.display().to_string();
+    let password_file = std::cell::OnceCell::new();
+    let rig = Rig::with_broker(kafka, true, "", |dir| {
+        let file = dir.join("kafka-password");
+        std::fs::write(&file, format!("{password}\n")).unwrap();
+        password_file.set(file.clone()).unwrap();
+        format!(
+            "assignment_timeout_ms = 3000\nsettings = {{ \"security.protocol\" = \"SASL_SSL\", \"sasl.mechanism\" = \"SCRAM-SHA-512\", \"sasl.username\" = \"{username}\", \"ssl.ca.location\" = \"{ca}\" }}\n[kafka.settings_files]\n\"sasl.password\" = \"{}\"\n",
+            file.display()
+        )
+    })
+    .await;
+    let password_file = password_file.into_inner().unwrap();
+    // The endpoint demands both: without TLS, or without the password, no metadata.
+    let good = rig.kafka.client_settings();
+    let without = |drop_keys: &[&str], extra: &[(&str, &str)]| {
+        let mut settings: Vec<(String, String)> = good
+            .iter()
+            .filter(|(k, _)| !drop_keys.contains(&k.as_str()))
+            .cloned()
+            .collect();
+        settings.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        cityops_testkit::metadata_with(&settings, Duration::from_secs(5))
+    };
+    let topics_seen = without(&[], &[]).expect("metadata with TLS and the password");
+    assert!(topics_seen >= TOPICS.len(), "{topics_seen} topics");
+    let plaintext = without(
+        &["security.protocol", "ssl.ca.location"],
+        &[("security.protocol", "SASL_PLAINTEXT")],
+    );
+    assert!(plaintext.is_err(), "no TLS, yet metadata: {plaintext:?}");
+    let anonymous = without(
+        &[
+            "security.protocol",
+            "sasl.mechanism",
+            "sasl.username",
+            "sasl.password",
+        ],
+        &[("security.protocol", "SSL")],
+    );
+    assert!(
+        anonymous.is_err(),
+        "TLS without SASL, yet metadata: {anonymous:?}"
+    );
+    let wrong = without(&["sasl.password"], &[("sasl.password", "not-the-password")]);
+    assert!(wrong.is_err(), "a wrong password, yet metadata: {wrong:?}");
+    // The test's own producer goes through the same TLS front with the same user.
+    let load = good_load(5_000);
+    let producer = rig.kafka.producer().unwrap();
+    let messages: Vec<(&str, &str, &[u8])> = load
+        .messages
+        .iter()
+        .map(|(t, k, p)| (*t, k.as_str(), p.as_slice()))
+        .collect();
+    rig.kafka.produce_all(&producer, &messages).await.unwrap();
+    let ingest = rig.ingest("tls");
+    let n = rig.wait_for_rows(10_000.0, Duration::from_secs(120)).await;
+    assert_eq!(n, 10_000.0, "{}", ingest.log_text());
+    rig.assert_rows_equal_source(&load.expected).await;
+    assert!(
+        !ingest.log_text().contains(&password),
+        "the password is never logged"
+    );
+    drop(ingest);
+
+    // A wrong password: librdkafka's error names the cause, the client retries, the process
+    // stays up and says it is not ready; nothing crashes.
+    std::fs::write(&password_file, "not-the-password\n").unwrap();
+    let wrong = rig.ingest("wrong");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let failures = |log: &str| {
+        log.lines()
+            .filter(|l| l.contains("uthentication") && (l.contains("ERROR") || l.contains("WARN")))
+            .count()
+    };
+    while failures(&wrong.log_text()) < 2 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let log = wrong.log_text();
+    if let Some(line) = log.lines().find(|l| l.contains("uthentication")) {
+        eprintln!("the wrong password, as the ingest logs it: {line}");
+    }
+    assert!(
+        failures(&log) >= 2,
+        "two authentication failures logged (the first and a retry) within 60 s: {log}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while http_get(wrong.port, "/readyz").await.0 != 503 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(http_get(wrong.port, "/readyz").await.0, 503, "{log}");
+    assert_eq!(http_get(wrong.port, "/healthz").await.0, 200, "{log}");
+    let log = wrong.log_text();
+    assert!(
+        !log.contains(&password) && !log.contains("not-the-password"),
+        "{log}"
+    );
+    assert_eq!(rig.count("SELECT count() FROM {db}.events").await, 10_000.0);
 }

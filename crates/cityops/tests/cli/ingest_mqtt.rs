@@ -700,23 +700,7 @@ async fn proof_6_a_silently_dead_subscription_is_detected_and_healed_by_the_watc
 async fn tls_and_a_password_file_connect_and_a_wrong_password_is_refused_loudly() {
     let rig = Rig::with_broker(Mosquitto::start_secured()).await;
     let secured = rig.mosquitto.secured().unwrap().clone();
-    let password_file = rig.dir.path().join("mqtt-password");
-    std::fs::write(&password_file, format!("{}\n", secured.password)).unwrap();
-    let tls = format!(
-        "username = \"{user}\"\npassword_file = \"{pw}\"\n[mqtt.tls]\nca_file = \"{ca}\"",
-        user = secured.username,
-        pw = password_file.display(),
-        ca = secured.ca_file.display(),
-    );
-    let config = rig.config("a", "", "");
-    let text = std::fs::read_to_string(&config)
-        .unwrap()
-        .replace(
-            &format!("port = {}", rig.mosquitto.port()),
-            &format!("port = {}", secured.tls_port),
-        )
-        .replace("\n[mqtt.spool]\n", &format!("\n{tls}\n\n[mqtt.spool]\n"));
-    std::fs::write(&config, &text).unwrap();
+    let config = secured_config(&rig, &secured, "a", "");
     let ingest = Ingest::spawn(&config, rig.dir.path(), "a");
     wait_connected(&ingest, 4.0).await;
     assert!(
@@ -724,15 +708,9 @@ async fn tls_and_a_password_file_connect_and_a_wrong_password_is_refused_loudly(
         "the password is never logged"
     );
     let load = good_load(3_000);
-    let mut publisher = cityops_mqtt::Publisher::connect_as(
-        "127.0.0.1",
-        rig.mosquitto.port(),
-        "proof-pub",
-        2,
-        Some((&secured.username, &secured.password)),
-    );
+    let mut publisher = secured_publisher(&rig, &secured);
     for (topic, payload) in &load.messages {
-        publisher.publish(topic, payload).await.unwrap();
+        publisher.publish(&in_city(topic), payload).await.unwrap();
     }
     publisher.finish(Duration::from_secs(60)).await.unwrap();
     let n = rig.wait_for_rows(6_000.0, Duration::from_secs(60)).await;
@@ -741,7 +719,7 @@ async fn tls_and_a_password_file_connect_and_a_wrong_password_is_refused_loudly(
     drop(ingest);
 
     // A wrong password: refused, retried with backoff, reported; the process stays up.
-    std::fs::write(&password_file, "wrong\n").unwrap();
+    std::fs::write(rig.dir.path().join("mqtt-password"), "wrong\n").unwrap();
     let wrong = Ingest::spawn(&config, rig.dir.path(), "wrong");
     // Four refusals on each of the four connections.
     let errors = wait_metric(
@@ -785,6 +763,123 @@ async fn tls_and_a_password_file_connect_and_a_wrong_password_is_refused_loudly(
             );
         }
     }
+}
+
+/// The secured broker's topics: the ACL lets the ingest user read `danang/#` only.
+fn in_city(topic: &str) -> String {
+    topic.replacen("proof/", "danang/", 1)
+}
+
+/// The config of ingest `name` for the secured broker: TLS port, CA, the ingest user with its
+/// password in a file, feeds under `danang/` (and `feed_topic_edits` applied, `from=to` pairs).
+fn secured_config(
+    rig: &Rig,
+    secured: &cityops_testkit::Secured,
+    name: &str,
+    mqtt_extra: &str,
+) -> PathBuf {
+    let password_file = rig.dir.path().join("mqtt-password");
+    std::fs::write(&password_file, format!("{}\n", secured.password)).unwrap();
+    let tls = format!(
+        "username = \"{user}\"\npassword_file = \"{pw}\"\n{mqtt_extra}\n[mqtt.tls]\nca_file = \"{ca}\"",
+        user = secured.username,
+        pw = password_file.display(),
+        ca = secured.ca_file.display(),
+    );
+    let config = rig.config(name, "", "");
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace(
+            &format!("port = {}", rig.mosquitto.port()),
+            &format!("port = {}", secured.tls_port),
+        )
+        .replace("topic = \"proof/", "topic = \"danang/")
+        .replace("\n[mqtt.spool]\n", &format!("\n{tls}\n\n[mqtt.spool]\n"));
+    std::fs::write(&config, &text).unwrap();
+    config
+}
+
+/// A publisher as the city's sensors: its user may write `danang/#` and `other/#`.
+fn secured_publisher(rig: &Rig, secured: &cityops_testkit::Secured) -> cityops_mqtt::Publisher {
+    cityops_mqtt::Publisher::connect_as(
+        "127.0.0.1",
+        rig.mosquitto.port(),
+        "proof-pub",
+        2,
+        Some((&secured.publisher_username, &secured.publisher_password)),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_topic_the_acl_denies_is_reported_as_a_silent_feed_and_the_rest_flows() {
+    let rig = Rig::with_broker(Mosquitto::start_secured()).await;
+    let secured = rig.mosquitto.secured().unwrap().clone();
+    assert_eq!(cityops_testkit::SECURED_TOPICS, "danang/#");
+    let config = secured_config(&rig, &secured, "acl", "");
+    // The air feed reads a topic outside what the ACL lets the ingest user read; the broker
+    // grants the subscription (mosquitto does, ACLs are applied per message) and delivers
+    // nothing. The watchdog is what sees it.
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "topic = \"danang/air/",
+        "stall_timeout_ms = 2000\ntopic = \"other/air/",
+    );
+    assert!(text.contains("other/air/"), "{text}");
+    std::fs::write(&config, &text).unwrap();
+    let ingest = Ingest::spawn(&config, rig.dir.path(), "acl");
+    wait_connected(&ingest, 4.0).await;
+    let load = good_load(3_000);
+    let mut publisher = secured_publisher(&rig, &secured);
+    let mut allowed = 0usize;
+    for (topic, payload) in &load.messages {
+        let topic = if topic.starts_with("proof/air/") {
+            topic.replacen("proof/", "other/", 1)
+        } else {
+            allowed += 1;
+            in_city(topic)
+        };
+        publisher.publish(&topic, payload).await.unwrap();
+    }
+    publisher.finish(Duration::from_secs(60)).await.unwrap();
+    let want = (allowed * 2) as f64;
+    let n = rig.wait_for_rows(want, Duration::from_secs(60)).await;
+    assert_eq!(n, want, "{}", ingest.log_text());
+    let stalls = wait_metric(
+        &ingest,
+        "cityops_ingest_mqtt_stalls_total",
+        2.0,
+        Duration::from_secs(60),
+    )
+    .await;
+    assert!(stalls >= 2.0, "{}", ingest.log_text());
+    let metrics = ingest.metrics().await;
+    assert_eq!(
+        metric_sum(
+            &metrics,
+            "cityops_ingest_mqtt_stalls_total",
+            &["feed=\"air\""]
+        ),
+        stalls,
+        "only the denied feed is silent"
+    );
+    let log = ingest.log_text();
+    assert!(
+        log.lines().any(|l| l.contains("WARN")
+            && l.contains("feed=\"air\"")
+            && l.contains("nothing delivered since the start")
+            && l.contains("ACL")),
+        "a warning that names the feed and the likely cause: {log}"
+    );
+    assert!(
+        !log.contains(&secured.password),
+        "the password is never logged"
+    );
+    // Retried, not fatal: the process reconnects, stays up and stores the rest.
+    assert_eq!(
+        rig.wait_for_rows(want, Duration::from_secs(5)).await,
+        want,
+        "nothing of the denied topic arrived"
+    );
+    assert_eq!(http_get(ingest.port, "/healthz").await.0, 200);
 }
 
 /// Payloads that must each become one reject, with the reason the rejects table records.
