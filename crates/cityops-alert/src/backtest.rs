@@ -211,11 +211,11 @@ pub async fn run(
         .map_err(|e| e.to_string())?;
     let queries = &config.alert.queries;
     let readonly = ReadOnlyClient::new(
-        &config.clickhouse.url,
-        &config.clickhouse.database,
+        &config.clickhouse,
         &queries.user,
         queries.password.as_ref().map(|p| p.expose()),
-    );
+    )
+    .map_err(|e| e.to_string())?;
     let limits = QueryLimits {
         timeout: Duration::from_millis(queries.timeout_ms),
         max_rows: queries.max_rows,

@@ -155,6 +155,9 @@ pub fn run(
             ends_ms: None,
         },
     };
+    // Before anything starts: a CA file that cannot be read stops the start with its reason.
+    let query_client = queries::client(config)
+        .map_err(|e| AlertError::Source(format!("the query rules' ClickHouse client: {e}")))?;
     let evaluator_cancel = CancellationToken::new();
     let evaluator_thread = {
         let stop = evaluator_cancel.clone();
@@ -190,8 +193,9 @@ pub fn run(
     ));
     tasks.spawn(reload_on_sighup(Arc::clone(&shared), cancel.clone()));
     {
+        let client = query_client;
         let (config, shared, cancel) = (config.clone(), Arc::clone(&shared), cancel.clone());
-        tasks.spawn(async move { queries::run(&config, shared, cancel).await });
+        tasks.spawn(async move { queries::run(&config, client, shared, cancel).await });
     }
     if alert.peer_sync_ms > 0 {
         tasks.spawn(history::follow_peers(

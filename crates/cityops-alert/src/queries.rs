@@ -104,15 +104,25 @@ pub fn rows_of(spec: &QueryRuleSpec, table: &QueryTable) -> Result<Vec<QueryRow>
         .collect())
 }
 
-/// Runs the query rules until `cancel`; the set of rules follows reloads (`shared.query_rules`).
-pub async fn run(config: &Config, shared: Arc<Shared>, cancel: CancellationToken) {
+/// The client the query rules read with: the query user's credentials, the server's TLS.
+pub fn client(config: &Config) -> Result<ReadOnlyClient, cityops_clickhouse::Error> {
     let q = &config.alert.queries;
-    let client = ReadOnlyClient::new(
-        &config.clickhouse.url,
-        &config.clickhouse.database,
+    ReadOnlyClient::new(
+        &config.clickhouse,
         &q.user,
         q.password.as_ref().map(|p| p.expose()),
-    );
+    )
+}
+
+/// Runs the query rules with `client` until `cancel`; the set of rules follows reloads
+/// (`shared.query_rules`).
+pub async fn run(
+    config: &Config,
+    client: ReadOnlyClient,
+    shared: Arc<Shared>,
+    cancel: CancellationToken,
+) {
+    let q = &config.alert.queries;
     let limits = QueryLimits {
         timeout: Duration::from_millis(q.timeout_ms),
         max_rows: q.max_rows,

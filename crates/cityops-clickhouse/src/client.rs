@@ -27,7 +27,8 @@ impl ClickHouse {
     /// Connects (one `SELECT version()`), choosing client settings by server version: schema
     /// validation needs a format 18.16 lacks, so it is on only for servers that have it.
     pub async fn connect(config: &ClickHouseConfig) -> Result<Self, Error> {
-        let mut client = clickhouse::Client::default()
+        let tls = crate::tls::tls_client_config(config)?;
+        let mut client = crate::tls::official_client(&tls)
             .with_url(&config.url)
             .with_user(&config.user)
             .with_validation(false)

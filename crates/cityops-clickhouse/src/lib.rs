@@ -12,6 +12,7 @@ mod retention;
 mod rowbinary;
 mod rows;
 mod store;
+mod tls;
 mod version;
 
 /// The `clickhouse` client's error, as [`classify`] takes it.
@@ -29,18 +30,27 @@ pub use store::{
     DayOffsets, FailureClass, INGEST_QUERY_ID_PREFIX, REFUSED_REASON, RejectFilter, StoredOffsets,
     classify, error_code, partition_day,
 };
+pub use tls::tls_client_config;
 pub use version::ServerVersion;
 
 /// What can go wrong talking to ClickHouse.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A query failed.
-    #[error("clickhouse query failed ({what}): {source}")]
+    #[error("clickhouse query failed ({what}): {}", error_chain(source))]
     Query {
         /// What the query was for.
         what: String,
         /// The client's error.
         source: clickhouse::error::Error,
+    },
+    /// TLS to the server cannot be set up (its CA file, the system's roots).
+    #[error("TLS for ClickHouse: {what}: {reason}")]
+    Tls {
+        /// What was being read or set up.
+        what: String,
+        /// Why it failed.
+        reason: String,
     },
     /// The server's version string is not understood.
     #[error("cannot read the server version {0:?}")]
@@ -59,4 +69,20 @@ pub enum Error {
         /// Checksum of the embedded SQL.
         embedded: String,
     },
+}
+
+/// An error and its causes, `a: b: c`: the client's own message ("network error") says little
+/// without them (a refused certificate, a reset connection).
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut next = error.source();
+    while let Some(cause) = next {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        next = cause.source();
+    }
+    text
 }

@@ -96,15 +96,28 @@ struct Compact {
 }
 
 impl ReadOnlyClient {
-    /// A client for `url` (`http://host:8123`), reading `database` as `user`.
-    pub fn new(url: &str, database: &str, user: &str, password: Option<&str>) -> ReadOnlyClient {
-        ReadOnlyClient {
-            http: reqwest::Client::new(),
-            url: url.trim_end_matches('/').to_owned(),
-            database: database.to_owned(),
+    /// A client for the server and database of `clickhouse` (its url and TLS settings),
+    /// reading as `user`.
+    pub fn new(
+        clickhouse: &cityops_config::ClickHouseConfig,
+        user: &str,
+        password: Option<&str>,
+    ) -> Result<ReadOnlyClient, crate::Error> {
+        let tls = crate::tls::tls_client_config(clickhouse)?;
+        let http = reqwest::Client::builder()
+            .use_preconfigured_tls((*tls).clone())
+            .build()
+            .map_err(|e| crate::Error::Tls {
+                what: "the read-only HTTP client".into(),
+                reason: e.to_string(),
+            })?;
+        Ok(ReadOnlyClient {
+            http,
+            url: clickhouse.url.trim_end_matches('/').to_owned(),
+            database: clickhouse.database.clone(),
             user: user.to_owned(),
             password: password.map(str::to_owned),
-        }
+        })
     }
 
     /// Runs one SELECT. Unqualified tables are those of the cityops database. The limits are
@@ -144,7 +157,7 @@ impl ReadOnlyClient {
                     after_ms: timeout_ms,
                 }
             } else {
-                ReadOnlyError::Transport(e.to_string())
+                ReadOnlyError::Transport(crate::error_chain(&e))
             }
         };
         let response = request.send().await.map_err(transport)?;

@@ -111,6 +111,9 @@ impl Config {
             .map_err(|e| fail(e.problems))?;
         let base = path.parent().unwrap_or(Path::new("."));
         config.resolve_secrets(base).map_err(fail)?;
+        if let Some(ca) = &mut config.clickhouse.ca_file {
+            *ca = base.join(&*ca);
+        }
         // Rule files are named relative to the config file, as secret files are.
         for file in &mut config.alert.rule_files {
             if file.is_relative() {

@@ -124,6 +124,11 @@ pub struct ClickHouseConfig {
     /// File whose content (without a trailing newline) is the password.
     #[serde(default)]
     pub password_file: Option<PathBuf>,
+    /// PEM file of the certificate authority (or authorities) that signed the server's
+    /// certificate, for an `https://` url: only these are trusted. Without it an `https://`
+    /// url is checked against the system's roots. Relative to the config file's folder.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
     /// Compression of the data sent and received: `lz4` (across a network) or `none` (same
     /// host: saves CPU on both sides).
     #[serde(default)]
@@ -178,6 +183,7 @@ impl Default for ClickHouseConfig {
             user: default_user(),
             password: None,
             password_file: None,
+            ca_file: None,
             compression: ClickHouseCompression::default(),
             events_retention_days: default_events_retention_days(),
             rollups_retention_days: default_rollups_retention_days(),
@@ -215,6 +221,12 @@ impl ClickHouseConfig {
             problems.push(
                 "clickhouse.password_file",
                 "set either password or password_file, not both",
+            );
+        }
+        if self.ca_file.is_some() && !self.url.starts_with("https://") {
+            problems.push(
+                "clickhouse.ca_file",
+                format!("is for an https:// url, and url is {:?}", self.url),
             );
         }
     }

@@ -7,11 +7,12 @@ use anyhow::bail;
 use cityops_config::{ClickHouseConfig, Secret};
 use std::time::Duration;
 
-/// ClickHouse on an HTTP and a native port.
+/// ClickHouse on an HTTP and a native port (and an HTTPS one when started with TLS).
 #[derive(Debug)]
 pub struct ClickHouseSpec {
     http_port: u16,
     tcp_port: u16,
+    https: Option<(u16, crate::TestCertificates)>,
 }
 
 impl ServiceSpec for ClickHouseSpec {
@@ -22,6 +23,10 @@ impl ServiceSpec for ClickHouseSpec {
     fn ready(&self) -> bool {
         let url = format!("http://127.0.0.1:{}/ping", self.http_port);
         matches!(http_get(&url), Some((200, body)) if body.trim() == "Ok.")
+            && self
+                .https
+                .as_ref()
+                .is_none_or(|(port, _)| crate::support::port_open(*port))
     }
 }
 
@@ -32,6 +37,17 @@ pub type ClickHouseServer = Instance<ClickHouseSpec>;
 impl ClickHouseServer {
     /// Starts a fresh server on free ports and waits until `/ping` answers.
     pub fn start() -> Self {
+        Self::start_with_tls(false)
+    }
+
+    /// Like [`ClickHouseServer::start`], also serving HTTPS on a port of its own with a server
+    /// certificate for 127.0.0.1 signed by a CA made for this instance ([`Self::https_url`],
+    /// [`Self::ca_file`]).
+    pub fn start_https() -> Self {
+        Self::start_with_tls(true)
+    }
+
+    fn start_with_tls(tls: bool) -> Self {
         let binary = require_binary("clickhouse-server");
         let dir = instance_dir("clickhouse");
         make_dirs(
@@ -54,8 +70,21 @@ impl ClickHouseServer {
             ("LOG_DIR", dir.path().join("log").display().to_string()),
             ("CONF_DIR", dir.path().join("conf").display().to_string()),
         ];
+        let https = tls.then(|| {
+            let certificates = crate::tls::make_certificates(&dir.path().join("conf"));
+            (crate::free_port(), certificates)
+        });
         for file in ["config.xml", "users.xml"] {
-            let text = render(&template(&format!("clickhouse/{file}")), &values);
+            let mut text = render(&template(&format!("clickhouse/{file}")), &values);
+            if let (Some((port, certificates)), "config.xml") = (&https, file) {
+                // 18.16's HTTPS: a port and OpenSSL's server settings.
+                let server = format!(
+                    "    <https_port>{port}</https_port>\n    <openSSL><server>\n        <certificateFile>{}</certificateFile>\n        <privateKeyFile>{}</privateKeyFile>\n        <verificationMode>none</verificationMode>\n        <loadDefaultCAFile>false</loadDefaultCAFile>\n        <disableProtocols>sslv2,sslv3,tlsv1,tlsv1_1</disableProtocols>\n    </server></openSSL>\n</yandex>",
+                    certificates.cert_file.display(),
+                    certificates.key_file.display()
+                );
+                text = text.replace("</yandex>", &server);
+            }
             std::fs::write(dir.path().join("conf").join(file), text)
                 .expect("write ClickHouse config");
         }
@@ -72,6 +101,7 @@ impl ClickHouseServer {
             ClickHouseSpec {
                 http_port,
                 tcp_port,
+                https,
             },
             process,
         )
@@ -80,6 +110,19 @@ impl ClickHouseServer {
     /// HTTP URL, e.g. `http://127.0.0.1:34567`.
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.spec.http_port)
+    }
+
+    /// The HTTPS URL of a server started with [`ClickHouseServer::start_https`].
+    pub fn https_url(&self) -> Option<String> {
+        self.spec
+            .https
+            .as_ref()
+            .map(|(port, _)| format!("https://127.0.0.1:{port}"))
+    }
+
+    /// PEM of the CA that signed the HTTPS certificate.
+    pub fn ca_file(&self) -> Option<&std::path::Path> {
+        self.spec.https.as_ref().map(|(_, c)| c.ca_file.as_path())
     }
 
     /// HTTP port.

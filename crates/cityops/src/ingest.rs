@@ -63,9 +63,13 @@ fn ingest(args: &Args) -> anyhow::Result<bool> {
         runtime.spawn(server.run(registry.clone(), readiness.clone(), telemetry_stop.clone()));
     tracing::info!(%addr, "serving /metrics, /healthz and /readyz");
 
-    let Some(clickhouse) = runtime.block_on(connect(&config, &cancel)) else {
+    // Not ready until ClickHouse has been reached: a server that refuses us (a wrong password)
+    // must not look like a working ingest.
+    let connecting = readiness.register("clickhouse_connect");
+    let Some(clickhouse) = runtime.block_on(connect(&config, &cancel))? else {
         return Ok(true);
     };
+    connecting.set_ready(true);
     let has = |source| config.feeds.iter().any(|f| f.source == source);
     let kafka = has(SourceKind::Kafka) && args.source != "mqtt";
     let mqtt = has(SourceKind::Mqtt) && args.source != "kafka";
@@ -143,8 +147,12 @@ fn report(source: &str, summary: cityops_ingest::Summary) -> bool {
     summary.drained
 }
 
-/// Connects to ClickHouse, retrying with backoff until it answers or the run is cancelled.
-async fn connect(config: &Config, cancel: &CancellationToken) -> Option<ClickHouse> {
+/// Connects to ClickHouse, retrying with backoff until it answers or the run is cancelled
+/// (`None`). A TLS set-up that cannot work (an unreadable CA file) is not retried.
+async fn connect(
+    config: &Config,
+    cancel: &CancellationToken,
+) -> anyhow::Result<Option<ClickHouse>> {
     let mut backoff = cityops_ingest::Backoff::new(
         Duration::from_millis(config.ingest.retry_initial_ms),
         Duration::from_millis(config.ingest.retry_max_ms),
@@ -157,14 +165,15 @@ async fn connect(config: &Config, cancel: &CancellationToken) -> Option<ClickHou
                 // reads at start scan more than an INSERT writes).
                 let timeout = Duration::from_millis(config.ingest.insert_timeout_ms)
                     .max(Duration::from_secs(10));
-                return Some(clickhouse.with_query_timeout(timeout));
+                return Ok(Some(clickhouse.with_query_timeout(timeout)));
             }
+            Err(error @ cityops_clickhouse::Error::Tls { .. }) => return Err(error.into()),
             Err(error) => {
                 if backoff.attempts().is_multiple_of(10) {
-                    tracing::warn!(%error, url = config.clickhouse.url, "ClickHouse does not answer; retrying");
+                    tracing::warn!(%error, url = config.clickhouse.url, "cannot use ClickHouse yet; retrying");
                 }
                 tokio::select! {
-                    () = cancel.cancelled() => return None,
+                    () = cancel.cancelled() => return Ok(None),
                     () = tokio::time::sleep(backoff.next_delay()) => {}
                 }
             }

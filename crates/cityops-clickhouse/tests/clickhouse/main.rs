@@ -7,5 +7,6 @@
 
 mod analytics;
 mod examples;
+mod https;
 mod modern;
 mod schema;

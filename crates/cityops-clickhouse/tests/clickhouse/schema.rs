@@ -7,7 +7,7 @@ use cityops_clickhouse::{
 };
 use cityops_testkit::ClickHouseServer;
 
-const RETENTION: RetentionDays = RetentionDays {
+pub const RETENTION: RetentionDays = RetentionDays {
     events: 30,
     rollups: 60,
     rejects: 7,
@@ -367,11 +367,11 @@ async fn users_can_do_only_their_job() {
 
     // The query rules' user reads, within its limits, and cannot write.
     let queries = cityops_clickhouse::ReadOnlyClient::new(
-        &server.url(),
-        "cityops",
+        &server.config("cityops"),
         "cityops_alert_query",
         Some("alert-query-local"),
-    );
+    )
+    .unwrap();
     let limits = cityops_clickhouse::QueryLimits {
         timeout: std::time::Duration::from_secs(5),
         max_rows: 10,

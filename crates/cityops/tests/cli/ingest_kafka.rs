@@ -86,17 +86,25 @@ impl Rig {
         for topic in TOPICS {
             kafka.create_topic(topic, PARTITIONS).unwrap();
         }
-        Rig::with_broker(kafka, durable, ingest_toml, |_| String::new()).await
+        Rig::with_broker(
+            kafka,
+            ClickHouseServer::start(),
+            durable,
+            ingest_toml,
+            |_| String::new(),
+        )
+        .await
     }
 
-    /// A rig on `kafka` (its topics made), with `kafka_extra(dir)` appended to `[kafka]`.
+    /// A rig on `kafka` (its topics made) and `clickhouse` (over HTTPS with its CA when it
+    /// serves HTTPS), with `kafka_extra(dir)` appended to `[kafka]`.
     pub(crate) async fn with_broker(
         kafka: KafkaBroker,
+        clickhouse: ClickHouseServer,
         durable: bool,
         ingest_toml: &str,
         kafka_extra: impl FnOnce(&std::path::Path) -> String,
     ) -> Rig {
-        let clickhouse = ClickHouseServer::start();
         let dir = tempfile::tempdir().unwrap();
         let kafka_extra = kafka_extra(dir.path());
         let db = "proof".to_owned();
@@ -115,7 +123,7 @@ listen_addr = "127.0.0.1:0"
 [clickhouse]
 url = "{url}"
 database = "{db}"
-
+{clickhouse_tls}
 [kafka]
 bootstrap_servers = "{bootstrap}"
 group_id = "proof"
@@ -130,7 +138,11 @@ rebalance_deadline_ms = 3000
 shutdown_deadline_ms = 10000
 {ingest_toml}
 {feeds}"#,
-            url = clickhouse.url(),
+            url = clickhouse.https_url().unwrap_or_else(|| clickhouse.url()),
+            clickhouse_tls = clickhouse
+                .ca_file()
+                .map(|ca| format!("ca_file = \"{}\"\n", ca.display()))
+                .unwrap_or_default(),
             bootstrap = kafka.bootstrap(),
             feeds = feeds_toml(),
         );
@@ -1050,7 +1062,7 @@ async fn over_tls_with_scram_everything_is_stored_and_a_wrong_password_is_a_clea
     let (username, password) = (secured.username.clone(), secured.password.clone());
     let ca = secured.ca_file.display().to_string();
     let password_file = std::cell::OnceCell::new();
-    let rig = Rig::with_broker(kafka, true, "", |dir| {
+    let rig = Rig::with_broker(kafka, ClickHouseServer::start(), true, "", |dir| {
         let file = dir.join("kafka-password");
         std::fs::write(&file, format!("{password}\n")).unwrap();
         password_file.set(file.clone()).unwrap();
@@ -1146,4 +1158,93 @@ async fn over_tls_with_scram_everything_is_stored_and_a_wrong_password_is_a_clea
         "{log}"
     );
     assert_eq!(rig.count("SELECT count() FROM {db}.events").await, 10_000.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn into_clickhouse_over_https_with_a_ca_file_and_a_wrong_password_is_a_clear_retried_error() {
+    let kafka = KafkaBroker::start();
+    for topic in TOPICS {
+        kafka.create_topic(topic, PARTITIONS).unwrap();
+    }
+    let mut rig = Rig::with_broker(kafka, ClickHouseServer::start_https(), false, "", |_| {
+        String::new()
+    })
+    .await;
+    // The ingest's own user may write the `cityops` database only (users.xml).
+    let text = std::fs::read_to_string(&rig.config)
+        .unwrap()
+        .replace("database = \"proof\"", "database = \"cityops\"");
+    std::fs::write(&rig.config, text).unwrap();
+    let out = crate::cityops(&[
+        "migrate",
+        "--config",
+        rig.config.to_str().unwrap(),
+        "--quiet",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    rig.db = "cityops".to_owned();
+    // As the ingest's own user, its password in a file.
+    let password_file = rig.dir.path().join("clickhouse-password");
+    std::fs::write(&password_file, "ingest-local\n").unwrap();
+    let text = std::fs::read_to_string(&rig.config).unwrap();
+    assert!(
+        text.contains("url = \"https://127.0.0.1:") && text.contains("ca_file = "),
+        "{text}"
+    );
+    let text = text.replacen(
+        "[clickhouse]\n",
+        &format!(
+            "[clickhouse]\nuser = \"cityops_ingest\"\npassword_file = \"{}\"\n",
+            password_file.display()
+        ),
+        1,
+    );
+    std::fs::write(&rig.config, text).unwrap();
+    let load = good_load(5_000);
+    let bootstrap = rig.kafka.bootstrap();
+    let messages = load.messages.clone();
+    tokio::task::spawn_blocking(move || produce(&bootstrap, &messages))
+        .await
+        .unwrap();
+    let mut ingest = rig.ingest("https");
+    let n = rig.wait_for_rows(10_000.0, Duration::from_secs(120)).await;
+    assert_eq!(n, 10_000.0, "{}", ingest.log_text());
+    rig.assert_rows_equal_source(&load.expected).await;
+    assert_eq!(ingest.terminate(Duration::from_secs(30)), Some(0));
+    assert!(
+        !ingest.log_text().contains("ingest-local"),
+        "the password is never logged"
+    );
+
+    // A wrong password: the server's refusal is logged with its reason, retried, the process
+    // stays up and not ready, and nothing is read from Kafka meanwhile.
+    std::fs::write(&password_file, "not-the-password\n").unwrap();
+    let wrong = rig.ingest("wrong");
+    let refused = |log: &str| {
+        log.lines()
+            .filter(|l| l.contains("Wrong password") && (l.contains("WARN") || l.contains("ERROR")))
+            .count()
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while refused(&wrong.log_text()) < 2 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let log = wrong.log_text();
+    assert!(
+        refused(&log) >= 2,
+        "the refusal logged, then again on a retry: {log}"
+    );
+    if let Some(line) = log.lines().find(|l| l.contains("Wrong password")) {
+        eprintln!("the wrong ClickHouse password, as the ingest logs it: {line}");
+    }
+    assert_eq!(http_get(wrong.port, "/readyz").await.0, 503, "{log}");
+    assert_eq!(http_get(wrong.port, "/healthz").await.0, 200, "{log}");
+    assert!(
+        !log.contains("ingest-local") && !log.contains("not-the-password"),
+        "{log}"
+    );
 }
