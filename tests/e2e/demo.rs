@@ -61,6 +61,8 @@ fn the_live_demo_fires_and_resolves_its_flood_alert_every_dashboard_query_answer
     );
     cached("chdb/26.9.0", "chdb");
     let state = tempfile::tempdir().unwrap();
+    // The demo's logs (its services', the stack's) join the search for test secrets.
+    let _keep = cityops_testkit::KeepLogs::new(state.path(), "demo");
     let (env, ports) = cityops_e2e::private_stack_env(&state.path().join("stack"));
     let log = state.path().join("demo.out");
     let mut command = Command::new("python3");

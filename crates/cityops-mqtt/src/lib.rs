@@ -5,6 +5,7 @@ mod subscriber;
 
 pub use subscriber::{
     Delivery, Protocol, ReconnectDelay, Subscriber, SubscriberEvent, SubscriberOptions, Tls,
+    TlsError,
 };
 
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};

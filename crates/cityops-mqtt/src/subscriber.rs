@@ -32,13 +32,82 @@ pub enum Protocol {
     V311,
 }
 
-/// TLS material, already read from files.
+/// TLS settings for the broker connections: the trusted CAs and an optional client
+/// certificate, on an explicit crypto provider (the process may link more than one, and
+/// rustls then has no default).
 #[derive(Clone)]
 pub struct Tls {
-    /// PEM of the CA(s) that signed the broker's certificate.
-    pub ca_pem: Vec<u8>,
-    /// PEM client certificate and key, for brokers that require them.
-    pub client: Option<(Vec<u8>, Vec<u8>)>,
+    config: std::sync::Arc<rustls::ClientConfig>,
+}
+
+/// Why TLS material cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// The CA or client PEM is not what it should be.
+    #[error("{what}: {reason}")]
+    Pem {
+        /// Which material.
+        what: &'static str,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl Tls {
+    /// From the PEM of the CA(s) that signed the broker's certificate and, for brokers that
+    /// require one, a PEM client certificate (chain) and key.
+    pub fn from_pem(ca_pem: &[u8], client: Option<(&[u8], &[u8])>) -> Result<Tls, TlsError> {
+        use rustls_pki_types::pem::PemObject;
+        use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+        let pem = |what: &'static str| {
+            move |e: rustls_pki_types::pem::Error| TlsError::Pem {
+                what,
+                reason: e.to_string(),
+            }
+        };
+        let mut roots = rustls::RootCertStore::empty();
+        let cas = CertificateDer::pem_slice_iter(ca_pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(pem("the CA file"))?;
+        if cas.is_empty() {
+            return Err(TlsError::Pem {
+                what: "the CA file",
+                reason: "holds no certificate".into(),
+            });
+        }
+        for ca in cas {
+            roots.add(ca).map_err(|e| TlsError::Pem {
+                what: "the CA file",
+                reason: e.to_string(),
+            })?;
+        }
+        let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| TlsError::Pem {
+                what: "the TLS settings",
+                reason: e.to_string(),
+            })?
+            .with_root_certificates(roots);
+        let config = match client {
+            Some((cert, key)) => {
+                let chain = CertificateDer::pem_slice_iter(cert)
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(pem("the client certificate"))?;
+                let key = PrivateKeyDer::from_pem_slice(key).map_err(pem("the client key"))?;
+                builder
+                    .with_client_auth_cert(chain, key)
+                    .map_err(|e| TlsError::Pem {
+                        what: "the client certificate and key",
+                        reason: e.to_string(),
+                    })?
+            }
+            None => builder.with_no_client_auth(),
+        };
+        Ok(Tls {
+            config: std::sync::Arc::new(config),
+        })
+    }
 }
 
 /// Delays between reconnect attempts of one connection (the caller's capped, jittered
@@ -500,11 +569,9 @@ impl ConnectionTask {
         // Acknowledgements and subscribes go through this queue; it must hold a full window.
         let capacity = usize::from(o.receive_maximum) * 2 + 256;
         let transport = o.tls.as_ref().map(|tls| {
-            rumqttc::Transport::tls_with_config(rumqttc::TlsConfiguration::Simple {
-                ca: tls.ca_pem.clone(),
-                alpn: None,
-                client_auth: tls.client.clone(),
-            })
+            rumqttc::Transport::tls_with_config(rumqttc::TlsConfiguration::Rustls(
+                std::sync::Arc::clone(&tls.config),
+            ))
         });
         match o.protocol {
             Protocol::V311 => {

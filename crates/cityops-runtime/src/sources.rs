@@ -17,6 +17,14 @@ pub enum SourceError {
         /// Why.
         source: std::io::Error,
     },
+    /// The TLS files were read but cannot be used.
+    #[error("TLS of [mqtt.tls] (CA file {path}): {source}")]
+    Tls {
+        /// The CA file.
+        path: String,
+        /// Why.
+        source: cityops_mqtt::TlsError,
+    },
 }
 
 impl ReconnectDelay for Backoff {
@@ -99,8 +107,12 @@ pub fn read_tls(mqtt: &MqttConfig) -> Result<Option<Tls>, SourceError> {
         (Some(cert), Some(key)) => Some((read(cert)?, read(key)?)),
         _ => None,
     };
-    Ok(Some(Tls {
-        ca_pem: read(&tls.ca_file)?,
-        client,
-    }))
+    let ca = read(&tls.ca_file)?;
+    let client = client.as_ref().map(|(c, k)| (c.as_slice(), k.as_slice()));
+    Tls::from_pem(&ca, client)
+        .map(Some)
+        .map_err(|source| SourceError::Tls {
+            path: tls.ca_file.display().to_string(),
+            source,
+        })
 }

@@ -44,6 +44,9 @@ pub fn tansu_binary() -> PathBuf {
     path
 }
 
+/// The SCRAM user's password on a secured broker (listed in test-secrets.txt).
+pub(crate) const SCRAM_PASSWORD: &str = "kafka-s3cret-Sơn-Trà";
+
 /// Tansu on one port (and, when secured, its TLS front on another).
 #[derive(Debug)]
 pub struct KafkaSpec {
@@ -190,10 +193,7 @@ impl KafkaBroker {
             }
             args
         };
-        let (username, password) = (
-            "cityops-ingest".to_owned(),
-            "kafka-s3cret-Sơn-Trà".to_owned(),
-        );
+        let (username, password) = ("cityops-ingest".to_owned(), SCRAM_PASSWORD.to_owned());
         // 1. Without authentication: the user and the topics.
         let mut setup = ServiceProcess::new(
             "tansu-setup",

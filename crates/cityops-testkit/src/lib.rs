@@ -17,6 +17,7 @@ mod clickhouse;
 mod fault_proxy;
 mod instance;
 mod kafka;
+mod logs;
 mod mosquitto;
 mod mqtt_proxy;
 mod process;
@@ -30,6 +31,9 @@ pub use clickhouse::{ClickHouseServer, ClickHouseSpec};
 pub use fault_proxy::FaultProxy;
 pub use instance::{Instance, ServiceSpec};
 pub use kafka::{KafkaBroker, KafkaSecured, KafkaSpec, metadata_with, nisshi_binary, tansu_binary};
+pub use logs::{
+    KeepLogs, LOG_DIR_ENV, TEST_SECRETS, keep_log, keep_logs_under, keep_output, test_secrets,
+};
 pub use mosquitto::{Mosquitto, MosquittoSpec, MqttSubscription, SECURED_TOPICS, Secured};
 pub use mqtt_proxy::MqttProxy;
 pub use process::ServiceProcess;

@@ -43,6 +43,11 @@ pub struct Secured {
     pub publisher_password: String,
 }
 
+/// The ingest user's password on a secured instance (listed in test-secrets.txt).
+pub(crate) const INGEST_PASSWORD: &str = "s3cret-Đà-Nẵng";
+/// The sensors' user's password on a secured instance (listed in test-secrets.txt).
+pub(crate) const PUBLISHER_PASSWORD: &str = "pub-s3cret-Hải-Châu";
+
 /// The topics a secured instance's ACL lets the ingest user read.
 pub const SECURED_TOPICS: &str = "danang/#";
 
@@ -281,9 +286,9 @@ fn secure(dir: &std::path::Path) -> Option<(Secured, String)> {
     let passwd = require_binary("mosquitto_passwd");
     let conf = dir.join("conf");
     let certificates = crate::tls::make_certificates(&conf);
-    let (username, password) = ("cityops-ingest".to_owned(), "s3cret-Đà-Nẵng".to_owned());
+    let (username, password) = ("cityops-ingest".to_owned(), INGEST_PASSWORD.to_owned());
     let (publisher_username, publisher_password) =
-        ("city-sensors".to_owned(), "pub-s3cret-Hải-Châu".to_owned());
+        ("city-sensors".to_owned(), PUBLISHER_PASSWORD.to_owned());
     let passwords = conf.join("passwords");
     for (i, (user, pass)) in [
         (&username, &password),

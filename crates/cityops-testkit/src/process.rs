@@ -120,5 +120,6 @@ impl Drop for ServiceProcess {
     fn drop(&mut self) {
         // Instances are throwaway: no need to wait for a graceful shutdown.
         self.kill9();
+        crate::logs::keep_log(&self.log, &format!("{}.log", self.name));
     }
 }

@@ -191,6 +191,7 @@ async fn the_corpus_over_mqtt_and_kafka_lands_in_rejects_with_reasons_and_raw_by
             .unwrap();
     }
     let dir = tempfile::tempdir().unwrap();
+    let _keep = cityops_testkit::KeepLogs::new(dir.path(), "bad-payloads");
     let config = live_config(dir.path());
     let port = cityops_testkit::free_port();
     let env = [

@@ -124,6 +124,7 @@ fn a_secret_written_in_clear_is_a_warning_naming_its_path() {
         .env("MQTT_PASSWORD", "from-env")
         .output()
         .unwrap();
+    crate::keep_output(&["check"], &out);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(
         out.status.code(),

@@ -160,6 +160,7 @@ impl Drop for Ingest {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        cityops_testkit::keep_log(&self.log, "cityops.log");
     }
 }
 

@@ -33,10 +33,20 @@ pub fn repo_root() -> PathBuf {
 
 /// Runs the built `cityops` binary with `args`.
 pub fn cityops(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_cityops"))
+    let out = Command::new(env!("CARGO_BIN_EXE_cityops"))
         .args(args)
         .output()
-        .expect("the cityops binary runs")
+        .expect("the cityops binary runs");
+    keep_output(args, &out);
+    out
+}
+
+/// Keeps what a `cityops` command printed for the search for test secrets in logs.
+pub fn keep_output(args: &[&str], out: &Output) {
+    let name = format!("cityops-{}.out", args.first().copied().unwrap_or("command"));
+    let mut text = out.stdout.clone();
+    text.extend_from_slice(&out.stderr);
+    cityops_testkit::keep_output(&name, &text);
 }
 
 /// One entry of a samples manifest (`deploy/config/samples/samples.toml`, `cityops sim --dump`).
