@@ -127,32 +127,33 @@ impl KafkaBroker {
     /// Starts a fresh in-memory broker on a free port and waits until it answers metadata
     /// requests.
     pub fn start() -> Self {
-        Self::start_with(tansu_binary(), "memory://tansu/")
+        let port = crate::free_port();
+        Self::start_with(tansu_binary(), "memory://tansu/", port, port)
     }
 
     /// Starts a fresh durable broker (SQLite in the instance directory) on a free port.
     pub fn start_durable() -> Self {
-        // The SQLite path is relative to the working directory: the instance's data directory.
-        Self::start_with(nisshi_binary(), "sqlite://broker.db")
+        let port = crate::free_port();
+        Self::start_durable_advertising(port, port)
     }
 
-    fn start_with(binary: PathBuf, storage: &str) -> Self {
+    /// Starts a fresh durable broker listening on `port` that tells clients to reach it at
+    /// `advertised` (after the bootstrap, every connection goes there): a [`FaultProxy`] on
+    /// `advertised` forwarding to `port` puts itself between the broker and all its clients.
+    ///
+    /// [`FaultProxy`]: crate::FaultProxy
+    pub fn start_durable_advertising(port: u16, advertised: u16) -> Self {
+        // The SQLite path is relative to the working directory: the instance's data directory.
+        Self::start_with(nisshi_binary(), "sqlite://broker.db", port, advertised)
+    }
+
+    fn start_with(binary: PathBuf, storage: &str, port: u16, advertised: u16) -> Self {
         let dir = instance_dir("tansu");
         make_dirs(dir.path(), &["data", "log"]);
-        let port = crate::free_port();
-        let url = format!("tcp://127.0.0.1:{port}");
         let process = ServiceProcess::new(
             "tansu",
             binary.clone(),
-            vec![
-                "broker".into(),
-                "--listener-url".into(),
-                url.clone(),
-                "--advertised-listener-url".into(),
-                url,
-                "--storage-engine".into(),
-                storage.into(),
-            ],
+            broker_args(port, advertised, storage),
             &dir.path().join("data"),
             dir.path().join("log/stdout.log"),
         );
@@ -179,15 +180,7 @@ impl KafkaBroker {
         let port = crate::free_port();
         let tls_port = crate::free_port();
         let broker_args = |advertised: u16, authentication: bool| {
-            let mut args: Vec<String> = vec![
-                "broker".into(),
-                "--listener-url".into(),
-                format!("tcp://127.0.0.1:{port}"),
-                "--advertised-listener-url".into(),
-                format!("tcp://127.0.0.1:{advertised}"),
-                "--storage-engine".into(),
-                "sqlite://broker.db".into(),
-            ];
+            let mut args = broker_args(port, advertised, "sqlite://broker.db");
             if authentication {
                 args.push("--authentication".into());
             }
@@ -467,6 +460,19 @@ impl KafkaBroker {
         }
         Ok(records)
     }
+}
+
+/// The broker's command line: listening on `port`, telling clients to come to `advertised`.
+fn broker_args(port: u16, advertised: u16, storage: &str) -> Vec<String> {
+    vec![
+        "broker".into(),
+        "--listener-url".into(),
+        format!("tcp://127.0.0.1:{port}"),
+        "--advertised-listener-url".into(),
+        format!("tcp://127.0.0.1:{advertised}"),
+        "--storage-engine".into(),
+        storage.into(),
+    ]
 }
 
 fn client_config(settings: &[(String, String)]) -> ClientConfig {

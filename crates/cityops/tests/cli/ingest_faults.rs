@@ -1,6 +1,7 @@
-//! ClickHouse misbehaving under a running ingest, on real services: answering slowly, hanging,
-//! doing the work and the answer lost, connections cut mid-request, made read-only, stopped for a
-//! minute. Whatever it does, every row arrives once when it is healthy again.
+//! ClickHouse and the brokers misbehaving under a running ingest, on real services: answering
+//! slowly, hanging, doing the work and the answer lost, connections cut mid-request, made
+//! read-only, stopped for a minute. Whatever they do, every row arrives once when they are
+//! healthy again.
 
 use crate::ingest_kafka::{Rig, good_load, produce_in_background};
 use crate::ingest_support::{Ingest, ProofTables, metric_sum};
@@ -292,4 +293,207 @@ async fn ingests_killed_with_9_while_joining_and_during_rebalances_on_the_durabl
     );
     assert_eq!(a.terminate(Duration::from_secs(30)), Some(0));
     assert_eq!(b.terminate(Duration::from_secs(30)), Some(0));
+}
+
+/// Waits until more than `before` rows are stored (or all `total` are), `/readyz` says ready
+/// and the proxy carried the ingest's traffic again.
+async fn wait_flowing(
+    tables: &impl ProofTables,
+    ingest: &Ingest,
+    before: f64,
+    total: f64,
+    after: &str,
+) {
+    wait_until(
+        Duration::from_secs(180),
+        &format!("rows flowing and the ingest ready after {after}"),
+        || async {
+            let n = tables.count("SELECT count() FROM {db}.events").await;
+            (n > before || n >= total)
+                && crate::ingest_support::http_get(ingest.port, "/readyz")
+                    .await
+                    .0
+                    == 200
+        },
+        || ingest.log_text(),
+    )
+    .await;
+}
+
+/// Cuts three requests to the broker in the middle, then every connection at once, and waits
+/// until rows flow again; says what it did.
+async fn cut_mid_way_then_all(
+    proxy: &FaultProxy,
+    tables: &impl ProofTables,
+    ingest: &Ingest,
+    total: f64,
+) -> String {
+    proxy.cut_mid_request(3);
+    wait_until(
+        Duration::from_secs(90),
+        "three requests to the broker cut mid-way",
+        || async { proxy.cuts_done() >= 3 },
+        || ingest.log_text(),
+    )
+    .await;
+    let at_cut = tables.count("SELECT count() FROM {db}.events").await;
+    proxy.cut_all();
+    wait_flowing(tables, ingest, at_cut, total, "the cuts").await;
+    format!("3 requests cut mid-way, all connections cut at {at_cut} rows")
+}
+
+/// The network between the ingest and the durable Kafka broker misbehaves while the ingest
+/// reads a backlog: slow, hung for longer than the group's session timeout (the broker may
+/// drop the member, whose commits are then refused until it joins again), requests cut
+/// mid-way, every connection cut. Every row arrives once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_network_to_the_kafka_broker_slow_hung_and_cut_loses_and_duplicates_nothing() {
+    use crate::ingest_kafka::{PARTITIONS, TOPICS};
+    let broker_port = cityops_testkit::free_port();
+    let proxy = FaultProxy::start(broker_port).await.unwrap();
+    // The broker advertises the proxy: after the bootstrap every client goes through it.
+    let kafka = cityops_testkit::KafkaBroker::start_durable_advertising(broker_port, proxy.port());
+    for topic in TOPICS {
+        kafka.create_topic(topic, PARTITIONS).unwrap();
+    }
+    let rig = Rig::with_broker(
+        kafka,
+        cityops_testkit::ClickHouseServer::start(),
+        true,
+        "",
+        |_| String::new(),
+    )
+    .await;
+    // Small fetches (librdkafka wants fetch.max.bytes >= message.max.bytes, so only the
+    // per-partition limit shrinks), so that the backlog takes a while through a slow network and the faults
+    // meet the ingest mid-load; the bootstrap through the proxy too.
+    let text = std::fs::read_to_string(&rig.config)
+        .unwrap()
+        .replace(
+            &format!("bootstrap_servers = \"127.0.0.1:{broker_port}\""),
+            &format!("bootstrap_servers = \"127.0.0.1:{}\"", proxy.port()),
+        )
+        .replace(
+            "max_partition_fetch_bytes = 262144\n",
+            "max_partition_fetch_bytes = 16384\n",
+        );
+    assert!(text.contains(&format!("127.0.0.1:{}", proxy.port())));
+    assert!(text.contains("max_partition_fetch_bytes = 16384\n"));
+    std::fs::write(&rig.config, text).unwrap();
+    // The whole load first, while the proxy passes: the test's producer goes through it too,
+    // and a producer's retry across a cut connection could write a message twice.
+    let load = good_load(50_000);
+    let total = 100_000.0;
+    produce_in_background(
+        rig.kafka.bootstrap(),
+        load.messages.clone(),
+        1,
+        Duration::ZERO,
+    )
+    .join()
+    .unwrap();
+
+    proxy.delay(Duration::from_millis(100));
+    let mut ingest = rig.ingest("through-faults");
+    rig.wait_for_rows(1.0, Duration::from_secs(120)).await;
+    let count = || rig.count("SELECT count() FROM {db}.events");
+    let mut faults = vec!["slow (100 ms a chunk) from the start".to_owned()];
+
+    // Hung for 15 s, over twice the session timeout (6 s).
+    proxy.stall();
+    let at_stall = count().await;
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    proxy.delay(Duration::from_millis(100));
+    faults.push(format!("hung 15 s at {at_stall} rows"));
+    wait_flowing(&rig, &ingest, count().await, total, "the hung network").await;
+
+    faults.push(cut_mid_way_then_all(&proxy, &rig, &ingest, total).await);
+
+    proxy.pass();
+    let n = rig.wait_for_rows(total, Duration::from_secs(300)).await;
+    ingest.wait_settled().await;
+    eprintln!("faults survived: {faults:?}; rows {n} of {total}");
+    assert_eq!(n, total, "{}", ingest.log_text());
+    rig.assert_rows_equal_source(&load.expected).await;
+    assert_eq!(rig.count("SELECT count() FROM {db}.rejects").await, 0.0);
+    assert_eq!(ingest.terminate(Duration::from_secs(30)), Some(0));
+}
+
+/// The network between the MQTT ingest and mosquitto misbehaves while sensors publish: slow,
+/// hung past the keep-alive (the ingest reconnects; the broker resends what was not
+/// acknowledged), packets cut mid-way, every connection cut. Every row arrives once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_network_to_mosquitto_slow_hung_and_cut_loses_and_duplicates_nothing() {
+    use crate::ingest_mqtt::{good_load, publish_in_background, roomy_broker, wait_connected};
+    let rig = crate::ingest_mqtt::Rig::with_broker(roomy_broker()).await;
+    let proxy = FaultProxy::start(rig.mosquitto.port()).await.unwrap();
+    let config = rig.config("a", "", "");
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        &format!("port = {}\n", rig.mosquitto.port()),
+        &format!("port = {}\n", proxy.port()),
+    );
+    assert!(text.contains(&format!("port = {}\n", proxy.port())));
+    std::fs::write(&config, text).unwrap();
+    let mut ingest = Ingest::spawn(&config, rig.dir.path(), "through-faults");
+    wait_connected(&ingest, 4.0).await;
+    // The sensors publish straight to the broker, in slices, while the faults come and go.
+    let load = good_load(60_000);
+    let total = 120_000.0;
+    let publisher = publish_in_background(
+        rig.mosquitto.port(),
+        load.messages.clone(),
+        30,
+        Duration::from_millis(1_000),
+    );
+    let count = || rig.count("SELECT count() FROM {db}.events");
+    rig.wait_for_rows(1.0, Duration::from_secs(120)).await;
+    let mut faults = Vec::new();
+
+    proxy.delay(Duration::from_millis(200));
+    let before = count().await;
+    wait_flowing(&rig, &ingest, before, total, "a slow network").await;
+    faults.push("slow (200 ms a chunk)".to_owned());
+
+    // Hung: the keep-alive (5 s) runs out, the ingest reconnects into the hung network until
+    // it passes again.
+    let errors = |m: &str| metric_sum(m, "cityops_ingest_mqtt_connection_errors_total", &[]);
+    let errors_before = errors(&ingest.metrics().await);
+    proxy.stall();
+    let stalled = Instant::now();
+    wait_until(
+        Duration::from_secs(90),
+        "a connection hung past its keep-alive counted as an error",
+        || async { errors(&ingest.metrics().await) > errors_before },
+        || ingest.log_text(),
+    )
+    .await;
+    // Hung for 15 s at least, so that reconnects meet the hung network too.
+    tokio::time::sleep(Duration::from_secs(15).saturating_sub(stalled.elapsed())).await;
+    proxy.pass();
+    faults.push(format!(
+        "hung {:?}: {} connection errors",
+        stalled.elapsed(),
+        errors(&ingest.metrics().await) - errors_before
+    ));
+    wait_connected(&ingest, 4.0).await;
+    wait_flowing(&rig, &ingest, count().await, total, "the hung network").await;
+
+    faults.push(cut_mid_way_then_all(&proxy, &rig, &ingest, total).await);
+
+    assert_eq!(
+        publisher.await.unwrap(),
+        60_000,
+        "every message acknowledged by the broker"
+    );
+    let n = rig.wait_for_rows(total, Duration::from_secs(300)).await;
+    ingest.wait_settled().await;
+    let resends = metric_sum(
+        &ingest.metrics().await,
+        "cityops_ingest_mqtt_resends_total",
+        &[],
+    );
+    eprintln!("faults survived: {faults:?}; rows {n} of {total}; resends recognised {resends}");
+    assert_eq!(n, total, "{}", ingest.log_text());
+    rig.assert_rows_equal_source(&load.expected).await;
+    assert_eq!(ingest.terminate(Duration::from_secs(30)), Some(0));
 }

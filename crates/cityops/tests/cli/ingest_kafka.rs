@@ -10,8 +10,8 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 /// Topics of the three proof feeds, two partitions each.
-const TOPICS: [&str; 3] = ["proof.reports", "proof.dossiers", "proof.buses"];
-const PARTITIONS: u32 = 2;
+pub(crate) const TOPICS: [&str; 3] = ["proof.reports", "proof.dossiers", "proof.buses"];
+pub(crate) const PARTITIONS: u32 = 2;
 
 /// Services, a migrated database and a config for the ingest.
 pub(crate) struct Rig {
