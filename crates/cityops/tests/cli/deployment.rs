@@ -54,13 +54,14 @@ fn service_settings(name: &str) -> BTreeMap<String, Vec<String>> {
     for line in text.lines().map(str::trim) {
         if line.starts_with('[') {
             in_service = line == "[Service]";
-        } else if in_service && !line.starts_with('#') {
-            if let Some((key, value)) = line.split_once('=') {
-                settings
-                    .entry(key.to_owned())
-                    .or_default()
-                    .push(value.to_owned());
-            }
+        } else if in_service
+            && !line.starts_with('#')
+            && let Some((key, value)) = line.split_once('=')
+        {
+            settings
+                .entry(key.to_owned())
+                .or_default()
+                .push(value.to_owned());
         }
     }
     settings
