@@ -966,3 +966,101 @@ async fn a_warm_start_fills_the_windows_from_clickhouse_and_a_cold_start_says_so
         cold.log_text()
     );
 }
+
+/// The alerter watches its consumer group as the ingest does: a group that gives it no
+/// partitions (two members that sort before it hold both) is a warning, a gauge and
+/// `/readyz` not ready, and it is ready again once the group gives it partitions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_that_gives_the_alerter_no_partitions_is_a_warning_a_metric_and_not_ready_until_it_does()
+ {
+    let rig = Rig::start();
+    // The durable broker: members come and go, which can wedge the in-memory one's group.
+    let kafka = cityops_testkit::KafkaBroker::start_durable();
+    kafka.create_topic("proof.citizen.reports", 2).unwrap();
+    let extra = |client_id: &str| {
+        let settings = if client_id.is_empty() {
+            String::new()
+        } else {
+            format!("settings = {{ \"client.id\" = \"{client_id}\" }}\n")
+        };
+        format!(
+            "{REPORT_FEED}\n[kafka]\nbootstrap_servers = \"{}\"\nsession_timeout_ms = 6000\nassignment_timeout_ms = 3000\n{settings}",
+            kafka.bootstrap()
+        )
+    };
+    let assigned = |m: &str| metric_sum(m, "cityops_alert_kafka_assigned_partitions", &[]);
+    let stalled = |m: &str| metric_sum(m, "cityops_alert_kafka_assignment_stalled_state", &[]);
+    // Member ids begin with the client id (the alerter's own is librdkafka's "rdkafka"): the
+    // range assignor gives the two holders one partition each and the alerter none.
+    let mut holders = Vec::new();
+    for name in ["0-holder-a", "0-holder-b"] {
+        let config = rig.config_with(name, "", &extra(name));
+        holders.push(rig.spawn_ready(&config, name).await);
+    }
+    wait_for(
+        "the two holders with a partition each",
+        Duration::from_secs(60),
+        async || {
+            let mut counts = Vec::new();
+            for holder in &holders {
+                counts.push(assigned(&holder.metrics().await));
+            }
+            (counts == [1.0, 1.0]).then_some(())
+        },
+    )
+    .await;
+
+    let config = rig.config_with("starved", "", &extra(""));
+    let alerter = Service::spawn_subcommand("alert", &config, rig.dir.path(), "starved");
+    let started = Instant::now();
+    wait_for(
+        "the starved alerter reported: stalled, no partitions, not ready, the holders with one each",
+        Duration::from_secs(60),
+        async || {
+            let m = alerter.metrics().await;
+            let mut counts = Vec::new();
+            for holder in &holders {
+                counts.push(assigned(&holder.metrics().await));
+            }
+            let starved = stalled(&m) == 1.0 && assigned(&m) == 0.0;
+            (starved && counts == [1.0, 1.0] && http_get(alerter.port, "/readyz").await.0 == 503)
+                .then_some(())
+        },
+    )
+    .await;
+    eprintln!(
+        "the alerter given no partitions: reported after {:?} (assignment_timeout_ms 3000)",
+        started.elapsed()
+    );
+    assert!(
+        alerter
+            .log_text()
+            .contains("the consumer group gives this process no partitions"),
+        "{}",
+        alerter.log_text()
+    );
+
+    // The holders leave: the group gives the alerter both partitions and it is ready.
+    for mut holder in holders {
+        assert_eq!(holder.terminate(Duration::from_secs(30)), Some(0));
+    }
+    wait_for(
+        "the alerter with both partitions, not stalled, ready",
+        Duration::from_secs(90),
+        async || {
+            let m = alerter.metrics().await;
+            (assigned(&m) == 2.0
+                && stalled(&m) == 0.0
+                && http_get(alerter.port, "/readyz").await.0 == 200)
+                .then_some(())
+        },
+    )
+    .await;
+    assert!(
+        alerter
+            .log_text()
+            .contains("the consumer group gives this process its partitions again"),
+        "{}",
+        alerter.log_text()
+    );
+}
