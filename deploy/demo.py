@@ -237,7 +237,7 @@ class Demo:
                 "CITYOPS_CLICKHOUSE_DATABASE": DATABASE,
                 "CITYOPS_KAFKA_BOOTSTRAP": f"127.0.0.1:{PORTS['kafka']}",
                 "CITYOPS_MQTT_PORT": str(PORTS["mqtt"]),
-                "CITYOPS_ALERTMANAGER_PORT": str(PORTS["alertmanager"]),
+                "CITYOPS_ALERTMANAGER_URL": f"http://127.0.0.1:{PORTS['alertmanager']}",
                 "CITYOPS_BIN": str(self.binary),
             }
         )
@@ -368,6 +368,7 @@ class Demo:
             ["alert", "--config", str(CONFIG)],
             self.env(
                 CITYOPS_ALERT_PORT=str(alert_port),
+                CITYOPS_ALERT_EXTERNAL_URL=f"http://127.0.0.1:{alert_port}",
                 CITYOPS_ALERT_STATE_DIR=str(self.run_dir / "alert-state"),
                 CITYOPS_ALERT_KAFKA_GROUP=f"cityops-alert-demo-{stamp}",
                 CITYOPS_ALERT_MQTT_CLIENT_ID=f"cityops-alert-demo-{stamp}",

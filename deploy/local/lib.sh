@@ -42,6 +42,11 @@ CHDB_DIR=$CACHE_DIR/chdb/$CHDB_VERSION
 GRAFANA_SDK_REQUIREMENT='grafana-foundation-sdk==1769699379!11.6.0'
 GRAFANA_SDK_DIR=$CACHE_DIR/grafana-foundation-sdk/1769699379-11.6.0
 
+# Kubernetes' own resource schemas with their validator, for the manifests of
+# deploy/kubernetes (crates/cityops/tests/cli/deployment.rs).
+KUBERNETES_VALIDATE_VERSION=1.37.0
+KUBERNETES_VALIDATE_DIR=$CACHE_DIR/kubernetes-validate/$KUBERNETES_VALIDATE_VERSION
+
 SERVICES=(mosquitto clickhouse tansu prometheus alertmanager)
 
 say() { printf '%s\n' "$*"; }

@@ -67,15 +67,7 @@ async fn a_backtest_of_a_simulated_day_gives_the_transitions_the_live_alerter_ma
             dir.join("alert-state").display().to_string(),
         ),
         ("CITYOPS_ALERT_KAFKA_OFFSET_RESET", "earliest".to_owned()),
-        (
-            "CITYOPS_ALERTMANAGER_PORT",
-            rig.alertmanager
-                .url()
-                .rsplit(':')
-                .next()
-                .unwrap()
-                .to_owned(),
-        ),
+        ("CITYOPS_ALERTMANAGER_URL", rig.alertmanager.url()),
     ]);
     let config = dir.join("day.toml");
     std::fs::write(&config, shipped_config(&values)).unwrap();

@@ -171,3 +171,169 @@ fn the_systemd_units_and_the_shipped_config_agree() {
         "TimeoutStopSec leaves 10 s above the drain deadline of {drain_ms} ms"
     );
 }
+
+fn kubernetes_dir() -> PathBuf {
+    crate::repo_root().join("deploy/kubernetes")
+}
+
+/// The manifests of deploy/kubernetes, and the ConfigMaps `configmaps.py` prints, checked
+/// against Kubernetes' own resource schemas (kubernetes-validate, strict: no unknown field).
+#[test]
+fn the_kubernetes_manifests_pass_kubernetes_own_schemas() {
+    let validator = cityops_testkit::cache_dir().join("kubernetes-validate/1.37.0");
+    assert!(
+        validator.join("kubernetes_validate").is_dir(),
+        "kubernetes-validate is missing from {}: run `make deps`",
+        validator.display()
+    );
+    let generated = Command::new("python3")
+        .arg(kubernetes_dir().join("configmaps.py"))
+        .output()
+        .unwrap();
+    assert!(
+        generated.status.success(),
+        "configmaps.py: {}",
+        String::from_utf8_lossy(&generated.stderr)
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let configmaps = dir.path().join("configmaps.yaml");
+    std::fs::write(&configmaps, &generated.stdout).unwrap();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(kubernetes_dir())
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 5, "the manifests: {files:?}");
+    files.push(configmaps);
+    let out = Command::new("python3")
+        .args([
+            "-m",
+            "kubernetes_validate",
+            "--strict",
+            "--kubernetes-version",
+            "1.37.0",
+        ])
+        .args(&files)
+        .env("PYTHONPATH", &validator)
+        .output()
+        .unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let passed = said
+        .lines()
+        .filter(|l| l.contains(" passed for resource "))
+        .count();
+    eprintln!("kubernetes-validate: {passed} resources passed");
+    // Every resource: the namespace, cityops-env, three services, the StatefulSet, two
+    // Deployments, the alerter's claim and the two generated ConfigMaps.
+    assert!(
+        out.status.success() && passed >= 11 && !said.contains("WARN") && !said.contains("ERROR"),
+        "kubernetes-validate {}:\n{said}",
+        out.status
+    );
+}
+
+/// `- name: KEY` / `value: VALUE` pairs of containers' `env`, and `KEY: value` lines of the
+/// `cityops-env` ConfigMap, as plain text: enough for these files, which keep to that form.
+fn manifest_env(text: &str) -> Vec<(String, String)> {
+    let mut found = Vec::new();
+    let mut lines = text.lines().map(str::trim).peekable();
+    let mut in_data = false;
+    while let Some(line) = lines.next() {
+        if line == "data:" {
+            in_data = true;
+            continue;
+        }
+        if in_data {
+            match line.split_once(": ") {
+                Some((key, value)) if key.starts_with("CITYOPS_") => {
+                    found.push((key.to_owned(), value.trim_matches('"').to_owned()));
+                    continue;
+                }
+                _ if line.starts_with('#') => continue,
+                _ => in_data = false,
+            }
+        }
+        if let Some(name) = line.strip_prefix("- name: ")
+            && name.starts_with("CITYOPS_")
+        {
+            let value = lines
+                .peek()
+                .and_then(|next| next.strip_prefix("value: "))
+                .unwrap_or("<from the pod>");
+            found.push((name.to_owned(), value.to_owned()));
+        }
+    }
+    found
+}
+
+/// Given each pod's environment, the shipped config keeps the spool and the alerter's state on
+/// the pods' volumes, and every name the manifests set is one the config reads.
+#[test]
+fn the_kubernetes_manifests_and_the_shipped_config_agree() {
+    let config_text =
+        std::fs::read_to_string(crate::repo_root().join("deploy/config/cityops.toml")).unwrap();
+    let read = |name: &str| std::fs::read_to_string(kubernetes_dir().join(name)).unwrap();
+    let shared = manifest_env(&read("env.yaml"));
+    assert!(shared.len() >= 4, "cityops-env: {shared:?}");
+    for (pod, mount, check) in [
+        ("ingest-mqtt.yaml", "mountPath: /var/lib/cityops\n", "spool"),
+        ("ingest-kafka.yaml", "", "none"),
+        ("alert.yaml", "mountPath: /var/lib/cityops\n", "state"),
+    ] {
+        let text = read(pod);
+        let mut env: BTreeMap<String, String> = shared.iter().cloned().collect();
+        env.extend(manifest_env(&text));
+        for key in env.keys() {
+            assert!(
+                config_text.contains(&format!("${{{key}")),
+                "{pod} sets {key}, which deploy/config/cityops.toml does not read"
+            );
+        }
+        assert!(
+            text.contains("path: /healthz") && text.contains("path: /readyz"),
+            "{pod}"
+        );
+        assert!(
+            text.contains("--listen-addr\", \"0.0.0.0:"),
+            "{pod}: probes reach the pod"
+        );
+        assert!(text.contains("mountPath: /etc/cityops/config\n"), "{pod}");
+        assert!(text.contains("mountPath: /etc/cityops/rules\n"), "{pod}");
+        assert!(text.contains(mount), "{pod}: {mount}");
+        let config =
+            cityops_config::Config::from_str_with_env(&config_text, &|name| env.get(name).cloned())
+                .unwrap_or_else(|e| panic!("the shipped config with {pod}'s environment: {e}"));
+        match check {
+            "spool" => {
+                assert_eq!(config.mqtt.spool.dir, Path::new("/var/lib/cityops/spool"));
+                assert_eq!(
+                    env["CITYOPS_MQTT_CLIENT_ID"], "<from the pod>",
+                    "one per pod"
+                );
+            }
+            "state" => {
+                assert_eq!(
+                    config.alert.state_dir,
+                    Path::new("/var/lib/cityops/alert-state")
+                )
+            }
+            _ => {}
+        }
+        // The rule files the config names are in the rules ConfigMap (deploy/rules).
+        for rule in &config.alert.rule_files {
+            let rule = Path::new("/etc/cityops/config").join(rule);
+            let name = rule.file_name().unwrap();
+            assert!(
+                rule.starts_with("/etc/cityops/config/../rules")
+                    && crate::repo_root().join("deploy/rules").join(name).exists(),
+                "{pod}: the rule file {} is not in cityops-rules",
+                rule.display()
+            );
+        }
+    }
+}
