@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, ExitStatus};
 
 const UNITS: [&str; 2] = ["cityops-ingest.service", "cityops-alert.service"];
 
@@ -42,6 +42,19 @@ fn units_for_verify() -> (tempfile::TempDir, Vec<PathBuf>) {
     (dir, paths)
 }
 
+/// Runs a checker; its exit status and everything it printed, stdout then stderr.
+fn run(command: &mut Command) -> (ExitStatus, String) {
+    let out = command
+        .output()
+        .unwrap_or_else(|e| panic!("{command:?} cannot run: {e}"));
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status, said)
+}
+
 fn unit_path(name: &str) -> PathBuf {
     crate::repo_root().join("deploy/systemd").join(name)
 }
@@ -70,21 +83,11 @@ fn service_settings(name: &str) -> BTreeMap<String, Vec<String>> {
 #[test]
 fn the_systemd_units_pass_systemd_analyze_verify_without_a_warning() {
     let (_dir, paths) = units_for_verify();
-    let out = Command::new(systemd_analyze())
-        .arg("verify")
-        .args(&paths)
-        .output()
-        .unwrap();
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (status, said) = run(Command::new(systemd_analyze()).arg("verify").args(&paths));
     // verify exits 0 on unknown keys and misplaced settings, which it only prints.
     assert!(
-        out.status.success() && said.trim().is_empty(),
-        "systemd-analyze verify: {}\n{said}",
-        out.status
+        status.success() && said.trim().is_empty(),
+        "systemd-analyze verify: {status}\n{said}"
     );
 }
 
@@ -206,7 +209,8 @@ fn the_kubernetes_manifests_pass_kubernetes_own_schemas() {
     files.sort();
     assert!(files.len() >= 5, "the manifests: {files:?}");
     files.push(configmaps);
-    let out = Command::new("python3")
+    let mut validate = Command::new("python3");
+    validate
         .args([
             "-m",
             "kubernetes_validate",
@@ -215,14 +219,8 @@ fn the_kubernetes_manifests_pass_kubernetes_own_schemas() {
             "1.37.0",
         ])
         .args(&files)
-        .env("PYTHONPATH", &validator)
-        .output()
-        .unwrap();
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+        .env("PYTHONPATH", &validator);
+    let (status, said) = run(&mut validate);
     let passed = said
         .lines()
         .filter(|l| l.contains(" passed for resource "))
@@ -231,9 +229,8 @@ fn the_kubernetes_manifests_pass_kubernetes_own_schemas() {
     // Every resource: the namespace, cityops-env, three services, the StatefulSet, two
     // Deployments, the alerter's claim and the two generated ConfigMaps.
     assert!(
-        out.status.success() && passed >= 11 && !said.contains("WARN") && !said.contains("ERROR"),
-        "kubernetes-validate {}:\n{said}",
-        out.status
+        status.success() && passed >= 11 && !said.contains("WARN") && !said.contains("ERROR"),
+        "kubernetes-validate {status}:\n{said}"
     );
 }
 
