@@ -13,6 +13,30 @@ pub struct ClickHouse {
     /// Bound of every query that returns rows (and of the connect): a server that hangs or
     /// never answers must not hang the caller with it.
     query_timeout: std::time::Duration,
+    /// The cluster of the cluster schema, when `[clickhouse] cluster` is set.
+    cluster: Option<Cluster>,
+}
+
+/// A ClickHouse cluster cityops writes to (`[clickhouse] cluster`), as the servers define it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cluster {
+    /// Its name in the servers' `remote_servers`.
+    pub name: String,
+    /// The cluster listing each of its replicas as a shard of its own
+    /// ([`crate::all_replicas_cluster`]).
+    pub all_replicas: String,
+    /// Number of shards.
+    pub shards: u32,
+    /// Every replica's native address, `host:port`, by shard then replica.
+    pub replicas: Vec<String>,
+}
+
+#[derive(Deserialize, clickhouse::Row)]
+struct ClusterRow {
+    cluster: String,
+    shard_num: u32,
+    host_name: String,
+    port: u16,
 }
 
 /// The default of [`ClickHouse::with_query_timeout`].
@@ -49,13 +73,52 @@ impl ClickHouse {
         .await?
         .version;
         let version = ServerVersion::parse(&text).ok_or(Error::Version(text))?;
-        let client = client.with_validation(version.supports_client_validation());
+        let mut client = client.with_validation(version.supports_client_validation());
+        let cluster = match &config.cluster {
+            Some(name) => {
+                let cluster = read_cluster(&client, name).await?;
+                // An INSERT into a Distributed table returns once every shard has stored its
+                // rows (not once they are queued on this node): acknowledged means stored.
+                client = client.with_setting("insert_distributed_sync", "1");
+                Some(cluster)
+            }
+            None => None,
+        };
         Ok(ClickHouse {
             client,
             version,
             database: config.database.clone(),
             query_timeout: DEFAULT_QUERY_TIMEOUT,
+            cluster,
         })
+    }
+
+    /// The cluster of the cluster schema, if the config names one.
+    pub fn cluster(&self) -> Option<&Cluster> {
+        self.cluster.as_ref()
+    }
+
+    /// What to read to see every replica's rows of a cityops table: the table itself on one
+    /// server, every replica's `<table>_local` on a cluster. The `Distributed` table asks one
+    /// replica per shard, which may not have fetched a part another replica acknowledged.
+    pub fn on_every_replica(&self, table: &str) -> String {
+        match &self.cluster {
+            None => table.to_owned(),
+            Some(c) => format!(
+                "cluster('{}', {}, {table}{})",
+                c.all_replicas,
+                self.database,
+                crate::cluster::LOCAL_SUFFIX
+            ),
+        }
+    }
+
+    /// Like [`ClickHouse::on_every_replica`] for a `system` table (`processes`).
+    pub fn system_on_every_replica(&self, table: &str) -> String {
+        match &self.cluster {
+            None => format!("system.{table}"),
+            Some(c) => format!("cluster('{}', system, {table})", c.all_replicas),
+        }
     }
 
     /// The same connection with every row-returning query bounded by `timeout` (a timed-out
@@ -88,10 +151,13 @@ impl ClickHouse {
         self.client.clone().with_database(&self.database)
     }
 
-    /// Runs a statement that returns nothing (DDL, ALTER).
+    /// Runs a statement that returns nothing (DDL, ALTER). The server answers only at the end
+    /// (`wait_end_of_query`): an `ON CLUSTER` statement streams one line per node, and a node's
+    /// failure must be the statement's error, not a line in a 200 response.
     pub async fn execute(&self, sql: &str, what: &str) -> Result<(), Error> {
         self.client
             .query(sql)
+            .with_setting("wait_end_of_query", "1")
             .execute()
             .await
             .map_err(|source| Error::Query {
@@ -142,6 +208,53 @@ impl ClickHouse {
     {
         fetch_with(&self.client(), sql, what, self.query_timeout).await
     }
+}
+
+/// Reads the cluster `name` and its all-replicas twin from `system.clusters`, and checks that
+/// both list the same replicas.
+async fn read_cluster(client: &clickhouse::Client, name: &str) -> Result<Cluster, Error> {
+    let all = crate::all_replicas_cluster(name);
+    let sql = format!(
+        "SELECT cluster, shard_num, host_name, port FROM system.clusters \
+         WHERE cluster IN ('{name}', '{all}') ORDER BY cluster, shard_num, replica_num"
+    );
+    let rows: Vec<ClusterRow> =
+        fetch_with(client, &sql, "read the cluster", DEFAULT_QUERY_TIMEOUT).await?;
+    let addresses = |cluster: &str| -> Vec<String> {
+        rows.iter()
+            .filter(|r| r.cluster == cluster)
+            .map(|r| format!("{}:{}", r.host_name, r.port))
+            .collect()
+    };
+    let replicas = addresses(name);
+    let mut twin = addresses(&all);
+    let mut sorted = replicas.clone();
+    sorted.sort();
+    twin.sort();
+    if replicas.is_empty() || sorted != twin {
+        return Err(Error::Cluster {
+            name: name.to_owned(),
+            reason: if replicas.is_empty() {
+                "the server's remote_servers has no such cluster".to_owned()
+            } else {
+                format!(
+                    "remote_servers must also define {all} with each replica of {name} as a shard of its own (it lists {twin:?}, {name} has {sorted:?})"
+                )
+            },
+        });
+    }
+    let shards = rows
+        .iter()
+        .filter(|r| r.cluster == name)
+        .map(|r| r.shard_num)
+        .max()
+        .unwrap_or(0);
+    Ok(Cluster {
+        name: name.to_owned(),
+        all_replicas: all,
+        shards,
+        replicas,
+    })
 }
 
 async fn fetch_with<T>(

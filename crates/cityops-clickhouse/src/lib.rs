@@ -6,6 +6,7 @@
 //! read the schema as SQL and chDB checks the same files.
 
 mod client;
+mod cluster;
 mod migrations;
 mod readonly;
 mod retention;
@@ -17,7 +18,8 @@ mod version;
 
 /// The `clickhouse` client's error, as [`classify`] takes it.
 pub use clickhouse::error::Error as ClickHouseError;
-pub use client::ClickHouse;
+pub use client::{ClickHouse, Cluster};
+pub use cluster::{DEDUPLICATION_WINDOW_BLOCKS, LOCAL_SUFFIX, all_replicas_cluster, clustered};
 pub use migrations::{
     MIGRATIONS, Migration, MigrationOutcome, MigrationReport, RetentionDays, migrate,
     ttl_statements,
@@ -50,6 +52,14 @@ pub enum Error {
         /// What was being read or set up.
         what: String,
         /// Why it failed.
+        reason: String,
+    },
+    /// The cluster named in the config is not what the servers define.
+    #[error("ClickHouse cluster {name:?}: {reason}")]
+    Cluster {
+        /// The cluster's name.
+        name: String,
+        /// What is wrong.
         reason: String,
     },
     /// The server's version string is not understood.

@@ -190,7 +190,11 @@ pub async fn migrate(
             .await?;
         applied.extend(rows.into_iter().map(|r| (r.version, r.checksum)));
     } else {
-        for statement in bootstrap(db) {
+        let bootstrap = match ch.cluster() {
+            Some(cluster) => crate::cluster::bootstrap(db, &cluster.name),
+            None => bootstrap(db),
+        };
+        for statement in bootstrap {
             if !dry_run {
                 ch.execute(&statement, "create schema_migrations").await?;
             }
@@ -200,7 +204,14 @@ pub async fn migrate(
 
     let mut migrations = Vec::new();
     for m in MIGRATIONS {
-        let statements = m.statements(db);
+        let statements = match ch.cluster() {
+            Some(cluster) => m
+                .statements(db)
+                .iter()
+                .flat_map(|s| crate::clustered(s, db, &cluster.name))
+                .collect(),
+            None => m.statements(db),
+        };
         let outcome = if let Some(checksum) = applied.get(&m.version) {
             if *checksum != m.checksum() {
                 return Err(Error::ChangedMigration {
@@ -254,8 +265,17 @@ pub async fn migrate(
             BTreeMap::new()
         };
         for (table, column, days) in retention.by_table() {
-            let engine = tables.get(table).map(String::as_str).unwrap_or("");
-            let statement = ttl_statement(db, table, column, days, engine);
+            // On a cluster the TTL belongs to the tables that store, on every node.
+            let (table, on_cluster) = match ch.cluster() {
+                Some(c) => (
+                    format!("{table}{}", crate::LOCAL_SUFFIX),
+                    format!(" ON CLUSTER {}", c.name),
+                ),
+                None => (table.to_owned(), String::new()),
+            };
+            let engine = tables.get(&table).map(String::as_str).unwrap_or("");
+            let statement = ttl_statement(db, &table, column, days, engine)
+                .map(|s| s.replacen(&table, &format!("{table}{on_cluster}"), 1));
             if let Some(statement) = statement {
                 if !dry_run {
                     ch.execute(&statement, &format!("set TTL of {table}"))

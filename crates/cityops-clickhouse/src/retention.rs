@@ -97,18 +97,35 @@ pub async fn apply_retention(
     .map_err(|_| Error::Version(format!("unexpected date {today_text:?}")))?;
     let parts = ch
         .fetch::<Partition>(
-            &format!("SELECT DISTINCT table, partition FROM system.parts WHERE database = '{db}' AND active"),
+            &format!(
+                "SELECT DISTINCT table, partition FROM {} WHERE database = '{db}' AND active",
+                // On a cluster each shard holds its own partitions: ask every replica.
+                ch.system_on_every_replica("parts")
+            ),
             "list partitions",
         )
         .await?;
     let mut report = RetentionReport::default();
     for (table, _, days) in retention.by_table() {
-        let partitions: Vec<String> = parts
+        let stored_in = match ch.cluster() {
+            Some(_) => format!("{table}{}", crate::LOCAL_SUFFIX),
+            None => table.to_owned(),
+        };
+        let mut partitions: Vec<String> = parts
             .iter()
-            .filter(|p| p.table == table)
+            .filter(|p| p.table == stored_in)
             .map(|p| p.partition.clone())
             .collect();
-        for action in plan_drops(db, table, &partitions, today, days) {
+        partitions.sort();
+        partitions.dedup();
+        for mut action in plan_drops(db, table, &partitions, today, days) {
+            if let Some(cluster) = ch.cluster() {
+                // Dropped on every node: each replica of each shard drops its copy.
+                action.statement = format!(
+                    "ALTER TABLE {db}.{stored_in} ON CLUSTER {} DROP PARTITION {}",
+                    cluster.name, action.partition
+                );
+            }
             if !dry_run {
                 ch.execute(
                     &action.statement,

@@ -177,10 +177,14 @@ impl ClickHouse {
         insert.end().await
     }
 
-    /// Query ids of ingest inserts (see [`INGEST_QUERY_ID_PREFIX`]) the server is running now.
+    /// Query ids of ingest inserts (see [`INGEST_QUERY_ID_PREFIX`]) the server is running now;
+    /// on a cluster, every replica (an INSERT through a `Distributed` table runs on each shard
+    /// under the id of the INSERT that started it).
     pub async fn running_ingest_queries(&self) -> Result<Vec<String>, Error> {
         let sql = format!(
-            "SELECT query_id FROM system.processes WHERE startsWith(query_id, '{INGEST_QUERY_ID_PREFIX}')"
+            "SELECT DISTINCT initial_query_id AS query_id FROM {} \
+             WHERE startsWith(initial_query_id, '{INGEST_QUERY_ID_PREFIX}')",
+            self.system_on_every_replica("processes")
         );
         let rows: Vec<QueryIdRow> = self.fetch_here(&sql, "list running ingest inserts").await?;
         Ok(rows.into_iter().map(|r| r.query_id).collect())
@@ -260,7 +264,9 @@ impl ClickHouse {
 
     /// `max(source_offset)` of `events` and of `rejects` (refused rows excluded) for the rows
     /// of `source_kind` matching `filter`, grouped by `group_by` and the daily partition, with
-    /// `topic` as the topic.
+    /// `topic` as the topic. On a cluster every replica is read: a part acknowledged by one
+    /// replica counts as stored before the others have fetched it (and a replica that cannot be
+    /// read fails the check, to be retried, rather than hide what it holds).
     async fn highest_offsets(
         &self,
         source_kind: &str,
@@ -278,12 +284,15 @@ impl ClickHouse {
             )
         };
         let events = self
-            .fetch_here::<OffsetRow>(&query("events", "ts", ""), "read stored event offsets")
+            .fetch_here::<OffsetRow>(
+                &query(&self.on_every_replica("events"), "ts", ""),
+                "read stored event offsets",
+            )
             .await?;
         let rejects = self
             .fetch_here::<OffsetRow>(
                 &query(
-                    "rejects",
+                    &self.on_every_replica("rejects"),
                     "received_at",
                     &format!(" AND reason != {}", quote(REFUSED_REASON)),
                 ),

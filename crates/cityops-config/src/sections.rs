@@ -145,6 +145,11 @@ pub struct ClickHouseConfig {
     /// Days of alert history kept (`alert_events`); 0 keeps it forever.
     #[serde(default = "default_alert_events_retention_days")]
     pub alert_events_retention_days: u32,
+    /// Name of a cluster in the servers' `remote_servers` for the cluster schema: replicated
+    /// `<table>_local` tables on every node, `Distributed` tables under the plain names, DDL
+    /// `ON CLUSTER` (docs/deployment.md). Unset: the single-server schema.
+    #[serde(default)]
+    pub cluster: Option<String>,
 }
 
 fn default_events_retention_days() -> u32 {
@@ -189,6 +194,7 @@ impl Default for ClickHouseConfig {
             rollups_retention_days: default_rollups_retention_days(),
             rejects_retention_days: default_rejects_retention_days(),
             alert_events_retention_days: default_alert_events_retention_days(),
+            cluster: None,
         }
     }
 }
@@ -215,6 +221,17 @@ impl ClickHouseConfig {
             problems.push(
                 "clickhouse.database",
                 format!("{:?} must be letters, digits and '_'", self.database),
+            );
+        }
+        if let Some(cluster) = &self.cluster
+            && (cluster.is_empty()
+                || !cluster
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'))
+        {
+            problems.push(
+                "clickhouse.cluster",
+                format!("{cluster:?} must be letters, digits, '_' and '-'"),
             );
         }
         if self.password.is_some() && self.password_file.is_some() {

@@ -425,7 +425,16 @@ impl Writer {
     /// server). Then looks up its first row by the table's sort key: an INSERT below
     /// ClickHouse's block size into one daily partition is one part, stored whole or not at
     /// all (even when the server is killed), so one row answers for all.
+    ///
+    /// On a cluster the answer is always "send it again": an INSERT through a `Distributed`
+    /// table may have stored some shards' rows and not others', so no single row answers for
+    /// it, while the resend is the same bytes, split into the same blocks per shard, which a
+    /// shard that stored them drops as duplicates (replicated block deduplication; a late
+    /// start of the failed INSERT is dropped the same way).
     async fn landed(&self, rows: &Rows<'_>, query_id: &str) -> Option<bool> {
+        if self.clickhouse.cluster().is_some() {
+            return Some(false);
+        }
         let waiting = Instant::now();
         let mut seen = false;
         let mut said = Instant::now();

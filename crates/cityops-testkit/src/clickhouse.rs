@@ -48,6 +48,12 @@ impl ClickHouseServer {
     }
 
     fn start_with_tls(tls: bool) -> Self {
+        Self::start_with(tls, (crate::free_port(), crate::free_port()), None)
+    }
+
+    /// Starts a server on the given HTTP and native ports, with `node` (the text of a
+    /// `config.d/` file) merged into its config.
+    fn start_with(tls: bool, (http_port, tcp_port): (u16, u16), node: Option<String>) -> Self {
         let binary = require_binary("clickhouse-server");
         let dir = instance_dir("clickhouse");
         make_dirs(
@@ -59,10 +65,13 @@ impl ClickHouseServer {
                 "data/format_schemas",
                 "log",
                 "run",
+                "conf/config.d",
             ],
         );
-        let http_port = crate::free_port();
-        let tcp_port = crate::free_port();
+        if let Some(node) = node {
+            std::fs::write(dir.path().join("conf/config.d/cluster.xml"), node)
+                .expect("write the node's cluster config");
+        }
         let values = [
             ("CH_HTTP_PORT", http_port.to_string()),
             ("CH_TCP_PORT", tcp_port.to_string()),
@@ -189,4 +198,115 @@ impl ClickHouseServer {
         let body = self.sql(sql).await?;
         Ok(body.trim().parse()?)
     }
+}
+
+/// A ClickHouse cluster on loopback ports: `shards` × `replicas` servers and the ZooKeeper
+/// they coordinate through, with the two clusters cityops needs in every node's
+/// `remote_servers` (`deploy/local/clickhouse/cluster.xml`). Nodes can be stopped, restarted
+/// and killed one by one.
+#[derive(Debug)]
+pub struct ClickHouseCluster {
+    name: String,
+    // Declared before the ZooKeeper so that the servers stop first.
+    nodes: Vec<ClickHouseServer>,
+    replicas: u32,
+    zookeeper: crate::ZooKeeper,
+}
+
+impl ClickHouseCluster {
+    /// Starts ZooKeeper and `shards` × `replicas` servers of a cluster named `cityops`.
+    pub fn start(shards: u32, replicas: u32) -> Self {
+        let name = "cityops".to_owned();
+        let zookeeper = crate::ZooKeeper::start();
+        let ports: Vec<Vec<(u16, u16)>> = (0..shards)
+            .map(|_| {
+                (0..replicas)
+                    .map(|_| (crate::free_port(), crate::free_port()))
+                    .collect()
+            })
+            .collect();
+        let remote_servers = remote_servers(&name, &ports);
+        let mut nodes = Vec::new();
+        for (shard, replicas_ports) in ports.iter().enumerate() {
+            for (replica, &node_ports) in replicas_ports.iter().enumerate() {
+                let values = [
+                    ("ZK_PORT", zookeeper.port().to_string()),
+                    ("INTERSERVER_PORT", crate::free_port().to_string()),
+                    ("SHARD", format!("{:02}", shard + 1)),
+                    ("REPLICA", format!("s{}r{}", shard + 1, replica + 1)),
+                    ("CLUSTER", name.clone()),
+                    ("REMOTE_SERVERS", remote_servers.clone()),
+                ];
+                let node = render(&template("clickhouse/cluster.xml"), &values);
+                nodes.push(ClickHouseServer::start_with(false, node_ports, Some(node)));
+            }
+        }
+        ClickHouseCluster {
+            name,
+            nodes,
+            replicas,
+            zookeeper,
+        }
+    }
+
+    /// The cluster's name in `remote_servers`.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The server of `shard` and `replica` (both from 1).
+    pub fn node(&self, shard: u32, replica: u32) -> &ClickHouseServer {
+        &self.nodes[self.index(shard, replica)]
+    }
+
+    /// Like [`ClickHouseCluster::node`], to stop, restart or kill it.
+    pub fn node_mut(&mut self, shard: u32, replica: u32) -> &mut ClickHouseServer {
+        let index = self.index(shard, replica);
+        &mut self.nodes[index]
+    }
+
+    /// Every server, by shard then replica.
+    pub fn nodes(&self) -> &[ClickHouseServer] {
+        &self.nodes
+    }
+
+    /// The ZooKeeper the servers use.
+    pub fn zookeeper(&self) -> &crate::ZooKeeper {
+        &self.zookeeper
+    }
+
+    fn index(&self, shard: u32, replica: u32) -> usize {
+        assert!(shard >= 1 && replica >= 1 && replica <= self.replicas);
+        ((shard - 1) * self.replicas + replica - 1) as usize
+    }
+
+    /// A cityops `[clickhouse]` config of the cluster schema, entering through the server of
+    /// `shard` and `replica`, as the admin user.
+    pub fn config(&self, database: &str, (shard, replica): (u32, u32)) -> ClickHouseConfig {
+        ClickHouseConfig {
+            cluster: Some(self.name.clone()),
+            ..self.node(shard, replica).config(database)
+        }
+    }
+}
+
+/// The `<remote_servers>` entries: the cluster (shards of replicas) and its all-replicas twin.
+fn remote_servers(name: &str, ports: &[Vec<(u16, u16)>]) -> String {
+    let replica = |tcp: u16| format!("<replica><host>127.0.0.1</host><port>{tcp}</port></replica>");
+    let mut text = format!("        <{name}>\n");
+    for shard in ports {
+        text.push_str("            <shard><internal_replication>true</internal_replication>\n");
+        for (_, tcp) in shard {
+            text.push_str(&format!("                {}\n", replica(*tcp)));
+        }
+        text.push_str("            </shard>\n");
+    }
+    text.push_str(&format!(
+        "        </{name}>\n        <{name}_all_replicas>\n"
+    ));
+    for (_, tcp) in ports.iter().flatten() {
+        text.push_str(&format!("            <shard>{}</shard>\n", replica(*tcp)));
+    }
+    text.push_str(&format!("        </{name}_all_replicas>"));
+    text
 }

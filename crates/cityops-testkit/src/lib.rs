@@ -1,5 +1,6 @@
 //! The test kit: starts fresh, isolated instances of the real services cityops works with —
-//! mosquitto, ClickHouse, Tansu (Kafka protocol), Prometheus and Alertmanager — on free ports
+//! mosquitto, ClickHouse (one server or a cluster with ZooKeeper), Tansu (Kafka protocol),
+//! Prometheus and Alertmanager — on free ports
 //! (and a headless Chromium for web pages)
 //! with temporary directories, waits until each answers, and stops each by pid when dropped
 //! (also when the test panics). Tests can restart or kill -9 a service mid-test, or put a
@@ -24,10 +25,11 @@ mod process;
 mod prometheus;
 mod support;
 mod tls;
+mod zookeeper;
 
 pub use alertmanager::{Alertmanager, AlertmanagerSpec};
 pub use browser::{Browser, Element, png_size, screenshot_dir};
-pub use clickhouse::{ClickHouseServer, ClickHouseSpec};
+pub use clickhouse::{ClickHouseCluster, ClickHouseServer, ClickHouseSpec};
 pub use fault_proxy::FaultProxy;
 pub use instance::{Instance, ServiceSpec};
 pub use kafka::{KafkaBroker, KafkaSecured, KafkaSpec, metadata_with, nisshi_binary, tansu_binary};
@@ -40,3 +42,4 @@ pub use process::ServiceProcess;
 pub use prometheus::{Prometheus, PrometheusSpec};
 pub use support::{cache_dir, find_binary, free_port, repo_root};
 pub use tls::{TestCertificates, make_certificates};
+pub use zookeeper::{ZooKeeper, ZooKeeperSpec, zookeeper_command};

@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod analytics;
+mod cluster;
 mod examples;
 mod https;
 mod modern;
