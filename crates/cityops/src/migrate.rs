@@ -86,10 +86,18 @@ async fn migrate_command(args: &MigrateArgs) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     writeln!(
         out,
-        "ClickHouse {} at {}, database {}{}",
+        "ClickHouse {} at {}, database {}{}{}",
         report.server,
         config.clickhouse.url,
         ch.database(),
+        ch.cluster()
+            .map(|c| format!(
+                ", ON CLUSTER {} ({} shards, {} replicas)",
+                c.name,
+                c.shards,
+                c.replicas.len()
+            ))
+            .unwrap_or_default(),
         if args.dry_run {
             " (dry run: nothing is changed)"
         } else {

@@ -108,43 +108,20 @@ impl Rig {
         let dir = tempfile::tempdir().unwrap();
         let kafka_extra = kafka_extra(dir.path());
         let db = "proof".to_owned();
-        // The durable broker stalls on large backlog fetches (shared/notes/services.md).
-        let fetch = if durable {
-            "fetch_max_bytes = 1048576\nmax_partition_fetch_bytes = 262144\n"
-        } else {
-            ""
-        };
-        let text = format!(
-            r#"
-[telemetry]
-log_level = "info,cityops_ingest=debug"
-listen_addr = "127.0.0.1:0"
-
-[clickhouse]
-url = "{url}"
-database = "{db}"
-{clickhouse_tls}
-[kafka]
-bootstrap_servers = "{bootstrap}"
-group_id = "proof"
-session_timeout_ms = 6000
-{fetch}{kafka_extra}
-[ingest]
-batch_max_rows = 5000
-linger_ms = 200
-retry_initial_ms = 50
-retry_max_ms = 1000
-rebalance_deadline_ms = 3000
-shutdown_deadline_ms = 10000
-{ingest_toml}
-{feeds}"#,
-            url = clickhouse.https_url().unwrap_or_else(|| clickhouse.url()),
-            clickhouse_tls = clickhouse
+        let clickhouse_toml = format!(
+            "url = \"{}\"\ndatabase = \"{db}\"\n{}",
+            clickhouse.https_url().unwrap_or_else(|| clickhouse.url()),
+            clickhouse
                 .ca_file()
                 .map(|ca| format!("ca_file = \"{}\"\n", ca.display()))
                 .unwrap_or_default(),
-            bootstrap = kafka.bootstrap(),
-            feeds = feeds_toml(),
+        );
+        let text = ingest_config(
+            &clickhouse_toml,
+            &kafka.bootstrap(),
+            durable,
+            &kafka_extra,
+            ingest_toml,
         );
         let config = dir.path().join("ingest.toml");
         std::fs::write(&config, text).unwrap();
@@ -176,6 +153,47 @@ impl ProofTables for Rig {
             db: &self.db,
         }
     }
+}
+
+/// The ingest config of the Kafka proofs: `[clickhouse]` as given, the broker at `bootstrap`
+/// (with `kafka_extra` in `[kafka]`), `ingest_toml` appended to `[ingest]`, the proof feeds.
+pub(crate) fn ingest_config(
+    clickhouse_toml: &str,
+    bootstrap: &str,
+    durable: bool,
+    kafka_extra: &str,
+    ingest_toml: &str,
+) -> String {
+    // The durable broker stalls on large backlog fetches (shared/notes/services.md).
+    let fetch = if durable {
+        "fetch_max_bytes = 1048576\nmax_partition_fetch_bytes = 262144\n"
+    } else {
+        ""
+    };
+    format!(
+        r#"
+[telemetry]
+log_level = "info,cityops_ingest=debug"
+listen_addr = "127.0.0.1:0"
+
+[clickhouse]
+{clickhouse_toml}
+[kafka]
+bootstrap_servers = "{bootstrap}"
+group_id = "proof"
+session_timeout_ms = 6000
+{fetch}{kafka_extra}
+[ingest]
+batch_max_rows = 5000
+linger_ms = 200
+retry_initial_ms = 50
+retry_max_ms = 1000
+rebalance_deadline_ms = 3000
+shutdown_deadline_ms = 10000
+{ingest_toml}
+{feeds}"#,
+        feeds = feeds_toml(),
+    )
 }
 
 /// Good messages, two events each, spread over the three feeds, and the rows each must give.

@@ -12,6 +12,7 @@ mod alert_queries;
 mod alert_replicas;
 mod bad_payloads;
 mod check;
+mod cluster;
 mod decode;
 mod deployment;
 mod ingest_faults;
