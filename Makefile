@@ -5,7 +5,7 @@ CARGO ?= cargo
 # Two cores: one build at a time, each using both.
 export CARGO_BUILD_JOBS ?= 2
 
-.PHONY: help deps deps-durable up down status build release demo verify-dashboards test test-stress fmt fmt-check clippy unit bench bench-kafka bench-mqtt bench-alert check-config fuzz clean
+.PHONY: help deps deps-durable up down up-cluster down-cluster status build release demo verify-dashboards test test-stress fmt fmt-check clippy unit bench bench-kafka bench-mqtt bench-alert check-config fuzz clean
 
 help:
 	@echo "make demo   - the city live: stack, a day of history, sim -> ingest + alert, a scenario (SCENARIO=flood), Ctrl-C stops all"
@@ -14,6 +14,8 @@ help:
 	@echo "make test-stress - the Kafka and MQTT ingest tests with every core busy (STRESS_RUNS=5 repeats)"
 	@echo "make deps   - install build and test dependencies (apt, rustup components)"
 	@echo "make up     - start mosquitto, ClickHouse, Tansu, Prometheus, Alertmanager on 127.0.0.1"
+	@echo "make up-cluster - a ClickHouse cluster on 127.0.0.1: ZooKeeper, 2 shards x 2 replicas (SHARDS, REPLICAS), the cluster schema"
+	@echo "make down-cluster - stop it"
 	@echo "make status - show which local services run"
 	@echo "make down   - stop them"
 	@echo "make bench  - decoder throughput against a parse-only baseline"
@@ -35,6 +37,13 @@ up: deps release
 
 down:
 	@deploy/local/down.sh
+
+up-cluster: deps release
+	@CITYOPS_BIN=target/release/cityops deploy/local/up-cluster.sh
+
+# ClickHouse first, then the ZooKeeper it leans on.
+down-cluster:
+	@deploy/local/down.sh $$(cd $${CITYOPS_STATE_DIR:-.cityops} 2>/dev/null && ls -d ch-s*r* 2>/dev/null) zookeeper
 
 status:
 	@deploy/local/status.sh

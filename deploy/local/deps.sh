@@ -37,6 +37,8 @@ declare -A PACKAGES=(
   [socat]=/usr/bin/socat
   # systemd-analyze checks the systemd units of deploy/systemd (verify, security).
   [systemd]=/usr/bin/systemd-analyze
+  # ZooKeeper for the ClickHouse cluster of the test kit and `make up-cluster` (with its Java).
+  [zookeeper]=/usr/share/java/zookeeper.jar
 )
 
 missing=()
