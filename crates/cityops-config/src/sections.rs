@@ -147,9 +147,19 @@ pub struct ClickHouseConfig {
     pub alert_events_retention_days: u32,
     /// Name of a cluster in the servers' `remote_servers` for the cluster schema: replicated
     /// `<table>_local` tables on every node, `Distributed` tables under the plain names, DDL
-    /// `ON CLUSTER` (docs/deployment.md). Unset: the single-server schema.
-    #[serde(default)]
+    /// `ON CLUSTER` (docs/deployment.md). Unset or empty (`"${CITYOPS_CLICKHOUSE_CLUSTER:-}"`):
+    /// the single-server schema.
+    #[serde(default, deserialize_with = "empty_is_unset")]
     pub cluster: Option<String>,
+}
+
+/// An empty string (an environment variable left unset) as no value.
+fn empty_is_unset<'de, D>(deserializer: D) -> Result<Option<String>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    let text: Option<String> = Option::deserialize(deserializer)?;
+    Ok(text.filter(|t| !t.is_empty()))
 }
 
 fn default_events_retention_days() -> u32 {

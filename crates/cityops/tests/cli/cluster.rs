@@ -127,3 +127,101 @@ async fn a_load_through_the_cluster_survives_a_replica_killed_and_a_shard_restar
     }
     drop(ingest);
 }
+
+/// `PYTHONPATH` for dashboards/verify.py: Grafana's schema models, installed by `make deps`.
+fn grafana_sdk() -> std::path::PathBuf {
+    let dir = cityops_testkit::cache_dir().join("grafana-foundation-sdk/1769699379-11.6.0");
+    assert!(
+        dir.join("grafana_foundation_sdk").is_dir(),
+        "{} is missing: run `make deps`",
+        dir.display()
+    );
+    dir
+}
+
+/// Every panel query of dashboards/ and every query of docs/engineers.md, on the cluster
+/// (through its `Distributed` tables) filled by the simulator through the shipped config.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_dashboard_query_runs_on_the_cluster() {
+    let cluster = ClickHouseCluster::start(2, 2);
+    // The shipped config, pointed at the cluster through its environment.
+    let config = crate::repo_root().join("deploy/config/cityops.toml");
+    let env = [
+        ("CITYOPS_CLICKHOUSE_URL", cluster.node(1, 2).url()),
+        ("CITYOPS_CLICKHOUSE_DATABASE", "cityops".to_owned()),
+        ("CITYOPS_CLICKHOUSE_CLUSTER", cluster.name().to_owned()),
+    ];
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_cityops"))
+            .args(args)
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "cityops {}:\n{}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let config = config.to_str().unwrap();
+    run(&["migrate", "--config", config, "--quiet"]);
+    // Six hours of the city through the Distributed tables, as the demo's history.
+    run(&[
+        "sim",
+        "--seed",
+        "7",
+        "--backfill",
+        "6h",
+        "--faulty-fraction",
+        "0.02",
+        "--to-clickhouse",
+        "--config",
+        config,
+    ]);
+    // Alert history on one shard (the panels read it through alert_events): a flood alert
+    // that fired and resolved, and one still firing.
+    let shard = cluster.node(1, 1);
+    shard
+        .sql(
+            "INSERT INTO cityops.alert_events_local (alert_event_id, ts, rule, fingerprint, state, previous_state, severity, domain, entity_id, district, value, summary) VALUES \
+             (toUUID('9d3c4e8a-51b2-4c7f-8a7e-000000000001'), now() - 5400, 'FloodWaterHigh', 'f1', 'firing', 'pending', 'critical', 'water', 'wl-hc-01', 'Hải Châu', 2.4, 'Mực nước 2.4 m'), \
+             (toUUID('9d3c4e8a-51b2-4c7f-8a7e-000000000002'), now() - 1800, 'FloodWaterHigh', 'f1', 'resolved', 'firing', 'critical', 'water', 'wl-hc-01', 'Hải Châu', 1.1, 'Mực nước 1.1 m'), \
+             (toUUID('9d3c4e8a-51b2-4c7f-8a7e-000000000003'), now() - 600, 'FloodWaterHigh', 'f2', 'firing', 'pending', 'warning', 'water', 'wl-st-03', 'Sơn Trà', 1.9, 'Mực nước 1.9 m')",
+        )
+        .await
+        .unwrap();
+    let entry = cluster.node(2, 2);
+    let rows = entry
+        .scalar("SELECT count() FROM cityops.events")
+        .await
+        .unwrap();
+    assert!(rows > 100_000.0, "the backfill stored {rows} events");
+
+    let out = std::process::Command::new("python3")
+        .arg(crate::repo_root().join("dashboards/verify.py"))
+        .args(["--clickhouse", &entry.url(), "--database", "cityops"])
+        .args(["--docs", "docs/engineers.md"])
+        .current_dir(crate::repo_root())
+        .env("PYTHONPATH", grafana_sdk())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let summary = text
+        .lines()
+        .find_map(|l| l.strip_prefix("verify: "))
+        .unwrap_or_else(|| {
+            panic!(
+                "no summary:\n{text}{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+    let summary: serde_json::Value = serde_json::from_str(summary).unwrap();
+    eprintln!("dashboards on the cluster: {summary}");
+    assert!(out.status.success() && summary["failures"] == 0, "{text}");
+    assert!(
+        summary["sql_queries"].as_u64().unwrap_or(0) >= 100,
+        "{summary}"
+    );
+}
