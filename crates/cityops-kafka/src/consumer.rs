@@ -186,8 +186,11 @@ impl<E: GroupEvents> GroupConsumer<E> {
                 (config.session_timeout_ms / 4).to_string(),
             )
             // Eager protocol: a rebalance revokes every partition, and `revoking` stores
-            // what was read before anything moves.
-            .set("partition.assignment.strategy", "range,roundrobin")
+            // what was read before anything moves. Round robin over every topic's partitions
+            // first: `range` assigns each topic on its own, so with topics of two partitions
+            // a third process got none at all. `range` stays second so that a group of
+            // processes that still offer only the old order agrees during a rolling upgrade.
+            .set("partition.assignment.strategy", "roundrobin,range")
             .set("fetch.max.bytes", config.fetch_max_bytes.to_string())
             .set(
                 "max.partition.fetch.bytes",

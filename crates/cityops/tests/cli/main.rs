@@ -23,6 +23,7 @@ mod ingest_support;
 mod migrate;
 mod rejects_replay;
 mod rules;
+mod scale_out;
 mod sim;
 
 use std::path::{Path, PathBuf};
