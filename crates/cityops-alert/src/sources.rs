@@ -133,7 +133,8 @@ pub fn start_mqtt(
                         tracing::warn!(connection, %error, retry_in_ms = retry_in.as_millis() as u64, "mqtt connection lost");
                     }
                 }
-                SubscriberEvent::BrokerStat { .. } => {}
+                // The alerter never retires its sessions (`retire` is off).
+                SubscriberEvent::BrokerStat { .. } | SubscriberEvent::Unsubscribed { .. } => {}
             }
         }
     })))

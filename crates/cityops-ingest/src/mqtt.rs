@@ -115,12 +115,18 @@ struct Receiver {
     /// While the spool's filesystem is full: when to try the sync again.
     disk_full_retry: Option<Instant>,
     sync_delay: Duration,
+    /// Retiring (`cityops ingest --retire`): per connection, whether the broker confirmed its
+    /// unsubscribe on the current attempt.
+    retire: Option<Vec<bool>>,
+    /// When the last delivery arrived.
+    last_delivery: Instant,
 }
 
 impl Receiver {
     fn take(&mut self, event: SubscriberEvent) {
         match event {
             SubscriberEvent::Message(d) => {
+                self.last_delivery = Instant::now();
                 // Matching the topic costs per message: only when some feed is watched.
                 if !self.watches.is_empty()
                     && let Some(i) = self.feeds.position(SourceKind::Mqtt, &d.topic)
@@ -147,6 +153,26 @@ impl Receiver {
                 );
                 // A new attempt (also a forced one): subscribed once the broker says so.
                 self.set_subscribed(connection, false);
+                if let Some(done) = self
+                    .retire
+                    .as_mut()
+                    .and_then(|r| r.get_mut(usize::from(connection)))
+                {
+                    *done = false;
+                }
+            }
+            SubscriberEvent::Unsubscribed { connection } => {
+                tracing::info!(
+                    connection,
+                    "retiring: the session unsubscribed; receiving what the broker queued for it"
+                );
+                if let Some(done) = self
+                    .retire
+                    .as_mut()
+                    .and_then(|r| r.get_mut(usize::from(connection)))
+                {
+                    *done = true;
+                }
             }
             SubscriberEvent::Disconnected {
                 connection,
@@ -199,6 +225,18 @@ impl Receiver {
                 }
             }
         }
+    }
+
+    /// Retiring and done receiving: every session unsubscribed, nothing delivered for
+    /// [`RETIRE_QUIET`] (the broker sends what it queued as fast as the acknowledgements
+    /// return), and everything received spooled and acknowledged.
+    fn retired(&self) -> bool {
+        self.retire
+            .as_ref()
+            .is_some_and(|r| r.iter().all(|done| *done))
+            && self.last_delivery.elapsed() >= RETIRE_QUIET
+            && self.held.is_empty()
+            && self.acks.is_empty()
     }
 
     fn set_subscribed(&mut self, connection: u16, subscribed: bool) {
@@ -401,7 +439,7 @@ fn receive(
         failed.store(true, Ordering::SeqCst);
     };
     let mut last_watch = Instant::now();
-    'run: while !cancel.is_cancelled() {
+    'run: while !cancel.is_cancelled() && !r.retired() {
         let first = runtime.block_on(async {
             tokio::select! {
                 e = events.recv() => e,
@@ -449,6 +487,10 @@ fn receive(
 /// Runs MQTT ingest until `cancel`: blocks the calling thread (the pipeline), runs the
 /// receiver on its own thread and the writer on `runtime`. Returns once everything spooled is
 /// stored, or the shutdown deadline passed (what is left stays in the spool for next time).
+///
+/// With `retire`, the sessions unsubscribe instead of subscribing; once they have received
+/// what the broker queued for them and everything is stored, the run ends the sessions at the
+/// broker and returns (`Summary::drained` says whether all of it happened).
 pub fn run(
     config: &Config,
     clickhouse: ClickHouse,
@@ -456,6 +498,7 @@ pub fn run(
     readiness: &Readiness,
     runtime: tokio::runtime::Handle,
     cancel: CancellationToken,
+    retire: bool,
 ) -> Result<Summary, Error> {
     let mut decoder = Decoder::new(config, SourceKind::Mqtt)?;
     let mqtt = &config.mqtt;
@@ -512,23 +555,26 @@ pub fn run(
     let window: usize = usize::from(mqtt.connections) * usize::from(mqtt.receive_maximum);
     let (events_tx, events_rx) = tokio::sync::mpsc::channel(window + 1024);
     let subscriber_cancel = CancellationToken::new();
+    let options = || {
+        let mut options = cityops_runtime::subscriber_options(
+            mqtt,
+            &mqtt.client_id,
+            mqtt.effective_shared_group(),
+            filters.clone(),
+            tls.clone(),
+        );
+        options.retire = retire;
+        options
+    };
     let subscriber = {
         let _enter = runtime.enter();
-        Subscriber::start(
-            cityops_runtime::subscriber_options(
-                mqtt,
-                &mqtt.client_id,
-                mqtt.effective_shared_group(),
-                filters.clone(),
-                tls,
-            ),
-            events_tx,
-            subscriber_cancel.clone(),
-        )
+        Subscriber::start(options(), events_tx, subscriber_cancel.clone())
     };
+    // A retiring process expects its feeds to fall silent.
     let watches = config
         .feeds
         .iter()
+        .filter(|_| !retire)
         .enumerate()
         .filter_map(|(i, f)| {
             let timeout = f.stall_timeout_ms?;
@@ -566,6 +612,8 @@ pub fn run(
         full_since: None,
         disk_full_retry: None,
         sync_delay: Duration::from_millis(mqtt.spool.sync_delay_ms),
+        retire: retire.then(|| vec![false; usize::from(mqtt.connections)]),
+        last_delivery: Instant::now(),
     };
     let receiver_failed = Arc::new(AtomicBool::new(false));
     let receiver_thread = {
@@ -653,7 +701,9 @@ pub fn run(
             metrics.paused.set(0.0);
             tracing::info!(in_flight_bytes = in_flight, "reading the spool resumed");
         }
-        if cancel.is_cancelled() && finished && pipeline.read_seq >= durable_seq {
+        // A retiring receiver finishes by itself; then the spool is stored as at a stop.
+        let stopping = cancel.is_cancelled() || (retire && finished);
+        if stopping && finished && pipeline.read_seq >= durable_seq {
             break;
         }
         if pipeline.paused || read_error {
@@ -677,7 +727,7 @@ pub fn run(
             }
         }
         if read == 0 {
-            if cancel.is_cancelled() && (finished || pipeline.read_seq >= durable_seq) {
+            if stopping && (finished || pipeline.read_seq >= durable_seq) {
                 if finished {
                     break;
                 }
@@ -714,7 +764,40 @@ pub fn run(
     drop(pipeline);
     let _ =
         runtime.block_on(async { tokio::time::timeout(Duration::from_secs(5), writer_task).await });
+    if retire {
+        return Ok(end_retired_sessions(&runtime, options(), summary));
+    }
     Ok(summary)
+}
+
+/// How long a retiring session must receive nothing (with every session unsubscribed and
+/// everything acknowledged) before what the broker queued for it counts as all delivered.
+const RETIRE_QUIET: Duration = Duration::from_secs(3);
+
+/// Ends a retired process's sessions at the broker once everything they delivered is stored;
+/// otherwise keeps them (their messages are still owed) and says so.
+fn end_retired_sessions(
+    runtime: &tokio::runtime::Handle,
+    options: cityops_mqtt::SubscriberOptions,
+    mut summary: Summary,
+) -> Summary {
+    if !summary.drained {
+        tracing::error!(
+            "not retired: not everything received is stored yet; the sessions stay at the broker, run --retire again"
+        );
+        return summary;
+    }
+    match runtime.block_on(cityops_mqtt::end_sessions(options)) {
+        Ok(()) => tracing::info!(
+            messages = summary.messages,
+            "retired: everything the sessions received is stored and the broker ended them"
+        ),
+        Err(error) => {
+            tracing::error!(%error, "not retired: the broker did not end the sessions; run --retire again");
+            summary.drained = false;
+        }
+    }
+    summary
 }
 
 /// Reads what ClickHouse already holds from this spool, retrying until it answers or

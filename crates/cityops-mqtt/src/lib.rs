@@ -5,7 +5,7 @@ mod subscriber;
 
 pub use subscriber::{
     Delivery, Protocol, ReconnectDelay, Subscriber, SubscriberEvent, SubscriberOptions, Tls,
-    TlsError,
+    TlsError, end_sessions,
 };
 
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};

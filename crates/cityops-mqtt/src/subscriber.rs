@@ -153,6 +153,10 @@ pub struct SubscriberOptions {
     pub sys_topics: bool,
     /// Makes the reconnect delay policy of connection `n`.
     pub reconnect_delay: Box<dyn Fn(u16) -> Box<dyn ReconnectDelay> + Send + Sync>,
+    /// Retiring: each connection unsubscribes its filters instead of subscribing them, so that
+    /// the sessions receive what the broker queued for them and nothing new (see
+    /// [`end_sessions`] for the last step).
+    pub retire: bool,
 }
 
 /// One message the broker delivered.
@@ -207,6 +211,12 @@ pub enum SubscriberEvent {
         accepted: usize,
         /// The filters it refused, each with its reason.
         refused: Vec<String>,
+    },
+    /// The broker confirmed a retiring connection's unsubscribe: nothing new comes to its
+    /// session, only what was queued for it before.
+    Unsubscribed {
+        /// Connection number.
+        connection: u16,
     },
     /// A `$SYS` counter of the broker.
     BrokerStat {
@@ -266,6 +276,7 @@ impl Subscriber {
                     reconnect: reconnect_rx.clone(),
                     cancel: cancel.clone(),
                     delay: (options.reconnect_delay)(n),
+                    unsubscribes_answered: 0,
                 }));
                 Connection {
                     acks,
@@ -353,6 +364,8 @@ struct ConnectionTask {
     reconnect: watch::Receiver<u64>,
     cancel: CancellationToken,
     delay: Box<dyn ReconnectDelay>,
+    /// UNSUBACKs received on the current attempt of a retiring connection.
+    unsubscribes_answered: usize,
 }
 
 /// What one poll of the event loop gave.
@@ -365,6 +378,7 @@ enum Polled {
         accepted: usize,
         refused: Vec<String>,
     },
+    UnsubAck,
     Disconnect(String),
     Other,
 }
@@ -455,6 +469,16 @@ impl Client {
         }
     }
 
+    fn try_unsubscribe(&self, filters: &[(String, u8)]) -> Result<(), String> {
+        for (filter, _) in filters {
+            match self {
+                Client::V4(c) => c.try_unsubscribe(filter.clone()).map_err(|e| e.to_string()),
+                Client::V5(c) => c.try_unsubscribe(filter.clone()).map_err(|e| e.to_string()),
+            }?;
+        }
+        Ok(())
+    }
+
     fn try_disconnect(&self) {
         let _ = match self {
             Client::V4(c) => c.try_disconnect().map_err(|e| e.to_string()),
@@ -495,6 +519,7 @@ impl EventLoop {
                             refused,
                         })
                     }
+                    Event::Incoming(Packet::UnsubAck(_)) => Ok(Polled::UnsubAck),
                     Event::Incoming(Packet::Disconnect) => {
                         Ok(Polled::Disconnect("the broker disconnected".into()))
                     }
@@ -531,6 +556,7 @@ impl EventLoop {
                             refused,
                         })
                     }
+                    Event::Incoming(Packet::UnsubAck(_)) => Ok(Polled::UnsubAck),
                     Event::Incoming(Packet::Disconnect(d)) => Ok(Polled::Disconnect(format!(
                         "the broker disconnected: {:?}",
                         d.reason_code
@@ -564,7 +590,18 @@ impl ConnectionTask {
         filters
     }
 
+    /// How many filters a retiring connection unsubscribes (each answered by one UNSUBACK).
+    fn unsubscribe_count(&self) -> usize {
+        self.options.filters.len()
+    }
+
     fn new_client(&self) -> (Client, EventLoop) {
+        self.client_with(false)
+    }
+
+    /// A client of this connection's session; `clean` asks the broker to discard the session
+    /// (and, on MQTT 5, to keep nothing after the connection).
+    fn client_with(&self, clean: bool) -> (Client, EventLoop) {
         let o = &self.options;
         // Acknowledgements and subscribes go through this queue; it must hold a full window.
         let capacity = usize::from(o.receive_maximum) * 2 + 256;
@@ -581,7 +618,7 @@ impl ConnectionTask {
                 // Take whatever the broker sends (its own limit bounds it); the feed rejects it
                 // as too large.
                 m.set_keep_alive(o.keep_alive)
-                    .set_clean_session(false)
+                    .set_clean_session(clean)
                     .set_manual_acks(true)
                     .set_max_packet_size(MQTT_MAX_PACKET_BYTES, o.max_packet_bytes as usize);
                 if let Some((user, password)) = &o.credentials {
@@ -599,11 +636,13 @@ impl ConnectionTask {
             Protocol::V5 => {
                 let mut m = rumqttc::v5::MqttOptions::new(self.client_id(), &o.host, o.port);
                 m.set_keep_alive(o.keep_alive)
-                    .set_clean_start(false)
+                    .set_clean_start(clean)
                     .set_manual_acks(true)
-                    .set_session_expiry_interval(Some(
-                        u32::try_from(o.session_expiry.as_secs()).unwrap_or(u32::MAX),
-                    ))
+                    .set_session_expiry_interval(Some(if clean {
+                        0
+                    } else {
+                        u32::try_from(o.session_expiry.as_secs()).unwrap_or(u32::MAX)
+                    }))
                     .set_receive_maximum(Some(o.receive_maximum))
                     .set_max_packet_size(Some(o.max_packet_bytes))
                     .set_connection_timeout(o.connect_timeout.as_secs().max(1));
@@ -632,6 +671,48 @@ impl ConnectionTask {
             () = self.cancel.cancelled() => false,
         }
     }
+}
+
+/// The last step of retiring: connects each connection's client id once with a clean
+/// session, which makes the broker discard the session it kept (its shared-subscription share
+/// and anything still queued), then disconnects. Run it only after everything the sessions
+/// delivered is stored: what the broker still held for them is gone afterwards.
+pub async fn end_sessions(options: SubscriberOptions) -> Result<(), String> {
+    let options = Arc::new(options);
+    for n in 0..options.connections.max(1) {
+        let (_, reconnect) = watch::channel(0u64);
+        let (events, _) = mpsc::channel(1);
+        let task = ConnectionTask {
+            n,
+            options: Arc::clone(&options),
+            events,
+            slot: Arc::new(Mutex::new(None)),
+            connected_since: Arc::new(Mutex::new(None)),
+            reconnect,
+            cancel: CancellationToken::new(),
+            delay: (options.reconnect_delay)(n),
+            unsubscribes_answered: 0,
+        };
+        let (client, mut event_loop) = task.client_with(true);
+        let connected = tokio::time::timeout(options.connect_timeout * 2, async {
+            loop {
+                match event_loop.poll(n, 0).await? {
+                    Polled::ConnAck { .. } => return Ok(()),
+                    Polled::Disconnect(reason) => return Err(reason),
+                    _ => {}
+                }
+            }
+        })
+        .await
+        .map_err(|_| format!("{}: no CONNACK in time", task.client_id()))?;
+        connected.map_err(|e| format!("{}: {e}", task.client_id()))?;
+        client.try_disconnect();
+        let _ = tokio::time::timeout(Duration::from_millis(500), async {
+            while event_loop.poll(n, 0).await.is_ok() {}
+        })
+        .await;
+    }
+    Ok(())
 }
 
 /// Why one attempt ended.
@@ -718,16 +799,35 @@ async fn attempt(
             Ok(Polled::Other) => continue,
             Ok(Polled::ConnAck { session_present }) => {
                 task.set_connected(true);
+                if task.options.retire {
+                    // The broker's own statistics are not the session's share: left alone.
+                    let shared: Vec<(String, u8)> = task
+                        .filters()
+                        .into_iter()
+                        .filter(|(f, _)| !f.starts_with("$SYS/"))
+                        .collect();
+                    if let Err(error) = client.try_unsubscribe(&shared) {
+                        return Ended::Failed(format!("cannot unsubscribe: {error}"));
+                    }
                 // Subscribe on every connection, also when the broker says it kept the session:
                 // mosquitto 2.0 restores a persisted session without its shared subscriptions
                 // (measured: session present, nothing delivered). Subscribing again is harmless.
-                if let Err(error) = client.try_subscribe(&task.filters()) {
+                } else if let Err(error) = client.try_subscribe(&task.filters()) {
                     return Ended::Failed(format!("cannot subscribe: {error}"));
                 }
                 SubscriberEvent::Connected {
                     connection: task.n,
                     session_present,
                 }
+            }
+            Ok(Polled::UnsubAck) => {
+                task.unsubscribes_answered += 1;
+                // One UNSUBACK per filter unsubscribed.
+                if task.unsubscribes_answered < task.unsubscribe_count() {
+                    continue;
+                }
+                task.unsubscribes_answered = 0;
+                SubscriberEvent::Unsubscribed { connection: task.n }
             }
             Ok(Polled::SubAck { accepted, refused }) => SubscriberEvent::Subscribed {
                 connection: task.n,

@@ -86,6 +86,7 @@ pub fn subscriber_options(
         }),
         tls,
         sys_topics: mqtt.broker_sys_topics,
+        retire: false,
         reconnect_delay: Box::new(move |n| {
             Box::new(Backoff::new(initial, max, seed ^ u64::from(n)))
         }),

@@ -24,6 +24,12 @@ pub struct Args {
     /// `mqtt`.
     #[arg(long, default_value = "all", value_parser = ["all", "kafka", "mqtt"])]
     source: String,
+    /// Retire this MQTT ingest for good (scaling in): its sessions unsubscribe from the
+    /// shared subscriptions, store what the broker queued for them and what the spool holds,
+    /// then end the sessions at the broker; exits 0 once done. Run it with the config (client
+    /// id, spool) of the process retired, after that process stopped. MQTT only.
+    #[arg(long)]
+    retire: bool,
 }
 
 /// Exit 0 after a clean stop (everything read stored and committed), 1 otherwise.
@@ -71,8 +77,12 @@ fn ingest(args: &Args) -> anyhow::Result<bool> {
     };
     connecting.set_ready(true);
     let has = |source| config.feeds.iter().any(|f| f.source == source);
-    let kafka = has(SourceKind::Kafka) && args.source != "mqtt";
+    let kafka = has(SourceKind::Kafka) && args.source != "mqtt" && !args.retire;
     let mqtt = has(SourceKind::Mqtt) && args.source != "kafka";
+    if args.retire && !mqtt {
+        anyhow::bail!("--retire is for an MQTT ingest, and the config has no MQTT feed");
+    }
+    let retire = args.retire;
     if !kafka && !mqtt {
         anyhow::bail!(
             "the config has no feed of the chosen source ({}): nothing to consume",
@@ -100,6 +110,7 @@ fn ingest(args: &Args) -> anyhow::Result<bool> {
                     &readiness,
                     handle,
                     cancel.clone(),
+                    retire,
                 );
                 if result.is_err() {
                     cancel.cancel();

@@ -141,7 +141,13 @@ max_bytes = 268435456
 
     /// Starts run `run` of ingest process `name`: a restart keeps the client id and spool,
     /// the log is the run's own.
-    fn ingest_run(&self, name: &str, run: &str, mqtt_extra: &str, extra: &str) -> Ingest {
+    pub(crate) fn ingest_run(
+        &self,
+        name: &str,
+        run: &str,
+        mqtt_extra: &str,
+        extra: &str,
+    ) -> Ingest {
         let config = self.config(name, mqtt_extra, extra);
         Ingest::spawn(&config, self.dir.path(), run)
     }

@@ -95,3 +95,82 @@ async fn three_kafka_ingests_one_killed_one_stopped_the_others_take_over_losing_
         "the load was over before the takeovers: {at_stop} rows"
     );
 }
+
+/// Rows stored now, once they have stopped growing for two seconds.
+async fn settled_rows(tables: &impl ProofTables) -> f64 {
+    let mut last = tables.count("SELECT count() FROM {db}.events").await;
+    let mut since = Instant::now();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while since.elapsed() < Duration::from_secs(2) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let n = tables.count("SELECT count() FROM {db}.events").await;
+        if n != last {
+            last = n;
+            since = Instant::now();
+        }
+    }
+    last
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_mqtt_ingest_retired_for_good_strands_nothing_of_its_share() {
+    use crate::ingest_mqtt::{Rig as MqttRig, good_load, publish, roomy_broker, wait_connected};
+    let rig = MqttRig::with_broker(roomy_broker()).await;
+    let load = good_load(30_000);
+    let shared = "shared_group = \"proof\"\nconnections = 2";
+    let a = rig.ingest_run("a", "a", shared, "");
+    let mut b = rig.ingest_run("b", "b", shared, "");
+    wait_connected(&a, 2.0).await;
+    wait_connected(&b, 2.0).await;
+    let port = rig.mosquitto.port();
+    let (first, rest) = load.messages.split_at(10_000);
+    let (second, third) = rest.split_at(10_000);
+    assert_eq!(publish(port, first).await, 10_000);
+    rig.wait_for_rows(20_000.0, Duration::from_secs(60)).await;
+
+    // b stops for good; its sessions stay at the broker, which keeps handing them their share.
+    assert_eq!(
+        b.terminate(Duration::from_secs(30)),
+        Some(0),
+        "{}",
+        b.log_text()
+    );
+    assert_eq!(publish(port, second).await, 10_000);
+    a.wait_settled().await;
+    let before = settled_rows(&rig).await;
+    let stranded = 40_000.0 - before;
+    eprintln!("with b stopped: {before} rows of 40000, {stranded} waiting for b's sessions");
+    assert!(
+        stranded > 2_000.0,
+        "b's sessions got no share: {before} rows"
+    );
+
+    // Retired: b's config, --retire. It takes what the broker queued for its sessions, stores
+    // it, ends the sessions and exits 0.
+    let config = rig.config("b", shared, "");
+    let started = Instant::now();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cityops"))
+        .args(["ingest", "--retire", "--config", config.to_str().unwrap()])
+        .args(["--listen-addr", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "retire failed:\n{log}");
+    assert!(
+        log.contains("retired: everything the sessions received is stored"),
+        "{log}"
+    );
+    let n = rig.wait_for_rows(40_000.0, Duration::from_secs(60)).await;
+    eprintln!(
+        "retired in {:.1} s; {n} rows of 40000",
+        started.elapsed().as_secs_f64()
+    );
+    assert_eq!(n, 40_000.0, "{log}");
+
+    // The broker no longer has b's sessions: everything published now goes to a.
+    assert_eq!(publish(port, third).await, 10_000);
+    let n = rig.wait_for_rows(60_000.0, Duration::from_secs(60)).await;
+    assert_eq!(n, 60_000.0, "{}", a.log_text());
+    a.wait_settled().await;
+    rig.assert_rows_equal_source(&load.expected).await;
+}
