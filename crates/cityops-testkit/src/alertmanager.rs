@@ -21,8 +21,12 @@ impl ServiceSpec for AlertmanagerSpec {
     }
 }
 
-/// A running Alertmanager on 127.0.0.1 (clustering off) with `deploy/local/alertmanager.yml`.
+/// A running Alertmanager on 127.0.0.1 (clustering off, or a peer of a cluster) with
+/// `deploy/local/alertmanager.yml`.
 pub type Alertmanager = Instance<AlertmanagerSpec>;
+
+/// How long a peer of a test cluster waits per position before notifying.
+pub const CLUSTER_PEER_TIMEOUT: Duration = Duration::from_secs(2);
 
 impl Alertmanager {
     /// Starts a fresh instance on a free port and waits until it is ready.
@@ -38,7 +42,43 @@ impl Alertmanager {
         ))
     }
 
+    /// `peers` Alertmanagers gossiping as one cluster on loopback, each posting its
+    /// notifications to the webhook `url` as [`Alertmanager::start_notifying`]. Peers wait
+    /// [`CLUSTER_PEER_TIMEOUT`] per position before notifying what another may have notified
+    /// (Alertmanager's default is 15 s), so that a duplicate would show within seconds.
+    pub fn start_cluster_notifying(url: &str, peers: usize) -> Vec<Self> {
+        let receiver =
+            format!("    webhook_configs:\n      - url: \"{url}\"\n        send_resolved: true\n");
+        let ports: Vec<u16> = (0..peers).map(|_| crate::free_port()).collect();
+        ports
+            .iter()
+            .map(|&own| {
+                let mut args = vec![
+                    format!("--cluster.listen-address=127.0.0.1:{own}"),
+                    format!(
+                        "--cluster.peer-timeout={}ms",
+                        CLUSTER_PEER_TIMEOUT.as_millis()
+                    ),
+                    "--cluster.gossip-interval=100ms".to_owned(),
+                    "--cluster.pushpull-interval=2s".to_owned(),
+                    "--cluster.settle-timeout=5s".to_owned(),
+                ];
+                args.extend(
+                    ports
+                        .iter()
+                        .filter(|p| **p != own)
+                        .map(|p| format!("--cluster.peer=127.0.0.1:{p}")),
+                );
+                Self::start_with(&receiver, args)
+            })
+            .collect()
+    }
+
     fn start_with_receiver(receiver_config: &str) -> Self {
+        Self::start_with(receiver_config, vec!["--cluster.listen-address=".into()])
+    }
+
+    fn start_with(receiver_config: &str, cluster_args: Vec<String>) -> Self {
         let binary = require_binary("prometheus-alertmanager");
         let dir = instance_dir("alertmanager");
         make_dirs(dir.path(), &["conf", "data", "log"]);
@@ -50,15 +90,16 @@ impl Alertmanager {
         }
         config.push_str(receiver_config);
         std::fs::write(&conf, config).expect("write alertmanager.yml");
+        let mut args = vec![
+            format!("--config.file={}", conf.display()),
+            format!("--storage.path={}", dir.path().join("data").display()),
+            format!("--web.listen-address=127.0.0.1:{port}"),
+        ];
+        args.extend(cluster_args);
         let process = ServiceProcess::new(
             "alertmanager",
             binary,
-            vec![
-                format!("--config.file={}", conf.display()),
-                format!("--storage.path={}", dir.path().join("data").display()),
-                format!("--web.listen-address=127.0.0.1:{port}"),
-                "--cluster.listen-address=".into(),
-            ],
+            args,
             dir.path(),
             dir.path().join("log/stdout.log"),
         );
@@ -90,6 +131,18 @@ impl Alertmanager {
             );
         }
         Ok(())
+    }
+
+    /// The peers this instance's cluster status lists (`GET /api/v2/status`), itself included.
+    pub async fn cluster_peers(&self) -> anyhow::Result<usize> {
+        let status: serde_json::Value = reqwest::Client::new()
+            .get(format!("{}/api/v2/status", self.url()))
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await?
+            .json()
+            .await?;
+        Ok(status["cluster"]["peers"].as_array().map_or(0, Vec::len))
     }
 
     /// The alerts Alertmanager holds (`GET /api/v2/alerts`).

@@ -27,7 +27,7 @@ mod support;
 mod tls;
 mod zookeeper;
 
-pub use alertmanager::{Alertmanager, AlertmanagerSpec};
+pub use alertmanager::{Alertmanager, AlertmanagerSpec, CLUSTER_PEER_TIMEOUT};
 pub use browser::{Browser, Element, png_size, screenshot_dir};
 pub use clickhouse::{ClickHouseCluster, ClickHouseServer, ClickHouseSpec};
 pub use fault_proxy::FaultProxy;
