@@ -9,6 +9,7 @@
 #   - chDB (the current ClickHouse engine in-process), pinned, cached per user, for SQL checks
 #   - Grafana's foundation SDK (the dashboard schema), pinned, cached per user, for the dashboards
 #   - kubernetes-validate (Kubernetes' resource schemas), pinned, cached per user, for deploy/kubernetes
+#   - the Compose Specification's schema (from a pinned docker-compose wheel), for deploy/compose
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
@@ -115,6 +116,21 @@ if [ ! -d "$KUBERNETES_VALIDATE_DIR/kubernetes_validate" ]; then
     "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION"
   rm -rf "$KUBERNETES_VALIDATE_DIR"
   mv "$KUBERNETES_VALIDATE_DIR.tmp" "$KUBERNETES_VALIDATE_DIR"
+fi
+
+# The Compose Specification's schema (from the docker-compose wheel, nothing installed); the
+# deployment tests find it under CITYOPS_CACHE_DIR.
+if [ ! -f "$COMPOSE_SPEC_FILE" ]; then
+  say "deps: fetching the Compose Specification schema (docker-compose 1.29.2 wheel from PyPI)"
+  tmp=$(mktemp -d)
+  pip_quiet download --no-deps --only-binary=:all: -d "$tmp" "docker-compose==1.29.2"
+  echo "$COMPOSE_SPEC_WHEEL_SHA256  $tmp/$COMPOSE_SPEC_WHEEL" | sha256sum -c --quiet - \
+    || fail "the docker-compose wheel does not match its pinned sha256"
+  mkdir -p "$(dirname "$COMPOSE_SPEC_FILE")"
+  python3 -c 'import sys, zipfile; sys.stdout.buffer.write(zipfile.ZipFile(sys.argv[1]).read("compose/config/compose_spec.json"))' \
+    "$tmp/$COMPOSE_SPEC_WHEEL" >"$COMPOSE_SPEC_FILE.tmp"
+  mv "$COMPOSE_SPEC_FILE.tmp" "$COMPOSE_SPEC_FILE"
+  rm -rf "$tmp"
 fi
 
 # Grafana's dashboard schema models; the dashboard tests find them under CITYOPS_CACHE_DIR.

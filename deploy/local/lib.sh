@@ -46,6 +46,11 @@ GRAFANA_SDK_DIR=$CACHE_DIR/grafana-foundation-sdk/1769699379-11.6.0
 # deploy/kubernetes (crates/cityops/tests/cli/deployment.rs).
 KUBERNETES_VALIDATE_VERSION=1.37.0
 KUBERNETES_VALIDATE_DIR=$CACHE_DIR/kubernetes-validate/$KUBERNETES_VALIDATE_VERSION
+# The Compose Specification's JSON schema, as docker-compose 1.29.2 ships it (pinned wheel,
+# sha256-checked), for checking deploy/compose/compose.yaml without a container engine.
+COMPOSE_SPEC_WHEEL=docker_compose-1.29.2-py2.py3-none-any.whl
+COMPOSE_SPEC_WHEEL_SHA256=8d5589373b35c8d3b1c8c1182c6e4a4ff14bffa3dd0b605fcd08f73c94cef809
+COMPOSE_SPEC_FILE=$CACHE_DIR/compose-spec/1.29.2/compose_spec.json
 
 SERVICES=(mosquitto clickhouse tansu prometheus alertmanager)
 

@@ -1,5 +1,7 @@
 //! The deployment files checked as the tools that run them would: the systemd units by
-//! `systemd-analyze verify` and `systemd-analyze security`, and against the shipped config.
+//! `systemd-analyze verify` and `systemd-analyze security`, the Kubernetes manifests against
+//! Kubernetes' schemas, the compose file against the Compose Specification's schema, and each
+//! against the shipped config and the repository.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -332,5 +334,204 @@ fn the_kubernetes_manifests_and_the_shipped_config_agree() {
                 rule.display()
             );
         }
+    }
+}
+
+fn compose_dir() -> PathBuf {
+    crate::repo_root().join("deploy/compose")
+}
+
+/// Runs deploy/compose/check.py on `file` (the Compose Specification's schema, jsonschema and
+/// PyYAML from `make deps`); with `json`, it also writes the file there as JSON.
+fn check_compose(file: &Path, json: Option<&Path>) -> (ExitStatus, String) {
+    let cache = cityops_testkit::cache_dir();
+    let schema = cache.join("compose-spec/1.29.2/compose_spec.json");
+    let python = cache.join("kubernetes-validate/1.37.0");
+    assert!(
+        schema.is_file() && python.join("jsonschema").is_dir(),
+        "{} or jsonschema is missing: run `make deps`",
+        schema.display()
+    );
+    let mut command = Command::new("python3");
+    command
+        .arg(compose_dir().join("check.py"))
+        .arg(&schema)
+        .arg(file)
+        .env("PYTHONPATH", &python);
+    if let Some(json) = json {
+        command.arg("--json").arg(json);
+    }
+    run(&mut command)
+}
+
+#[test]
+fn the_compose_file_fits_the_compose_specification() {
+    let (status, said) = check_compose(&compose_dir().join("compose.yaml"), None);
+    assert!(
+        status.success() && said.contains("0 problems"),
+        "check.py {status}:\n{said}"
+    );
+    // And the check is not blind: a key the specification does not have is reported.
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("compose.yaml");
+    let text = std::fs::read_to_string(compose_dir().join("compose.yaml")).unwrap();
+    std::fs::write(
+        &bad,
+        text.replacen("stop_grace_period:", "stop_grace_periods:", 1),
+    )
+    .unwrap();
+    let (status, said) = check_compose(&bad, None);
+    assert!(
+        !status.success() && said.contains("'stop_grace_periods' does not match"),
+        "{said}"
+    );
+}
+
+/// The compose file against the repository: every file it mounts exists, every port is
+/// published on 127.0.0.1 only, the cityops services' environment is one the shipped config
+/// reads and puts their state on their volumes, Grafana gets every variable its provisioning
+/// files use, Prometheus scrapes the ports the services listen on.
+#[test]
+fn the_compose_file_and_the_repository_agree() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("compose.json");
+    let (status, said) = check_compose(&compose_dir().join("compose.yaml"), Some(&json));
+    assert!(status.success(), "{said}");
+    let compose: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let services = compose["services"].as_object().unwrap();
+    let config_text =
+        std::fs::read_to_string(crate::repo_root().join("deploy/config/cityops.toml")).unwrap();
+    let dockerfile = std::fs::read_to_string(compose_dir().join("Dockerfile")).unwrap();
+    assert!(
+        dockerfile.contains("COPY deploy/config/cityops.toml /etc/cityops/config/cityops.toml")
+            && dockerfile.contains("COPY deploy/rules/ /etc/cityops/rules/")
+            && dockerfile.contains("/usr/bin/cityops"),
+        "the image holds the binary, the config and the rules where the services look"
+    );
+    // `${NAME:?...}` and `${NAME}` are filled in from the .env file at `up`.
+    let secret = |value: &str| {
+        if value.starts_with("${") {
+            "trial-secret".to_owned()
+        } else {
+            value.to_owned()
+        }
+    };
+    let mut cityops_services = 0;
+    for (name, service) in services {
+        for port in service["ports"].as_array().into_iter().flatten() {
+            let port = port.as_str().unwrap();
+            assert!(
+                port.starts_with("127.0.0.1:"),
+                "{name} publishes {port} beyond this host"
+            );
+        }
+        for volume in service["volumes"].as_array().into_iter().flatten() {
+            let source = volume.as_str().unwrap().split(':').next().unwrap();
+            if source.starts_with('.') {
+                assert!(
+                    compose_dir().join(source).exists(),
+                    "{name} mounts {source}, which is not in the repository"
+                );
+            }
+        }
+        if service["image"] != "cityops:0.1.0" {
+            continue;
+        }
+        cityops_services += 1;
+        let env: BTreeMap<String, String> = service["environment"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.clone(), secret(v.as_str().unwrap())))
+            .collect();
+        for key in env.keys() {
+            assert!(
+                config_text.contains(&format!("${{{key}")),
+                "{name} sets {key}, which deploy/config/cityops.toml does not read"
+            );
+        }
+        let command: Vec<&str> = service["command"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c.as_str().unwrap())
+            .collect();
+        if command[0] != "sim" {
+            assert_eq!(
+                command[1..3],
+                ["--config", "/etc/cityops/config/cityops.toml"],
+                "{name}"
+            );
+        }
+        let config =
+            cityops_config::Config::from_str_with_env(&config_text, &|k| env.get(k).cloned())
+                .unwrap_or_else(|e| panic!("the shipped config with {name}'s environment: {e}"));
+        let mounted = |path: &Path| {
+            service["volumes"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|v| v.as_str()?.split(':').nth(1))
+                .any(|target| path.starts_with(target))
+        };
+        match command[0] {
+            "ingest" => {
+                assert!(mounted(&config.mqtt.spool.dir), "the spool is on a volume");
+                let grace = service["stop_grace_period"].as_str().unwrap();
+                let grace_ms: u64 = grace.trim_end_matches('s').parse::<u64>().unwrap() * 1000;
+                assert!(
+                    grace_ms > config.ingest.shutdown_deadline_ms + 10_000,
+                    "{grace}"
+                );
+            }
+            "alert" => assert!(mounted(&config.alert.state_dir), "the state is on a volume"),
+            _ => {}
+        }
+        for rule in &config.alert.rule_files {
+            let name = rule.file_name().unwrap();
+            assert!(
+                rule.starts_with("../rules")
+                    && crate::repo_root().join("deploy/rules").join(name).exists(),
+                "{} is not among the image's rules",
+                rule.display()
+            );
+        }
+    }
+    assert_eq!(cityops_services, 4, "migrate, ingest, alert, sim");
+
+    // Grafana: every ${NAME} of the provisioning files is in its environment.
+    let grafana = services["grafana"]["environment"].as_object().unwrap();
+    for file in ["datasources/cityops.yaml", "dashboards/cityops.yaml"] {
+        let text = std::fs::read_to_string(
+            crate::repo_root()
+                .join("dashboards/provisioning")
+                .join(file),
+        )
+        .unwrap();
+        let settings: Vec<&str> = text
+            .lines()
+            .filter(|l| !l.trim_start().starts_with('#'))
+            .collect();
+        for part in settings.join("\n").split("${").skip(1) {
+            let name = part.split('}').next().unwrap();
+            assert!(
+                grafana.contains_key(name),
+                "Grafana lacks {name} for {file}"
+            );
+        }
+    }
+    // Prometheus scrapes each cityops service on the port it listens on.
+    let prometheus = std::fs::read_to_string(compose_dir().join("prometheus.yml")).unwrap();
+    for (service, port) in [("ingest", "9464"), ("alert", "9465"), ("sim", "9466")] {
+        assert!(
+            prometheus.contains(&format!("\"{service}:{port}\"")),
+            "{service}"
+        );
+        let command = services[service]["command"].to_string();
+        assert!(
+            command.contains(&format!("0.0.0.0:{port}")),
+            "{service}: {command}"
+        );
     }
 }
