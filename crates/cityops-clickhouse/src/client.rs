@@ -208,6 +208,107 @@ impl ClickHouse {
     {
         fetch_with(&self.client(), sql, what, self.query_timeout).await
     }
+
+    /// Reads rows from every replica (a query over [`ClickHouse::on_every_replica`]). On a
+    /// cluster with a replica that does not answer, the replicas that do must hold all it
+    /// could: for each shard of `tables` some answering replica has pulled the whole
+    /// replication log and fetched every part it names. Then the query reads the answering
+    /// replicas only; otherwise it fails (to be retried) and says which shard is short. With
+    /// no `tables`, replicas that do not answer are simply left out.
+    pub(crate) async fn fetch_from_every_replica<T>(
+        &self,
+        tables: &[&str],
+        sql: &str,
+        what: &str,
+    ) -> Result<Vec<T>, Error>
+    where
+        T: clickhouse::RowOwned + clickhouse::RowRead,
+    {
+        let Some(cluster) = &self.cluster else {
+            return self.fetch_here(sql, what).await;
+        };
+        let tolerant = self.client().with_setting("skip_unavailable_shards", "1");
+        if tables.is_empty() {
+            return fetch_with(&tolerant, sql, what, self.query_timeout).await;
+        }
+        let listed: Vec<String> = tables
+            .iter()
+            .map(|t| format!("'{t}{}'", crate::cluster::LOCAL_SUFFIX))
+            .collect();
+        let replicas_sql = format!(
+            "SELECT zookeeper_path AS path, any(total_replicas) AS total, count() AS answering, \
+             max(inserts_in_queue = 0 AND log_pointer > log_max_index) AS complete, \
+             max(inserts_in_queue = 0 AND log_pointer = 0 AND log_max_index = 0) AS maybe_empty \
+             FROM {} WHERE database = '{}' AND table IN ({}) GROUP BY zookeeper_path",
+            self.system_on_every_replica("replicas"),
+            self.database,
+            listed.join(", ")
+        );
+        let shards: Vec<ShardReplicas> = fetch_with(
+            &tolerant,
+            &replicas_sql,
+            "read the replicas' state",
+            self.query_timeout,
+        )
+        .await?;
+        let expected = cluster.shards as usize * tables.len();
+        let mut short = Vec::new();
+        for s in shards
+            .iter()
+            .filter(|s| s.answering < u64::from(s.total) && s.complete == 0)
+        {
+            // 0 and 0 is a log never written to, or one entry not pulled yet: ZooKeeper tells.
+            if s.maybe_empty == 1 {
+                let log = format!(
+                    "SELECT count() AS n FROM system.zookeeper WHERE path = '{}/log'",
+                    s.path.replace('\'', "")
+                );
+                let entries: Vec<LogEntries> = fetch_with(
+                    &tolerant,
+                    &log,
+                    "read a replication log",
+                    self.query_timeout,
+                )
+                .await?;
+                if entries.first().is_some_and(|e| e.n == 0) {
+                    continue;
+                }
+            }
+            short.push(format!(
+                "{} ({} of {} replicas answer, none up to date)",
+                s.path, s.answering, s.total
+            ));
+        }
+        if shards.len() < expected || !short.is_empty() {
+            return Err(Error::Cluster {
+                name: cluster.name.clone(),
+                reason: format!(
+                    "cannot tell what is stored ({what}): {} of {expected} shard tables answer; {}",
+                    shards.len(),
+                    if short.is_empty() {
+                        "a whole shard is down".to_owned()
+                    } else {
+                        short.join("; ")
+                    }
+                ),
+            });
+        }
+        fetch_with(&tolerant, sql, what, self.query_timeout).await
+    }
+}
+
+#[derive(Deserialize, clickhouse::Row)]
+struct ShardReplicas {
+    path: String,
+    total: u8,
+    answering: u64,
+    complete: u8,
+    maybe_empty: u8,
+}
+
+#[derive(Deserialize, clickhouse::Row)]
+struct LogEntries {
+    n: u64,
 }
 
 /// Reads the cluster `name` and its all-replicas twin from `system.clusters`, and checks that

@@ -186,7 +186,10 @@ impl ClickHouse {
              WHERE startsWith(initial_query_id, '{INGEST_QUERY_ID_PREFIX}')",
             self.system_on_every_replica("processes")
         );
-        let rows: Vec<QueryIdRow> = self.fetch_here(&sql, "list running ingest inserts").await?;
+        // A replica that does not answer runs nothing; skipping it is enough here.
+        let rows: Vec<QueryIdRow> = self
+            .fetch_from_every_replica(&[], &sql, "list running ingest inserts")
+            .await?;
         Ok(rows.into_iter().map(|r| r.query_id).collect())
     }
 
@@ -265,8 +268,9 @@ impl ClickHouse {
     /// `max(source_offset)` of `events` and of `rejects` (refused rows excluded) for the rows
     /// of `source_kind` matching `filter`, grouped by `group_by` and the daily partition, with
     /// `topic` as the topic. On a cluster every replica is read: a part acknowledged by one
-    /// replica counts as stored before the others have fetched it (and a replica that cannot be
-    /// read fails the check, to be retried, rather than hide what it holds).
+    /// replica counts as stored before the others have fetched it. A replica that does not
+    /// answer is left out only when another replica of its shard has everything it could hold
+    /// (see [`ClickHouse::fetch_from_every_replica`]); otherwise the check fails, to be retried.
     async fn highest_offsets(
         &self,
         source_kind: &str,
@@ -283,14 +287,17 @@ impl ClickHouse {
                 kind = quote(source_kind),
             )
         };
+        let tables = ["events", "rejects"];
         let events = self
-            .fetch_here::<OffsetRow>(
+            .fetch_from_every_replica::<OffsetRow>(
+                &tables,
                 &query(&self.on_every_replica("events"), "ts", ""),
                 "read stored event offsets",
             )
             .await?;
         let rejects = self
-            .fetch_here::<OffsetRow>(
+            .fetch_from_every_replica::<OffsetRow>(
+                &tables,
                 &query(
                     &self.on_every_replica("rejects"),
                     "received_at",

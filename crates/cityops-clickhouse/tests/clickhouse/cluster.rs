@@ -237,3 +237,75 @@ async fn a_cluster_the_servers_do_not_define_is_a_clear_error() {
         "{error}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replica_that_is_down_is_left_out_only_when_its_shard_has_all_it_held() {
+    let mut cluster = ClickHouseCluster::start(2, 2);
+    let ch = ClickHouse::connect(&cluster.config("cityops", (2, 1)))
+        .await
+        .unwrap();
+    migrate(&ch, RETENTION, false).await.unwrap();
+    let insert = |offset: u32| {
+        format!(
+            "INSERT INTO cityops.events_local (event_id, ts, feed, domain, entity_id, metric, value, source_kind, source_topic, source_partition, source_offset) \
+             VALUES (toUUID('0b6f3c52-1d2e-4f5a-9b8c-{offset:012}'), toDateTime(1796169600, 'UTC'), 'water_level', 'water', 'g', 'water_level', 1, 'kafka', 't', 0, {offset})"
+        )
+    };
+    let highest = async |ch: &ClickHouse| {
+        ch.stored_offsets("kafka", &["t".to_owned()])
+            .await
+            .map(|(events, _)| events[&("t".to_owned(), 0)].values().copied().max())
+    };
+    cluster.node(1, 1).sql(&insert(10)).await.unwrap();
+    for replica in [1, 2] {
+        cluster
+            .node(1, replica)
+            .sql("SYSTEM SYNC REPLICA cityops.events_local")
+            .await
+            .unwrap();
+    }
+
+    // Shard 1's replica 2 down, replica 1 has everything: the check answers without it.
+    cluster.node_mut(1, 2).kill9();
+    assert_eq!(highest(&ch).await.unwrap(), Some(10));
+    cluster.node_mut(1, 2).start_again();
+
+    // Replica 1 stops fetching; replica 2 takes offset 20 and dies before replica 1 has it.
+    cluster
+        .node(1, 1)
+        .sql("SYSTEM STOP FETCHES cityops.events_local")
+        .await
+        .unwrap();
+    cluster.node(1, 2).sql(&insert(20)).await.unwrap();
+    wait_for(
+        cluster.node(1, 1),
+        "SELECT inserts_in_queue FROM system.replicas WHERE table = 'events_local'",
+        "1",
+    )
+    .await;
+    cluster.node_mut(1, 2).kill9();
+    cluster
+        .node(1, 1)
+        .sql("SYSTEM START FETCHES cityops.events_local")
+        .await
+        .unwrap();
+    let refused = highest(&ch)
+        .await
+        .expect_err("offset 20 is only on the dead replica");
+    let said = refused.to_string();
+    assert!(
+        said.contains("/clickhouse/tables/01/cityops/events_local")
+            && said.contains("1 of 2 replicas answer, none up to date"),
+        "{said}"
+    );
+    // Back, it hands offset 20 over and the check sees it.
+    cluster.node_mut(1, 2).start_again();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match highest(&ch).await {
+            Ok(Some(20)) => break,
+            seen => assert!(Instant::now() < deadline, "after the restart: {seen:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

@@ -67,14 +67,26 @@ async fn a_load_through_the_cluster_survives_a_replica_killed_and_a_shard_restar
         25,
         Duration::from_millis(1_000),
     );
-    let ingest = Ingest::spawn(&config, dir.path(), "ingest");
+    let mut ingest = Ingest::spawn(&config, dir.path(), "ingest");
     let mut schedule = Vec::new();
 
-    // One replica of shard 1 killed with -9 under load, restarted once more rows are stored.
+    // One replica of shard 1 killed with -9 under load; while it is down the ingest is killed
+    // too, and the next one's stored-offset check goes on without the dead replica (its shard's
+    // other replica holds everything); the replica is restarted once more rows are stored.
     let n = wait_for_more(cluster.node(1, 1), 0.0, &ingest, "the start").await;
     cluster.node_mut(1, 2).kill9();
     schedule.push(format!("shard 1 replica 2 killed with -9 at {n} rows"));
     let n = wait_for_more(cluster.node(1, 1), n + 10_000.0, &ingest, "the kill").await;
+    ingest.kill9();
+    schedule.push(format!("the ingest killed with -9 at {n} rows"));
+    let ingest = Ingest::spawn(&config, dir.path(), "ingest-2");
+    let n = wait_for_more(
+        cluster.node(1, 1),
+        n + 10_000.0,
+        &ingest,
+        "the ingest's restart",
+    )
+    .await;
     cluster.node_mut(1, 2).start_again();
     schedule.push(format!("shard 1 replica 2 started again at {n} rows"));
 
