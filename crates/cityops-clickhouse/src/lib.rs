@@ -19,7 +19,10 @@ mod version;
 /// The `clickhouse` client's error, as [`classify`] takes it.
 pub use clickhouse::error::Error as ClickHouseError;
 pub use client::{ClickHouse, Cluster};
-pub use cluster::{DEDUPLICATION_WINDOW_BLOCKS, LOCAL_SUFFIX, all_replicas_cluster, clustered};
+pub use cluster::{
+    DEDUPLICATION_WINDOW_BLOCKS, LOCAL_SUFFIX, all_replicas_cluster,
+    bootstrap as cluster_bootstrap, clustered,
+};
 pub use migrations::{
     MIGRATIONS, Migration, MigrationOutcome, MigrationReport, RetentionDays, migrate,
     ttl_statements,

@@ -1,8 +1,9 @@
 //! The modern path on the ClickHouse 26.9 engine through chDB: every migration (including the
-//! modern-only ones), the TTL statements, and the example queries.
+//! modern-only ones), the TTL statements, and the example queries; and the cluster schema's
+//! statements, which chDB (one process, no cluster) can parse but not run.
 
 use super::examples::{example_queries, seed_statements};
-use cityops_clickhouse::{MIGRATIONS, RetentionDays, ttl_statements};
+use cityops_clickhouse::{MIGRATIONS, RetentionDays, cluster_bootstrap, clustered, ttl_statements};
 use cityops_testkit::{cache_dir, repo_root};
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -56,6 +57,39 @@ fn modern_ddl_ttl_and_example_queries_run_on_clickhouse_26() {
                 "example query {what:?} found no rows on ClickHouse 26"
             );
         }
+    }
+}
+
+#[test]
+fn the_cluster_schema_parses_on_clickhouse_26() {
+    let mut statements: Vec<String> = cluster_bootstrap("cityops", "iot").to_vec();
+    statements.extend(MIGRATIONS.iter().flat_map(|m| {
+        m.statements("cityops")
+            .iter()
+            .flat_map(|s| clustered(s, "cityops", "iot"))
+            .collect::<Vec<_>>()
+    }));
+    // The TTL statements as migrate sends them to a cluster (see migrations.rs).
+    statements.push(
+        "ALTER TABLE cityops.events_local ON CLUSTER iot MODIFY TTL ts + INTERVAL 365 DAY".into(),
+    );
+    assert!(statements.len() > 20, "{statements:?}");
+    let explained: Vec<String> = statements
+        .iter()
+        .map(|s| format!("EXPLAIN AST {s}"))
+        .collect();
+    let report = run_on_chdb(&explained);
+    for (result, statement) in report["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(&statements)
+    {
+        assert_eq!(
+            result["ok"], true,
+            "the cluster statement does not parse on ClickHouse 26: {}\n{statement}",
+            result["error"]
+        );
     }
 }
 
