@@ -121,3 +121,33 @@ ready() {
     alertmanager) curl -fsS --max-time 2 -o /dev/null "http://127.0.0.1:$ALERTMANAGER_PORT/-/ready" 2>/dev/null ;;
   esac
 }
+
+# launch NAME PORT COMMAND...: starts a service in its own process group from its data
+# directory, logging to its log directory, and records its pid; a service that runs already is
+# left alone, a port another process holds is an error.
+launch() {
+  local name=$1 port=$2 dir=$STATE_DIR/$1
+  shift 2
+  mkdir -p "$dir"/{conf,data,log,run}
+  if running "$name"; then return 0; fi
+  if port_open "$port"; then
+    fail "$name: port $port is taken by another process; set CITYOPS_*_PORT (see deploy/local/lib.sh)"
+  fi
+  (cd "$dir/data" && exec setsid "$@" >>"$dir/log/stdout.log" 2>&1 </dev/null) &
+  echo $! >"$(pid_file "$name")"
+}
+
+# wait_for NAME SECONDS CHECK...: waits until CHECK succeeds; if the service dies or time runs
+# out, shows the last lines of its logs and fails.
+wait_for() {
+  local name=$1 deadline=$((SECONDS + $2))
+  shift 2
+  until "$@"; do
+    if ! running "$name" || ((SECONDS >= deadline)); then
+      say "error: $name did not become ready; last lines of its logs ($STATE_DIR/$name/log):" >&2
+      tail -n 20 "$STATE_DIR/$name"/log/*.log >&2 2>/dev/null || true
+      exit 1
+    fi
+    sleep 0.2
+  done
+}

@@ -20,31 +20,6 @@ CITYOPS_BIN=${CITYOPS_BIN:-$REPO_DIR/target/release/cityops}
 [ -f /usr/share/java/zookeeper.jar ] && command -v java >/dev/null || fail "zookeeper is not installed: run 'make deps'"
 command -v clickhouse-server >/dev/null || fail "clickhouse-server is not installed: run 'make deps'"
 
-# launch NAME PORT COMMAND...: starts a service in its own process group unless it runs.
-launch() {
-  local name=$1 port=$2
-  shift 2
-  mkdir -p "$STATE_DIR/$name"/{conf,data,log,run}
-  if running "$name"; then return 0; fi
-  port_open "$port" && fail "$name: port $port is taken by another process"
-  (cd "$STATE_DIR/$name/data" && exec setsid "$@" >>"$STATE_DIR/$name/log/stdout.log" 2>&1 </dev/null) &
-  echo $! >"$(pid_file "$name")"
-}
-
-# wait_for NAME SECONDS CHECK...: waits until CHECK succeeds; on failure shows the log.
-wait_for() {
-  local name=$1 deadline=$((SECONDS + $2))
-  shift 2
-  until "$@"; do
-    if ! running "$name" || ((SECONDS >= deadline)); then
-      say "error: $name did not become ready; last lines of $STATE_DIR/$name/log:" >&2
-      tail -n 20 "$STATE_DIR/$name"/log/*.log >&2 2>/dev/null || true
-      exit 1
-    fi
-    sleep 0.3
-  done
-}
-
 # ZooKeeper answers `srvr` with its mode only once it serves sessions (ClickHouse 18.16
 # connecting before that fails its handshake).
 zookeeper_serving() {

@@ -15,30 +15,15 @@ check_binaries() {
   ((${#missing[@]} == 0)) || fail "missing ${missing[*]}: run 'make deps' first"
 }
 
-# start NAME COMMAND...: starts the service in its own process group, records its pid.
+# start NAME COMMAND...: starts the service on its port (lib.sh's launch).
 start() {
-  local name=$1 dir=$STATE_DIR/$1
+  local name=$1
   shift
-  if running "$name"; then return 0; fi
-  if port_open "$(port_of "$name")"; then
-    fail "$name: port $(port_of "$name") is taken by another process; set CITYOPS_*_PORT (see deploy/local/lib.sh)"
-  fi
-  (cd "$dir/data" && exec setsid "$@" >>"$dir/log/stdout.log" 2>&1 </dev/null) &
-  echo $! >"$(pid_file "$name")"
+  launch "$name" "$(port_of "$name")" "$@"
 }
 
-# wait_ready NAME SECONDS: waits for the readiness check; on failure shows the log's last lines.
-wait_ready() {
-  local name=$1 deadline=$((SECONDS + $2))
-  until ready "$name"; do
-    if ! running "$name" || ((SECONDS >= deadline)); then
-      say "error: $name did not become ready; last lines of its logs ($STATE_DIR/$name/log):" >&2
-      tail -n 20 "$STATE_DIR/$name"/log/*.log >&2 2>/dev/null || true
-      exit 1
-    fi
-    sleep 0.2
-  done
-}
+# wait_ready NAME SECONDS: waits for the service's readiness check.
+wait_ready() { wait_for "$1" "$2" ready "$1"; }
 
 prepare() {
   local name=$1
