@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
-# `make test-stress`: the Kafka and MQTT integration tests (the ingest proofs) while stress-ng
-# keeps every core busy, as on a noisy CI machine. STRESS_RUNS=N repeats them N times (default
-# 1) and stops at the first failure; each run's result and duration is printed, then a summary.
-# Logs go to $STRESS_LOG_DIR (default target/test-stress).
+# `make test-stress`: the Kafka and MQTT integration tests (the ingest proofs, several ingests
+# in one group, the ClickHouse cluster proofs) while stress-ng keeps every core busy, as on a
+# noisy CI machine. STRESS_RUNS=N repeats them N times (default 1) and stops at the first
+# failure; each run's result and duration is printed, then a summary. STRESS_TESTS takes the
+# test-name filters, space-separated. Logs go to $STRESS_LOG_DIR (default target/test-stress).
 set -uo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$REPO_DIR"
 
 runs=${STRESS_RUNS:-1}
-filter=${STRESS_TESTS:-ingest_}
+read -r -a filters <<<"${STRESS_TESTS:-ingest_ scale_out cluster::}"
 logs=${STRESS_LOG_DIR:-$REPO_DIR/target/test-stress}
 cores=$(nproc)
 mkdir -p "$logs"
@@ -30,7 +31,7 @@ for run in $(seq "$runs"); do
   stress_pid=$!
   log="$logs/run-$run.log"
   started=$(date +%s)
-  cargo test -p cityops --test cli "$filter" >"$log" 2>&1
+  cargo test -p cityops --test cli -- "${filters[@]}" >"$log" 2>&1
   status=$?
   stop_stress
   summary=$(grep '^test result:' "$log" | tail -n 1)

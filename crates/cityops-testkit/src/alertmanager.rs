@@ -26,7 +26,7 @@ impl ServiceSpec for AlertmanagerSpec {
 pub type Alertmanager = Instance<AlertmanagerSpec>;
 
 /// How long a peer of a test cluster waits per position before notifying.
-pub const CLUSTER_PEER_TIMEOUT: Duration = Duration::from_secs(2);
+pub const CLUSTER_PEER_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl Alertmanager {
     /// Starts a fresh instance on a free port and waits until it is ready.
