@@ -425,15 +425,16 @@ impl Receiver {
     }
 }
 
-/// Runs the receiver until `cancel`; then spools and acknowledges what arrived, disconnects,
-/// and tells the pipeline it finished.
+/// Runs the receiver until `cancel` (or, retiring, until the sessions have delivered all they
+/// had); then spools and acknowledges what arrived, disconnects, and tells the pipeline it
+/// finished. Returns whether it ended because retiring was done.
 fn receive(
     mut r: Receiver,
     mut events: tokio::sync::mpsc::Receiver<SubscriberEvent>,
     runtime: &tokio::runtime::Handle,
     cancel: &CancellationToken,
     failed: &AtomicBool,
-) {
+) -> bool {
     let fail = |error: crate::spool::SpoolError| {
         tracing::error!(%error, "spool failed; acknowledging nothing more");
         failed.store(true, Ordering::SeqCst);
@@ -469,6 +470,7 @@ fn receive(
             r.watchdog();
         }
     }
+    let retired = !cancel.is_cancelled() && !failed.load(Ordering::SeqCst) && r.retired();
     // Spool and acknowledge what already arrived, then disconnect (the sessions stay).
     while let Ok(event) = events.try_recv() {
         r.take(event);
@@ -482,6 +484,7 @@ fn receive(
     r.metrics.mqtt_subscribed.set(0.0);
     r.mqtt_ready.set_ready(false);
     runtime.block_on(r.subscriber.shutdown(Duration::from_secs(2)));
+    retired
 }
 
 /// Runs MQTT ingest until `cancel`: blocks the calling thread (the pipeline), runs the
@@ -759,13 +762,13 @@ pub fn run(
             "batches not stored within the shutdown deadline stay in the spool for the next start"
         );
     }
-    let _ = receiver_thread.join();
+    let retired = receiver_thread.join().unwrap_or(false);
     let summary = pipeline.summary.clone();
     drop(pipeline);
     let _ =
         runtime.block_on(async { tokio::time::timeout(Duration::from_secs(5), writer_task).await });
     if retire {
-        return Ok(end_retired_sessions(&runtime, options(), summary));
+        return Ok(end_retired_sessions(&runtime, options(), summary, retired));
     }
     Ok(summary)
 }
@@ -780,11 +783,15 @@ fn end_retired_sessions(
     runtime: &tokio::runtime::Handle,
     options: cityops_mqtt::SubscriberOptions,
     mut summary: Summary,
+    received_all: bool,
 ) -> Summary {
-    if !summary.drained {
+    if !received_all || !summary.drained {
         tracing::error!(
-            "not retired: not everything received is stored yet; the sessions stay at the broker, run --retire again"
+            received_all,
+            stored_all = summary.drained,
+            "not retired: stopped before the sessions delivered all they had, or before all of it was stored; the sessions stay at the broker, run --retire again"
         );
+        summary.drained = false;
         return summary;
     }
     match runtime.block_on(cityops_mqtt::end_sessions(options)) {

@@ -145,9 +145,39 @@ async fn an_mqtt_ingest_retired_for_good_strands_nothing_of_its_share() {
         "b's sessions got no share: {before} rows"
     );
 
+    let config = rig.config("b", shared, "");
+    // A retire stopped half way (SIGTERM) keeps the sessions: it says so and exits 1.
+    let log_path = rig.dir.path().join("retire-stopped.log");
+    let mut stopped = std::process::Command::new(env!("CARGO_BIN_EXE_cityops"))
+        .args(["ingest", "--retire", "--config", config.to_str().unwrap()])
+        .args(["--listen-addr", "127.0.0.1:0"])
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !std::fs::read_to_string(&log_path)
+        .unwrap_or_default()
+        .contains("spool opened")
+    {
+        assert!(Instant::now() < deadline, "the retire did not start");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(stopped.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let status = stopped.wait().unwrap();
+    let said = std::fs::read_to_string(&log_path).unwrap();
+    // Retiring takes at least 3 quiet seconds after the sessions unsubscribe, so the signal
+    // comes first on any machine that runs this test at all.
+    assert!(
+        status.code() == Some(1) && said.contains("not retired"),
+        "{status}\n{said}"
+    );
+
     // Retired: b's config, --retire. It takes what the broker queued for its sessions, stores
     // it, ends the sessions and exits 0.
-    let config = rig.config("b", shared, "");
     let started = Instant::now();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_cityops"))
         .args(["ingest", "--retire", "--config", config.to_str().unwrap()])
