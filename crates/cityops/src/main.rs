@@ -38,7 +38,8 @@ enum Command {
     Check(check::Args),
     /// Decode one payload with a config's feeds and print events as JSON lines, or the reject.
     Decode(decode::Args),
-    /// Consume the config's Kafka feeds into ClickHouse until SIGTERM (no loss, no duplicates).
+    /// Consume the config's Kafka and MQTT feeds into ClickHouse until SIGTERM (no loss, no
+    /// duplicates), or retire an MQTT ingest for good (`--retire`).
     Ingest(ingest::Args),
     /// Apply pending ClickHouse schema migrations (idempotent; --dry-run prints them).
     Migrate(migrate::MigrateArgs),
