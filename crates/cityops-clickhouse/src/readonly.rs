@@ -139,6 +139,11 @@ impl ReadOnlyClient {
             ("output_format_json_quote_64bit_integers", "0".to_owned()),
             // Errors come as an HTTP status, never after a 200 and half a result.
             ("wait_end_of_query", "1".to_owned()),
+            // On a cluster a subquery over a Distributed table inside a query over another
+            // (`IN`, `JOIN`) runs once, on the node asked, and its result goes to every shard:
+            // the same answer as on one server. ClickHouse's default refuses such queries.
+            // (No effect without Distributed tables.)
+            ("distributed_product_mode", "global".to_owned()),
         ];
         let mut request = self
             .http

@@ -176,11 +176,12 @@ async fn every_dashboard_query_runs_on_the_cluster() {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
+        String::from_utf8_lossy(&out.stdout).into_owned()
     };
     let config = config.to_str().unwrap();
-    run(&["migrate", "--config", config, "--quiet"]);
+    let _ = run(&["migrate", "--config", config, "--quiet"]);
     // Six hours of the city through the Distributed tables, as the demo's history.
-    run(&[
+    let _ = run(&[
         "sim",
         "--seed",
         "7",
@@ -204,6 +205,26 @@ async fn every_dashboard_query_runs_on_the_cluster() {
         )
         .await
         .unwrap();
+    // The alerter's reads on the cluster: the shipped rules (query rules included, as the
+    // read-only user) replayed over the six hours.
+    let at = async |sql: &str| shard.sql(sql).await.unwrap().trim().to_owned();
+    let from = at("SELECT formatDateTime(now() - 21600, '%Y-%m-%dT%H:%M:%SZ', 'UTC')").await;
+    let to = at("SELECT formatDateTime(now(), '%Y-%m-%dT%H:%M:%SZ', 'UTC')").await;
+    let replayed = run(&[
+        "rules", "backtest", "--config", config, "--from", &from, "--to", &to, "--quiet", "--json",
+    ]);
+    let last: serde_json::Value =
+        serde_json::from_str(replayed.lines().last().unwrap_or("{}")).unwrap();
+    eprintln!(
+        "backtest on the cluster: {} events, {} query evaluations ({} failed)",
+        last["events"], last["evaluations"], last["failed_evaluations"]
+    );
+    assert!(
+        last["events"].as_u64().unwrap_or(0) > 100_000
+            && last["evaluations"].as_u64().unwrap_or(0) > 0
+            && last["failed_evaluations"] == 0,
+        "{last}"
+    );
     let entry = cluster.node(2, 2);
     let rows = entry
         .scalar("SELECT count() FROM cityops.events")
