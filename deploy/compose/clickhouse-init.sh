@@ -11,7 +11,8 @@ clickhouse client --user default --password "$CLICKHOUSE_PASSWORD" --multiquery 
 CREATE DATABASE IF NOT EXISTS cityops;
 CREATE SETTINGS PROFILE IF NOT EXISTS cityops_dashboard_limits SETTINGS
     readonly = 1, max_execution_time = 30, max_memory_usage = 1000000000,
-    max_rows_to_read = 500000000, max_result_rows = 100000, result_overflow_mode = 'throw';
+    max_rows_to_read = 500000000, max_result_rows = 100000, result_overflow_mode = 'throw',
+    distributed_product_mode = 'global';
 CREATE USER IF NOT EXISTS cityops_dashboard IDENTIFIED WITH sha256_password BY $dashboard
     SETTINGS PROFILE cityops_dashboard_limits;
 GRANT SELECT ON cityops.* TO cityops_dashboard;
