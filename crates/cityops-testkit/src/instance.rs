@@ -68,6 +68,8 @@ impl<S: ServiceSpec> Instance<S> {
                 Ok(()) => return,
                 Err(message) if !self.process.is_running() => {
                     last = message;
+                    // Reap the exited attempt before the next one.
+                    self.process.kill9();
                     std::thread::sleep(std::time::Duration::from_secs(1));
                 }
                 Err(message) => panic!("{message}"),
