@@ -25,11 +25,30 @@ pub fn cache_dir() -> PathBuf {
 /// A port free on 127.0.0.1 right now, never handed out before by this test process: a
 /// stopped service keeps its ports for `start_again`, and another test must not be given one.
 /// The service binds it a moment later; starts retry on the rare clash.
+///
+/// Ports come from outside the kernel's ephemeral range (`ip_local_port_range`, where it
+/// picks the local ports of outgoing connections): a service stopped mid-test (a ClickHouse
+/// node of a cluster) could otherwise find its port taken, for as long as that connection
+/// lives, by a connection another service opened meanwhile.
 pub fn free_port() -> u16 {
     static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
     let mut given = GIVEN
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let candidates = outside_ephemeral_range();
+    // Test binaries run one after another; each starts at its own place in the range.
+    let start = (std::process::id() as usize).wrapping_mul(7919) % candidates.len().max(1);
+    for i in 0..candidates.len() {
+        let port = candidates[(start + i) % candidates.len()];
+        if given.contains(&port) {
+            continue;
+        }
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            given.push(port);
+            return port;
+        }
+    }
+    // Every such port is taken: fall back to one the kernel chooses.
     loop {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port on 127.0.0.1");
         let port = listener.local_addr().expect("local address").port();
@@ -37,6 +56,24 @@ pub fn free_port() -> u16 {
             given.push(port);
             return port;
         }
+    }
+}
+
+/// Ports the kernel never gives an outgoing connection: above its ephemeral range (61000 and
+/// up by default on Linux), or below it when that leaves too few.
+fn outside_ephemeral_range() -> Vec<u16> {
+    let (low, high) = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|text| {
+            let mut parts = text.split_whitespace().map(|p| p.parse::<u16>().ok());
+            Some((parts.next()??, parts.next()??))
+        })
+        .unwrap_or((32768, 60999));
+    if high < 63_000 {
+        (high + 1..=65_535).collect()
+    } else {
+        // The local stack's fixed ports (deploy/local/lib.sh) are below 20000.
+        (20_000..low.max(20_001)).collect()
     }
 }
 
