@@ -103,11 +103,31 @@ impl ServiceProcess {
         let _ = child.wait();
     }
 
-    /// The last `lines` lines of the log, for failure messages.
+    /// The last `lines` lines of the log, and of any `*.err.log` beside it (where ClickHouse
+    /// writes why it stopped), for failure messages.
     pub fn log_tail(&self, lines: usize) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let all: Vec<&str> = text.lines().collect();
-        all[all.len().saturating_sub(lines)..].join("\n")
+        let tail = |path: &Path| {
+            let text = std::fs::read_to_string(path).unwrap_or_default();
+            // An error log's stack frames would crowd out the messages.
+            let errors = path.to_string_lossy().ends_with(".err.log");
+            let all: Vec<&str> = text
+                .lines()
+                .filter(|l| !errors || l.contains("<Error>") || l.contains("<Fatal>"))
+                .collect();
+            all[all.len().saturating_sub(lines)..].join("\n")
+        };
+        let mut out = tail(&self.log);
+        let beside = self
+            .log
+            .parent()
+            .and_then(|dir| std::fs::read_dir(dir).ok());
+        for entry in beside.into_iter().flatten().filter_map(Result::ok) {
+            let path = entry.path();
+            if path.to_string_lossy().ends_with(".err.log") {
+                out.push_str(&format!("\n--- {}:\n{}", path.display(), tail(&path)));
+            }
+        }
+        out
     }
 
     /// The log file.
