@@ -211,11 +211,21 @@ pub struct ClickHouseCluster {
     nodes: Vec<ClickHouseServer>,
     replicas: u32,
     zookeeper: crate::ZooKeeper,
+    // Last: released once the servers and ZooKeeper are gone.
+    _one_at_a_time: std::sync::MutexGuard<'static, ()>,
 }
+
+/// One cluster at a time per test process: each is five services, and two side by side on a
+/// 2-core machine under load left an `ON CLUSTER` statement unfinished past ClickHouse's
+/// 180 s.
+static CLUSTER_SLOT: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 impl ClickHouseCluster {
     /// Starts ZooKeeper and `shards` × `replicas` servers of a cluster named `cityops`.
     pub fn start(shards: u32, replicas: u32) -> Self {
+        let slot = CLUSTER_SLOT
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let name = "cityops".to_owned();
         let zookeeper = crate::ZooKeeper::start();
         let ports: Vec<Vec<(u16, u16)>> = (0..shards)
@@ -246,6 +256,7 @@ impl ClickHouseCluster {
             nodes,
             replicas,
             zookeeper,
+            _one_at_a_time: slot,
         }
     }
 
