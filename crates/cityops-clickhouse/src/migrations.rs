@@ -274,8 +274,8 @@ pub async fn migrate(
                 None => (table.to_owned(), String::new()),
             };
             let engine = tables.get(&table).map(String::as_str).unwrap_or("");
-            let statement = ttl_statement(db, &table, column, days, engine)
-                .map(|s| s.replacen(&table, &format!("{table}{on_cluster}"), 1));
+            let statement =
+                ttl_statement(db, &format!("{table}{on_cluster}"), column, days, engine);
             if let Some(statement) = statement {
                 if !dry_run {
                     ch.execute(&statement, &format!("set TTL of {table}"))
@@ -302,6 +302,7 @@ pub fn ttl_statements(db: &str, retention: RetentionDays) -> Vec<String> {
 }
 
 /// The statement that brings a table's TTL to `days` (0: none), or `None` when it already is.
+/// `table` may carry an `ON CLUSTER` clause (`events_local ON CLUSTER c`).
 fn ttl_statement(
     db: &str,
     table: &str,
