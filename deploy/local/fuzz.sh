@@ -13,6 +13,9 @@ CARGO="${CARGO:-cargo}"
 # The code under test is safe Rust: without AddressSanitizer a target runs several times
 # faster. FUZZ_SANITIZER=address turns it back on.
 FUZZ_SANITIZER="${FUZZ_SANITIZER:-none}"
+# FUZZ_JOBS=N runs each target in libFuzzer's fork mode with N worker processes (one per
+# core); the parent stops once the workers together reach FUZZ_RUNS executions.
+FUZZ_JOBS="${FUZZ_JOBS:-1}"
 
 command -v cargo-fuzz >/dev/null 2>&1 || "$CARGO" install cargo-fuzz --locked
 
@@ -35,6 +38,10 @@ if [ -n "$FUZZ_SECONDS" ]; then
 else
     limit="-runs=$FUZZ_RUNS"
 fi
+fork=()
+if [ "$FUZZ_JOBS" -gt 1 ]; then
+    fork=("-fork=$FUZZ_JOBS")
+fi
 
 cd fuzz
 RUSTC_BOOTSTRAP=1 "$CARGO" fuzz build -s "$FUZZ_SANITIZER"
@@ -46,13 +53,18 @@ for target in $FUZZ_TARGETS; do
     mkdir -p fuzz/artifacts
     started=$(date +%s)
     (cd fuzz && RUSTC_BOOTSTRAP=1 "$CARGO" fuzz run -s "$FUZZ_SANITIZER" "$target" "corpus/$target" -- \
-        "$limit" -print_final_stats=1 -rss_limit_mb=4096) >"$log" 2>&1 || {
+        "$limit" "${fork[@]}" -print_final_stats=1 -rss_limit_mb=4096) >"$log" 2>&1 || {
         tail -60 "$log"
         echo "fuzz: $target found a problem (log $log, input under fuzz/artifacts/$target/)" >&2
         exit 1
     }
     seconds=$(( $(date +%s) - started ))
-    execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
+    if [ "$FUZZ_JOBS" -gt 1 ]; then
+        # Fork mode's parent reports the workers' total in its progress lines: "#N: cov: ...".
+        execs=$(sed -n 's/^#\([0-9][0-9]*\): cov:.*/\1/p' "$log" | tail -1)
+    else
+        execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
+    fi
     line=$(printf '%-13s %12s executions %6s s  %8s/s' "$target" "${execs:-?}" "$seconds" \
         "$(( ${execs:-0} / (seconds > 0 ? seconds : 1) ))")
     echo "$line"
