@@ -130,6 +130,11 @@ pub struct SpoolConfig {
     /// more messages to share it. 0 syncs as soon as nothing more is waiting.
     #[serde(default)]
     pub sync_delay_ms: u64,
+    /// While the spool is full, QoS 0 deliveries (of which the broker keeps no copy) wait in
+    /// memory up to this many bytes of payload and topic; beyond it the oldest are dropped and
+    /// counted. QoS 1 deliveries are never dropped: the broker keeps them.
+    #[serde(default = "default_held_qos0_max_bytes")]
+    pub held_qos0_max_bytes: u64,
 }
 
 fn default_host() -> String {
@@ -177,6 +182,9 @@ fn default_spool_max_bytes() -> u64 {
 fn default_segment_bytes() -> u64 {
     64 * 1024 * 1024
 }
+fn default_held_qos0_max_bytes() -> u64 {
+    64 * 1024 * 1024
+}
 
 impl Default for SpoolConfig {
     fn default() -> Self {
@@ -185,6 +193,7 @@ impl Default for SpoolConfig {
             max_bytes: default_spool_max_bytes(),
             segment_bytes: default_segment_bytes(),
             sync_delay_ms: 0,
+            held_qos0_max_bytes: default_held_qos0_max_bytes(),
         }
     }
 }

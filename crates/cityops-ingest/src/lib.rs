@@ -4,6 +4,7 @@
 //! writer and metrics.
 
 mod batch;
+mod held;
 pub mod kafka;
 mod le;
 mod metrics;

@@ -62,6 +62,11 @@ pub struct IngestMetrics {
     pub mqtt_acks: prometheus::Counter,
     /// Retained messages not stored (`mqtt.store_retained = false`).
     pub mqtt_retained_skipped: prometheus::Counter,
+    /// QoS 0 deliveries dropped while the spool was full, beyond
+    /// `mqtt.spool.held_qos0_max_bytes`.
+    pub mqtt_qos0_dropped: prometheus::Counter,
+    /// Bytes of the QoS 0 deliveries held in memory while the spool is full.
+    pub mqtt_held_qos0_bytes: Gauge,
     /// Messages missing by their devices' sequence numbers, by feed.
     pub mqtt_sequence_gaps: CounterVec,
     /// The broker's own count of messages it dropped (`$SYS/broker/publish/messages/dropped`).
@@ -195,6 +200,14 @@ impl IngestMetrics {
             mqtt_retained_skipped: m.counter(
                 "mqtt_retained_skipped_total",
                 "Retained messages not stored (mqtt.store_retained = false)",
+            )?,
+            mqtt_qos0_dropped: m.counter(
+                "mqtt_qos0_dropped_total",
+                "QoS 0 deliveries dropped, oldest first, while the spool was full and those held in memory reached mqtt.spool.held_qos0_max_bytes",
+            )?,
+            mqtt_held_qos0_bytes: m.gauge(
+                "mqtt_held_qos0_bytes",
+                "Bytes (payload and topic) of the QoS 0 deliveries held in memory while the spool is full",
             )?,
             mqtt_sequence_gaps: m.counter_vec(
                 "mqtt_sequence_gaps_total",

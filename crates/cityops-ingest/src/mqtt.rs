@@ -12,6 +12,7 @@
 //! twice, and how throughput survives the broker's small in-flight window.
 
 use crate::batch::{Batch, BatchBuilder, ReplayFilter};
+use crate::held::Held;
 use crate::pipeline::{Decoder, Done, Received, Summary, WriterTask, limits, start_writer};
 use crate::sequence::SequenceTracker;
 use crate::spool::{Appended, Arrival, Spool, SpoolReader, SpoolSettings};
@@ -21,7 +22,7 @@ use cityops_config::{Config, SourceKind};
 use cityops_event::{SourceCoordinates, Timestamp};
 use cityops_mqtt::{Delivery, Subscriber, SubscriberEvent};
 use cityops_telemetry::{Readiness, ReadinessHandle};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError, mpsc};
 use std::time::{Duration, Instant};
@@ -99,7 +100,9 @@ struct Receiver {
     /// Per connection: whether the broker confirmed its subscription on the current attempt.
     subscribed: Vec<bool>,
     /// Deliveries not yet spooled because the spool is full, in arrival order.
-    held: VecDeque<Delivery>,
+    held: Held,
+    /// QoS 0 deliveries dropped since the spool became full (logged once per episode).
+    dropped_while_full: u64,
     /// PUBACKs to send after the next sync, in arrival order.
     acks: Vec<(u16, u64, u16)>,
     durable: Arc<Durable>,
@@ -139,7 +142,7 @@ impl Receiver {
                 if self.held.is_empty() {
                     self.append(d);
                 } else {
-                    self.held.push_back(d);
+                    self.hold(d);
                 }
             }
             SubscriberEvent::Connected {
@@ -267,8 +270,27 @@ impl Receiver {
                     "spool full: acknowledging nothing more until ClickHouse catches up (the broker keeps the messages)"
                 );
             }
-            self.held.push_back(d);
+            self.hold(d);
         }
+    }
+
+    /// Holds a delivery the spool cannot take yet, dropping the oldest QoS 0 ones beyond
+    /// `mqtt.spool.held_qos0_max_bytes`.
+    fn hold(&mut self, d: Delivery) {
+        let dropped = self.held.push_back(d);
+        if dropped > 0 {
+            if self.dropped_while_full == 0 {
+                tracing::warn!(
+                    held_qos0_bytes = self.held.qos0_bytes(),
+                    "spool full and the QoS 0 deliveries held in memory reached mqtt.spool.held_qos0_max_bytes: dropping the oldest (the broker keeps no copy of them)"
+                );
+            }
+            self.dropped_while_full += dropped;
+            self.metrics.mqtt_qos0_dropped.inc_by(dropped as f64);
+        }
+        self.metrics
+            .mqtt_held_qos0_bytes
+            .set(self.held.qos0_bytes() as f64);
     }
 
     /// Spools one delivery and queues its PUBACK; gives it back if the spool is full.
@@ -373,13 +395,18 @@ impl Receiver {
             if let Err(d) = self.try_append(d) {
                 // Still full; the order of what is held stays as it arrived.
                 self.held.push_front(d);
+                self.metrics
+                    .mqtt_held_qos0_bytes
+                    .set(self.held.qos0_bytes() as f64);
                 return Ok(());
             }
         }
+        self.metrics.mqtt_held_qos0_bytes.set(0.0);
         if self.full_since.take().is_some() {
             self.metrics.spool_full.set(0.0);
             self.spool_ready.set_ready(true);
-            tracing::info!("spool has room again; acknowledging");
+            let qos0_dropped = std::mem::take(&mut self.dropped_while_full);
+            tracing::info!(qos0_dropped, "spool has room again; acknowledging");
         }
         Ok(())
     }
@@ -602,7 +629,8 @@ pub fn run(
         metrics: metrics.clone(),
         store_retained: mqtt.store_retained,
         subscribed: vec![false; usize::from(mqtt.connections)],
-        held: VecDeque::new(),
+        held: Held::new(mqtt.spool.held_qos0_max_bytes),
+        dropped_while_full: 0,
         acks: Vec::new(),
         durable: Arc::clone(&durable),
         stored_seq: Arc::clone(&stored_seq),

@@ -235,6 +235,46 @@ impl Mosquitto {
         Ok(())
     }
 
+    /// Publishes each `(topic, payload)` at QoS 0 over one connection (the broker neither
+    /// acknowledges nor keeps them) and disconnects once every one is written: the broker reads
+    /// them, in order, before the DISCONNECT.
+    pub async fn publish_qos0_many(&self, messages: &[(String, Vec<u8>)]) -> anyhow::Result<()> {
+        let id = format!("testkit-pub0-{}", crate::free_port());
+        let (client, mut events) = AsyncClient::new(self.options(&id), 100);
+        let (mut queued, mut written) = (0, 0);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+        async fn poll(
+            events: &mut rumqttc::EventLoop,
+            deadline: tokio::time::Instant,
+        ) -> anyhow::Result<Event> {
+            tokio::time::timeout_at(deadline, events.poll())
+                .await
+                .context("timed out writing QoS 0 messages")?
+                .context("the broker connection failed")
+        }
+        while written < messages.len() {
+            // Fewer queued than the request channel holds: publishing never waits on a poll.
+            while queued < messages.len() && queued - written < 50 {
+                let (topic, payload) = &messages[queued];
+                client
+                    .publish(topic, QoS::AtMostOnce, false, payload.clone())
+                    .await?;
+                queued += 1;
+            }
+            if let Event::Outgoing(rumqttc::Outgoing::Publish(_)) =
+                poll(&mut events, deadline).await?
+            {
+                written += 1;
+            }
+        }
+        client.disconnect().await?;
+        while !matches!(
+            poll(&mut events, deadline).await?,
+            Event::Outgoing(rumqttc::Outgoing::Disconnect)
+        ) {}
+        Ok(())
+    }
+
     /// Subscribes to `filter` at QoS 1; returns once the broker confirmed the subscription.
     pub async fn subscribe(&self, filter: &str) -> anyhow::Result<MqttSubscription> {
         let id = format!("testkit-sub-{}", crate::free_port());

@@ -575,6 +575,118 @@ async fn proof_4_clickhouse_down_for_20_s_loses_nothing_within_the_memory_and_di
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn qos0_deliveries_wait_in_bounded_memory_while_the_spool_is_full_and_the_rest_are_counted_dropped()
+ {
+    let mut rig = Rig::with_broker(roomy_broker()).await;
+    let load = good_load(22_000);
+    let config = rig.config("a", "", "");
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("segment_bytes = 1048576", "segment_bytes = 65536")
+        .replace(
+            "max_bytes = 268435456",
+            "max_bytes = 262144\nheld_qos0_max_bytes = 65536",
+        );
+    std::fs::write(&config, text).unwrap();
+    let mut ingest = Ingest::spawn(&config, rig.dir.path(), "a");
+    wait_connected(&ingest, 4.0).await;
+    let (first, second) = load.messages.split_at(2_000);
+    assert_eq!(publish(rig.mosquitto.port(), first).await, 2_000);
+    rig.wait_for_rows(4_000.0, Duration::from_secs(60)).await;
+    rig.clickhouse.stop();
+    // 20,000 QoS 0 messages of about 170 bytes: far more than the spool (256 KiB) and the
+    // memory bound (64 KiB) take while ClickHouse is down.
+    let dropped = |m: &str| metric_sum(m, "cityops_ingest_mqtt_qos0_dropped_total", &[]);
+    let held = |m: &str| metric_sum(m, "cityops_ingest_mqtt_held_qos0_bytes", &[]);
+    let published = std::sync::atomic::AtomicBool::new(false);
+    let publishing = async {
+        let result = rig.mosquitto.publish_qos0_many(second).await;
+        published.store(true, std::sync::atomic::Ordering::SeqCst);
+        result
+    };
+    // The memory held, sampled while the messages come and until the first drops.
+    let sampling = async {
+        let mut peak = 0f64;
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let metrics = ingest.metrics().await;
+            peak = peak.max(held(&metrics));
+            let done = published.load(std::sync::atomic::Ordering::SeqCst);
+            if done && dropped(&metrics) > 0.0 {
+                return peak;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "published: {done}, dropped: {}, held peak {peak}\n{}",
+                dropped(&metrics),
+                ingest.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    let (result, held_peak) = tokio::join!(publishing, sampling);
+    result.unwrap();
+    assert!(
+        held_peak <= 65_536.0,
+        "QoS 0 deliveries held in memory: peak {held_peak} bytes, bound 65536"
+    );
+    rig.clickhouse.start_again();
+    // Stored and dropped together make every message published, exactly.
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let (stored, dropped_total) = loop {
+        let metrics = ingest.metrics().await;
+        let stored = rig.count("SELECT count() FROM {db}.events").await / 2.0;
+        let gone = dropped(&metrics);
+        if stored + gone >= 22_000.0
+            && metric_sum(&metrics, "cityops_ingest_spool_full_state", &[]) == 0.0
+        {
+            break (stored, gone);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "messages stored {stored} + dropped {gone} of 22,000 (broker dropped: {})\n{}",
+            metric_sum(&metrics, "cityops_ingest_mqtt_broker_dropped_messages", &[]),
+            ingest.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    eprintln!(
+        "20,000 QoS 0 messages while ClickHouse was down: {} stored, {dropped_total} dropped; \
+         memory held peak {held_peak} bytes",
+        stored - 2_000.0
+    );
+    assert_eq!(stored + dropped_total, 22_000.0);
+    assert!(
+        dropped_total > 0.0 && stored > 2_000.0,
+        "some QoS 0 messages stored, some dropped"
+    );
+    ingest.wait_settled().await;
+    // What was stored is each message's rows exactly, once.
+    let kept = rig
+        .clickhouse
+        .sql(&format!(
+            "SELECT DISTINCT entity_id FROM {}.events FORMAT TSV",
+            rig.db
+        ))
+        .await
+        .unwrap();
+    let expected: BTreeMap<String, Vec<String>> = kept
+        .lines()
+        .map(|id| (id.to_owned(), load.expected[id].clone()))
+        .collect();
+    assert_eq!(expected.len() as f64, stored);
+    rig.assert_rows_equal_source(&expected).await;
+    let log = ingest.log_text();
+    assert_eq!(
+        log.matches("dropping the oldest").count(),
+        1,
+        "one warning for the episode:\n{log}"
+    );
+    assert_eq!(rig.count("SELECT count() FROM {db}.rejects").await, 0.0);
+    assert_eq!(ingest.terminate(Duration::from_secs(30)), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn proof_5_two_processes_share_a_subscription_and_one_carries_on_when_the_other_dies() {
     let rig = Rig::with_broker(roomy_broker()).await;
     let load = good_load(60_000);
