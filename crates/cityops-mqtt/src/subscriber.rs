@@ -376,7 +376,8 @@ enum Polled {
     Publish(Delivery),
     SubAck {
         accepted: usize,
-        refused: Vec<String>,
+        /// Position in the SUBSCRIBE of each filter refused, with the broker's reason.
+        refused: Vec<(usize, String)>,
     },
     UnsubAck,
     Disconnect(String),
@@ -507,12 +508,12 @@ impl EventLoop {
                         payload: p.payload,
                     })),
                     Event::Incoming(Packet::SubAck(ack)) => {
-                        let refused: Vec<String> = ack
+                        let refused: Vec<(usize, String)> = ack
                             .return_codes
                             .iter()
                             .enumerate()
                             .filter(|(_, c)| matches!(c, rumqttc::SubscribeReasonCode::Failure))
-                            .map(|(i, _)| format!("filter #{i}: failure"))
+                            .map(|(i, _)| (i, "failure (0x80)".to_owned()))
                             .collect();
                         Ok(Polled::SubAck {
                             accepted: ack.return_codes.len() - refused.len(),
@@ -544,12 +545,12 @@ impl EventLoop {
                         payload: p.payload,
                     })),
                     Event::Incoming(Packet::SubAck(ack)) => {
-                        let refused: Vec<String> = ack
+                        let refused: Vec<(usize, String)> = ack
                             .return_codes
                             .iter()
                             .enumerate()
                             .filter(|(_, c)| !matches!(c, SubscribeReasonCode::Success(_)))
-                            .map(|(i, c)| format!("filter #{i}: {c:?}"))
+                            .map(|(i, c)| (i, format!("{c:?}")))
                             .collect();
                         Ok(Polled::SubAck {
                             accepted: ack.return_codes.len() - refused.len(),
@@ -566,6 +567,18 @@ impl EventLoop {
             }
         }
     }
+}
+
+/// Each refused filter of a SUBACK named by its filter (the broker gives only positions in
+/// the SUBSCRIBE), with the broker's reason.
+fn name_refusals(subscribed: &[(String, u8)], refused: Vec<(usize, String)>) -> Vec<String> {
+    refused
+        .into_iter()
+        .map(|(i, reason)| match subscribed.get(i) {
+            Some((filter, _)) => format!("{filter}: {reason}"),
+            None => format!("filter #{i} (not one this connection sent): {reason}"),
+        })
+        .collect()
 }
 
 impl ConnectionTask {
@@ -832,7 +845,7 @@ async fn attempt(
             Ok(Polled::SubAck { accepted, refused }) => SubscriberEvent::Subscribed {
                 connection: task.n,
                 accepted,
-                refused,
+                refused: name_refusals(&task.filters(), refused),
             },
             Ok(Polled::Disconnect(reason)) => return Ended::Failed(reason),
             Ok(Polled::Publish(delivery)) => {
@@ -855,5 +868,30 @@ async fn attempt(
         if !task.emit(event).await {
             return Ended::Cancelled;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_subscription_is_named_by_its_filter() {
+        let subscribed = vec![
+            ("$share/ioc/danang/water/#".to_owned(), 1),
+            ("danang/air/#".to_owned(), 1),
+            ("$SYS/broker/#".to_owned(), 0),
+        ];
+        let named = name_refusals(
+            &subscribed,
+            vec![(1, "NotAuthorized".into()), (7, "failure (0x80)".into())],
+        );
+        assert_eq!(
+            named,
+            [
+                "danang/air/#: NotAuthorized",
+                "filter #7 (not one this connection sent): failure (0x80)",
+            ]
+        );
     }
 }
