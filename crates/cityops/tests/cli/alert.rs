@@ -991,7 +991,7 @@ async fn a_group_that_gives_the_alerter_no_partitions_is_a_warning_a_metric_and_
     let assigned = |m: &str| metric_sum(m, "cityops_alert_kafka_assigned_partitions", &[]);
     let stalled = |m: &str| metric_sum(m, "cityops_alert_kafka_assignment_stalled_state", &[]);
     // Member ids begin with the client id (the alerter's own is librdkafka's "rdkafka"): the
-    // range assignor gives the two holders one partition each and the alerter none.
+    // assignor (roundrobin) gives the two holders one partition each and the alerter none.
     let mut holders = Vec::new();
     for name in ["0-holder-a", "0-holder-b"] {
         let config = rig.config_with(name, "", &extra(name));
@@ -1040,22 +1040,54 @@ async fn a_group_that_gives_the_alerter_no_partitions_is_a_warning_a_metric_and_
         alerter.log_text()
     );
 
-    // The holders leave: the group gives the alerter both partitions and it is ready.
-    for mut holder in holders {
-        assert_eq!(holder.terminate(Duration::from_secs(30)), Some(0));
+    // The holders leave, one at a time: the group gives the alerter one partition, then both,
+    // and it is ready. One at a time because the durable test broker (nisshi 0.7) wedges the
+    // group when a member leaves while it is the leader of a rebalance still in progress: it
+    // answers every later JoinGroup with the departed leader (seen under load when both left
+    // back to back). A Kafka coordinator drops a member that leaves; the alerter reports the
+    // wedge (stalled, not ready) either way.
+    let mut holders = holders.into_iter();
+    let mut first = holders.next().unwrap();
+    let second = holders.next().unwrap();
+    assert_eq!(first.terminate(Duration::from_secs(30)), Some(0));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let seen = (
+            assigned(&alerter.metrics().await),
+            assigned(&second.metrics().await),
+        );
+        if seen == (1.0, 1.0) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "one holder left: the alerter and the other holder with a partition each; not after \
+             60 s, seen (alerter, holder) {seen:?}\n{}",
+            alerter.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    wait_for(
-        "the alerter with both partitions, not stalled, ready",
-        Duration::from_secs(90),
-        async || {
-            let m = alerter.metrics().await;
-            (assigned(&m) == 2.0
-                && stalled(&m) == 0.0
-                && http_get(alerter.port, "/readyz").await.0 == 200)
-                .then_some(())
-        },
-    )
-    .await;
+    let mut second = second;
+    assert_eq!(second.terminate(Duration::from_secs(30)), Some(0));
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let m = alerter.metrics().await;
+        let seen = (
+            assigned(&m),
+            stalled(&m),
+            http_get(alerter.port, "/readyz").await,
+        );
+        if seen.0 == 2.0 && seen.1 == 0.0 && seen.2.0 == 200 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the alerter with both partitions, not stalled, ready: not after 90 s; \
+             seen (assigned, stalled, /readyz) {seen:?}\n{}",
+            alerter.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     assert!(
         alerter
             .log_text()
