@@ -112,7 +112,7 @@ fn the_self_monitoring_rules_pass_promtool_and_their_tests() {
         &[],
     );
     assert!(
-        out.contains("cityops.rules.yml") && out.contains("SUCCESS: 14 rules found"),
+        out.contains("cityops.rules.yml") && out.contains("SUCCESS: 15 rules found"),
         "{out}"
     );
 }
