@@ -391,17 +391,21 @@ impl Receiver {
         if self.disk_full_retry.is_some() {
             return Ok(());
         }
+        let mut still_full = false;
         while let Some(d) = self.held.pop_front() {
             if let Err(d) = self.try_append(d) {
-                // Still full; the order of what is held stays as it arrived.
+                // The order of what is held stays as it arrived.
                 self.held.push_front(d);
-                self.metrics
-                    .mqtt_held_qos0_bytes
-                    .set(self.held.qos0_bytes() as f64);
-                return Ok(());
+                still_full = true;
+                break;
             }
         }
-        self.metrics.mqtt_held_qos0_bytes.set(0.0);
+        self.metrics
+            .mqtt_held_qos0_bytes
+            .set(self.held.qos0_bytes() as f64);
+        if still_full {
+            return Ok(());
+        }
         if self.full_since.take().is_some() {
             self.metrics.spool_full.set(0.0);
             self.spool_ready.set_ready(true);
