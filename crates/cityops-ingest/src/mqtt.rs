@@ -391,19 +391,17 @@ impl Receiver {
         if self.disk_full_retry.is_some() {
             return Ok(());
         }
-        let mut still_full = false;
         while let Some(d) = self.held.pop_front() {
             if let Err(d) = self.try_append(d) {
-                // The order of what is held stays as it arrived.
+                // Still full; the order of what is held stays as it arrived.
                 self.held.push_front(d);
-                still_full = true;
                 break;
             }
         }
         self.metrics
             .mqtt_held_qos0_bytes
             .set(self.held.qos0_bytes() as f64);
-        if still_full {
+        if !self.held.is_empty() {
             return Ok(());
         }
         if self.full_since.take().is_some() {
